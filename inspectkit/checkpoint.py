@@ -1,0 +1,168 @@
+"""The checkpoint: a plain dict of tensors, strings and numbers, saved atomically and loaded without unpickling code.
+
+Everything inference needs (architecture, classes, preprocessing, threshold) is in it, so inference is built
+from the checkpoint and cannot drift from training. A ``<file>.sha256`` beside it records its digest;
+loading checks it when present.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .model import ARCHS, build_model
+from .preprocess import validate_spec
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "arch", "state_dict", "class_names", "defect_index", "preprocessing",
+                 "threshold")
+
+
+def library_versions() -> dict:
+    """Versions of the libraries that produced a checkpoint."""
+    import cv2
+    import numpy
+    import torchvision
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "opencv": cv2.__version__, "python": platform.python_version()}
+
+
+def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_index: int | None,
+                    preprocessing: dict, threshold: float | None, metrics: dict | None = None,
+                    train_config: dict | None = None, data: dict | None = None,
+                    history: list | None = None) -> dict:
+    """Assemble the checkpoint dict (tensors on the CPU, contiguous)."""
+    ckpt = {
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
+        "class_names": list(class_names),
+        "defect_index": defect_index,
+        "preprocessing": validate_spec(preprocessing),
+        "threshold": None if threshold is None else float(threshold),
+        "metrics": metrics or {},
+        "train_config": train_config or {},
+        "data": data or {},
+        "history": history or [],
+        "versions": library_versions(),
+    }
+    validate(ckpt, "checkpoint")
+    return ckpt
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def digest_path(path: str | Path) -> Path:
+    """Where a checkpoint's recorded SHA-256 lives."""
+    return Path(str(path) + ".sha256")
+
+
+def save_checkpoint(ckpt: dict, path: str | Path) -> str:
+    """Validate and save atomically (temp file in the same folder, fsync, rename); record and return its SHA-256."""
+    validate(ckpt, "checkpoint")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    digest = sha256_file(path)
+    digest_path(path).write_text(f"{digest}  {path.name}\n")
+    return digest
+
+
+def load_checkpoint(path: str | Path, expected_sha256: str | None = None, verify: bool = True) -> dict:
+    """Load a checkpoint with ``weights_only=True`` and validate it.
+
+    The digest is checked against ``expected_sha256`` when given, else against ``<path>.sha256`` when that
+    exists (``verify=False`` skips the sidecar). Every problem is a ValueError that names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint not found: {path}")
+    want = expected_sha256
+    if want is None and verify and digest_path(path).is_file():
+        want = digest_path(path).read_text().split()[0] if digest_path(path).read_text().split() else ""
+    if want:
+        got = sha256_file(path)
+        if got != want.lower():
+            raise ValueError(
+                f"checkpoint {path} has SHA-256 {got}, but {want} was recorded: the file was changed or "
+                "corrupted; refusing to load it"
+            )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"checkpoint {path} holds Python objects or code that weights-only loading refuses to run "
+            f"(only tensors, numbers, strings, lists and dicts are allowed): {str(exc).splitlines()[0]}"
+        ) from exc
+    except Exception as exc:
+        raise ValueError(f"checkpoint {path} is not a readable torch file: {type(exc).__name__}: {exc}") from exc
+    validate(ckpt, str(path))
+    return ckpt
+
+
+def validate(ckpt: Any, name: str) -> None:
+    """Check the checkpoint's structure; ValueError names the first problem."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{name} must be a dict with {list(REQUIRED_KEYS)}, got {type(ckpt).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"{name} is missing {missing}; a checkpoint needs {list(REQUIRED_KEYS)}")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise ValueError(f"{name} has format_version {ckpt['format_version']!r}; this code reads {FORMAT_VERSION}")
+    if ckpt["arch"] not in ARCHS:
+        raise ValueError(f"{name} has arch {ckpt['arch']!r}; supported: {list(ARCHS)}")
+    names = ckpt["class_names"]
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(c, str) for c in names) \
+            or len(set(names)) != len(names):
+        raise ValueError(f"{name} class_names {names!r} must be a list of at least two distinct strings")
+    d = ckpt["defect_index"]
+    if d is not None and (not isinstance(d, int) or not 0 <= d < len(names)):
+        raise ValueError(f"{name} defect_index {d!r} must be None or an index into {names}")
+    t = ckpt["threshold"]
+    if d is not None and (not isinstance(t, float) or not 0.0 < t < 1.0):
+        raise ValueError(f"{name} threshold {t!r} must be a float in (0, 1) for a model with a defect class")
+    sd = ckpt["state_dict"]
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{name} state_dict must be a non-empty dict of tensors")
+    try:
+        validate_spec(ckpt["preprocessing"])
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """The network described by the checkpoint, its weights loaded, in eval mode."""
+    model = build_model(ckpt["arch"], len(ckpt["class_names"]), weights=None)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"checkpoint state_dict does not fit {ckpt['arch']} with {len(ckpt['class_names'])} classes: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    return model.eval()

@@ -1,0 +1,93 @@
+"""Shared fixtures: small synthetic castings, data-set trees in each layout, and a checkpoint written by the real
+save function. Nothing here downloads anything; tests that need the real data skip when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from inspectkit.checkpoint import make_checkpoint, save_checkpoint
+from inspectkit.model import build_model
+from inspectkit.preprocess import default_spec
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CASTING = SHARED / "data" / "casting"
+NEU_DET = SHARED / "data" / "neu-det"
+LOCAL_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet1k.pth"
+COMMITTED_MODEL = REPO / "final_best_model.pt"
+
+needs_casting = pytest.mark.skipif(not (CASTING / "test").is_dir(),
+                                   reason=f"the real casting data is not at {CASTING} (a fresh clone has no ../shared)")
+needs_weights = pytest.mark.skipif(not LOCAL_WEIGHTS.is_file(), reason=f"no local ImageNet weights at {LOCAL_WEIGHTS}")
+
+
+def synthetic_casting(rng: np.random.Generator, defect: bool, size: tuple[int, int] = (96, 96)) -> np.ndarray:
+    """A grey disc on a dark background (an impeller seen from above); a defect adds a dark pit or a scratch."""
+    h, w = size
+    img = np.full((h, w), 40, np.uint8)
+    c = (w // 2 + int(rng.integers(-3, 4)), h // 2 + int(rng.integers(-3, 4)))
+    r = int(min(h, w) * rng.uniform(0.33, 0.42))
+    cv2.circle(img, c, r, int(rng.integers(150, 190)), -1)
+    cv2.circle(img, c, max(r // 4, 2), 80, -1)
+    if defect:
+        a = rng.uniform(0, 2 * np.pi)
+        d = rng.uniform(0.45, 0.8) * r
+        p = (int(c[0] + d * np.cos(a)), int(c[1] + d * np.sin(a)))
+        if rng.random() < 0.5:
+            cv2.circle(img, p, max(2, min(h, w) // 14), 20, -1)
+        else:
+            q = (p[0] + int(rng.integers(-12, 13)), p[1] + int(rng.integers(-12, 13)))
+            cv2.line(img, p, q, 15, max(1, min(h, w) // 30))
+    img = img.astype(np.int16) + rng.integers(-6, 7, size=img.shape)
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def write_images(folder: Path, rng: np.random.Generator, n: int, defect: bool, prefix: str = "img",
+                 size: tuple[int, int] = (96, 96)) -> list[Path]:
+    """Write n synthetic castings as JPEGs into folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"{prefix}_{i:03d}.jpg"
+        cv2.imwrite(str(p), synthetic_casting(rng, defect, size)[:, :, ::-1])
+        out.append(p)
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def casting_tree(tmp_path: Path) -> Path:
+    """A tiny copy of the Kaggle layout: train/test x def_front/ok_front, generated."""
+    r = np.random.default_rng(1)
+    root = tmp_path / "casting"
+    for split, n in (("train", 24), ("test", 8)):
+        write_images(root / split / "def_front", r, n, True, prefix=f"cast_def_{split}")
+        write_images(root / split / "ok_front", r, n, False, prefix=f"cast_ok_{split}")
+    return root
+
+
+def write_checkpoint(path: Path, arch: str = "mobilenet_v2", size: int = 96, seed: int = 0,
+                     class_names=("def_front", "ok_front"), defect_index: int | None = 0,
+                     threshold: float | None = 0.5) -> Path:
+    """A checkpoint with random weights, written by the real save function."""
+    torch.manual_seed(seed)
+    model = build_model(arch, len(class_names), weights=None).eval()
+    ckpt = make_checkpoint(model, arch, list(class_names), defect_index, default_spec(size), threshold,
+                           metrics={"validation": {}}, train_config={"seed": seed}, data={"counts": {}})
+    save_checkpoint(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A binary MobileNetV2 checkpoint (random weights, 96 px) saved with save_checkpoint."""
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
