@@ -8,6 +8,8 @@ loading checks it when present.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import os
 import pickle
 import platform
@@ -32,8 +34,13 @@ def library_versions() -> dict:
     import numpy
     import torchvision
 
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__,
-            "opencv": cv2.__version__, "python": platform.python_version()}
+    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "numpy": str(numpy.__version__), "opencv": str(cv2.__version__), "python": platform.python_version()}
+
+
+def plain(obj: Any) -> Any:
+    """Numbers, strings, lists and dicts only (numpy scalars and tuples converted), so weights-only loading accepts it."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_index: int | None,
@@ -49,10 +56,10 @@ def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_
         "defect_index": defect_index,
         "preprocessing": validate_spec(preprocessing),
         "threshold": None if threshold is None else float(threshold),
-        "metrics": metrics or {},
-        "train_config": train_config or {},
-        "data": data or {},
-        "history": history or [],
+        "metrics": plain(metrics or {}),
+        "train_config": plain(train_config or {}),
+        "data": plain(data or {}),
+        "history": plain(history or []),
         "versions": library_versions(),
     }
     validate(ckpt, "checkpoint")
@@ -104,7 +111,9 @@ def load_checkpoint(path: str | Path, expected_sha256: str | None = None, verify
         raise ValueError(f"checkpoint not found: {path}")
     want = expected_sha256
     if want is None and verify and digest_path(path).is_file():
-        want = digest_path(path).read_text().split()[0] if digest_path(path).read_text().split() else ""
+        want = (digest_path(path).read_text().split() or [""])[0]
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", want):
+            raise ValueError(f"{digest_path(path)} does not hold a SHA-256 digest (64 hex digits)")
     if want:
         got = sha256_file(path)
         if got != want.lower():
@@ -115,10 +124,12 @@ def load_checkpoint(path: str | Path, expected_sha256: str | None = None, verify
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         raise ValueError(
             f"checkpoint {path} holds Python objects or code that weights-only loading refuses to run "
-            f"(only tensors, numbers, strings, lists and dicts are allowed): {str(exc).splitlines()[0]}"
-        ) from exc
+            f"(only tensors, numbers, strings, lists and dicts are allowed)"
+            + (f"; it asks for {found.group(1)}" if found else "")
+        ) from None
     except Exception as exc:
         raise ValueError(f"checkpoint {path} is not a readable torch file: {type(exc).__name__}: {exc}") from exc
     validate(ckpt, str(path))
