@@ -1,0 +1,293 @@
+"""Two-stage transfer learning on cached backbone features, fast enough for a 2-core CPU.
+
+Stage 1 trains a new head on the frozen backbone; stage 2 unfreezes the last K blocks at a lower learning
+rate. Neither stage changes the frozen prefix of the network, so its output is computed once per image
+view (view 0 clean, the others augmented) and cached; every epoch then runs only the last K blocks.
+Frozen BatchNorm layers stay in eval mode, so their statistics never move.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import data as D
+from .checkpoint import make_checkpoint, save_checkpoint
+from .metrics import choose_threshold, classification_report, fbeta, softmax, threshold_sweep
+from .model import build_model, head, set_trainable, split_at, train_mode
+from .preprocess import augment, default_spec, preprocess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; stored in the checkpoint."""
+
+    data: str = "../shared/data/casting"
+    arch: str = "mobilenet_v2"
+    weights: str = "imagenet"
+    defect_class: str | None = None
+    size: int = 224
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2  # only for a folder-per-class set without its own test/ folder
+    twin_threshold: float = D.TWIN_SIMILARITY
+    views: int = 4  # cached views per train image: the clean one and views-1 augmented ones
+    aug_strength: float = 1.0
+    last_blocks: int = 3
+    stage1_epochs: int = 30
+    stage2_epochs: int = 10
+    lr1: float = 3e-3
+    lr2: float = 3e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    patience: int = 4
+    target_recall: float = 0.995
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    limit: int = 0  # >0: use at most this many images per class (smoke runs and tests)
+    out: str = "final_best_model.pt"
+    extra: dict = field(default_factory=dict)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def _limit(ds: D.Dataset, n: int, seed: int) -> D.Dataset:
+    if n <= 0:
+        return ds
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in range(len(ds.class_names)):
+        idx = np.nonzero(ds.labels == c)[0]
+        keep += sorted(rng.permutation(idx)[:n].tolist())
+    return ds.subset(sorted(keep))
+
+
+def prepare_data(cfg: TrainConfig) -> dict:
+    """Decode the train pool, group near-duplicates, carve a validation split (and a test split if needed)."""
+    full = D.load_folder(cfg.data, "train", cfg.defect_class)
+    full = _limit(full, cfg.limit, cfg.seed)
+    t0 = time.perf_counter()
+    full, images = D.decode_all(full)
+    desc = D.descriptors(images)
+    hashes = D.file_hashes(full.paths)
+    groups = D.duplicate_groups(desc, hashes, cfg.twin_threshold)
+    log.info("decoded %d images, %d duplicate groups (largest %d) in %.1fs", len(full), groups.max() + 1,
+             np.bincount(groups).max(), time.perf_counter() - t0)
+    has_test = D.is_split_layout(Path(cfg.data)) and (Path(cfg.data) / "test").is_dir()
+    test_idx = np.zeros(0, dtype=np.int64)
+    pool_idx = np.arange(len(full))
+    if not has_test:
+        pool_idx, test_idx = D.group_split(full.labels, groups, cfg.test_fraction, cfg.seed + 1)
+    tr, va = D.group_split(full.labels[pool_idx], groups[pool_idx], cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = pool_idx[tr], pool_idx[va]
+    return {"full": full, "images": images, "groups": groups, "train_idx": train_idx, "val_idx": val_idx,
+            "test_idx": test_idx, "has_test_folder": has_test}
+
+
+def _stack(imgs, spec) -> torch.Tensor:
+    s = int(spec["size"])
+    out = np.empty((len(imgs), 3, s, s), dtype=np.float32)
+    for i, im in enumerate(imgs):
+        preprocess(im, spec, out=out[i])
+    return torch.from_numpy(out)
+
+
+@torch.no_grad()
+def cache_prefix(prefix: nn.Module, images: list[np.ndarray], spec: dict, views: int, strength: float,
+                 seed: int, batch_size: int, desc: str) -> torch.Tensor:
+    """Frozen-prefix outputs (float16) for each image and view: N x V x C x h x w. View 0 is the clean image."""
+    prefix.eval().to(memory_format=torch.channels_last)  # measured: ~30% faster than NCHW on this CPU
+    rng = np.random.default_rng(seed)
+    jobs = [(i, v) for i in range(len(images)) for v in range(views)]
+    seeds = rng.integers(0, 2 ** 31, size=len(jobs))
+
+    def make(batch):
+        ims = [images[i] if v == 0 else augment(images[i], np.random.default_rng(seeds[k]), strength)
+               for k, (i, v) in batch]
+        return _stack(ims, spec)
+
+    numbered = list(enumerate(jobs))
+    batches = [numbered[s:s + batch_size] for s in range(0, len(numbered), batch_size)]
+    out = None
+    with ThreadPoolExecutor(1) as pool, tqdm(total=len(jobs), desc=desc, unit="img", mininterval=5) as bar:
+        fut = pool.submit(make, batches[0]) if batches else None
+        for b, batch in enumerate(batches):
+            x = fut.result()
+            if b + 1 < len(batches):
+                fut = pool.submit(make, batches[b + 1])  # augment the next batch while this one runs
+            y = prefix(x.contiguous(memory_format=torch.channels_last)).to(torch.float16)
+            if out is None:
+                out = torch.empty((len(images), views) + tuple(y.shape[1:]), dtype=torch.float16)
+            for (k, (i, v)), row in zip(batch, y):
+                out[i, v] = row
+            bar.update(len(batch))
+    return out
+
+
+def _class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=n).astype(np.float64)
+    w = counts.sum() / (n * np.maximum(counts, 1))
+    return torch.tensor(w, dtype=torch.float32)
+
+
+@torch.no_grad()
+def _logits(module: nn.Module, feats: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    module.eval()
+    return torch.cat([module(feats[i:i + batch_size].float()) for i in range(0, len(feats), batch_size)])
+
+
+def _val_score(logits: torch.Tensor, labels: np.ndarray, defect_index: int | None, loss_fn) -> dict:
+    loss = float(loss_fn(logits, torch.from_numpy(labels)))
+    probs = softmax(logits.numpy())
+    acc = float((probs.argmax(1) == labels).mean())
+    if defect_index is not None:
+        score = fbeta(labels == defect_index, probs[:, defect_index] >= 0.5, beta=2.0)
+    else:
+        score = acc
+    return {"val_loss": loss, "val_acc": acc, "val_score": score}
+
+
+def _better(a: dict, b: dict | None) -> bool:
+    """Higher validation score first (defect F2 or accuracy), then lower validation loss."""
+    if b is None:
+        return True
+    if a["val_score"] != b["val_score"]:
+        return a["val_score"] > b["val_score"]
+    return a["val_loss"] < b["val_loss"]
+
+
+def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feats: torch.Tensor,
+         train_labels: np.ndarray, val_feats: torch.Tensor, val_labels: np.ndarray, cfg: TrainConfig,
+         defect_index: int | None, n_classes: int, stage: str, history: list) -> dict:
+    """One stage: AdamW + cosine decay, a random cached view per image each epoch, early stopping, best kept."""
+    g = torch.Generator().manual_seed(cfg.seed + (1 if stage == "stage1" else 2))
+    loss_fn = nn.CrossEntropyLoss(weight=_class_weights(train_labels, n_classes))
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    n, views = train_feats.shape[0], train_feats.shape[1]
+    steps = max(1, epochs * math.ceil(n / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    y_all = torch.from_numpy(train_labels)
+    # the starting point competes too: stage 2 is only kept where it beats the stage-1 head on validation
+    best = _val_score(_logits(module, val_feats), val_labels, defect_index, loss_fn) if stage != "stage1" else None
+    best_state, bad = copy.deepcopy(module.state_dict()), 0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        set_mode()
+        order = torch.randperm(n, generator=g)
+        view = torch.randint(0, views, (n,), generator=g)
+        total, seen = 0.0, 0
+        for s in range(0, n, cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            x = train_feats[idx, view[idx]].float()
+            loss = loss_fn(module(x), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss) * len(idx)
+            seen += len(idx)
+        val = _val_score(_logits(module, val_feats), val_labels, defect_index, loss_fn)
+        row = {"stage": stage, "epoch": epoch, "train_loss": total / seen, **val,
+               "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
+        history.append(row)
+        improved = _better(val, best)
+        log.info("%s epoch %d/%d train_loss %.4f val_loss %.4f val_acc %.4f val_score %.4f %.1fs%s", stage, epoch,
+                 epochs, row["train_loss"], val["val_loss"], val["val_acc"], val["val_score"], row["seconds"],
+                 " *" if improved else "")
+        if improved:
+            best, best_state, bad = val, copy.deepcopy(module.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                log.info("%s: early stop after %d epochs without improvement", stage, bad)
+                break
+    module.load_state_dict(best_state)
+    return best
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run both stages, pick the threshold on validation, save the checkpoint; returns it."""
+    t_start = time.perf_counter()
+    _seed_all(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    prep = prepare_data(cfg)
+    full, images = prep["full"], prep["images"]
+    tr, va = prep["train_idx"], prep["val_idx"]
+    names, defect_index = full.class_names, full.defect_index
+    spec = default_spec(cfg.size)
+    model = build_model(cfg.arch, len(names), cfg.weights)
+    set_trainable(model, cfg.arch, cfg.last_blocks)
+    prefix, suffix = split_at(model, cfg.arch, cfg.last_blocks)
+    t0 = time.perf_counter()
+    # batch 16 is the fastest frozen-prefix throughput measured on the 2-core CPU (64 is 50% slower)
+    train_feats = cache_prefix(prefix, [images[i] for i in tr], spec, cfg.views, cfg.aug_strength, cfg.seed,
+                               16, "cache train")
+    val_feats = cache_prefix(prefix, [images[i] for i in va], spec, 1, 0.0, cfg.seed, 16, "cache val")[:, 0]
+    cache_s = time.perf_counter() - t0
+    y_tr, y_va = full.labels[tr], full.labels[va]
+    history: list[dict] = []
+
+    # Stage 1: the head alone on pooled features of the frozen network (pooled once, so epochs take a second).
+    t1 = time.perf_counter()
+    body = nn.Sequential(*list(suffix.children())[:-1]).eval()
+    with torch.no_grad():
+        pooled_tr = torch.stack([_logits(body, train_feats[:, v]) for v in range(cfg.views)], dim=1)
+        pooled_va = _logits(body, val_feats)
+    hd = head(model, cfg.arch)
+    best1 = _fit(hd, hd.train, list(hd.parameters()), cfg.lr1, cfg.stage1_epochs, pooled_tr, y_tr, pooled_va,
+                 y_va, cfg, defect_index, len(names), "stage1", history)
+    stage1_s = time.perf_counter() - t1
+
+    # Stage 2: the last K blocks and the head at a lower learning rate; frozen BatchNorm stays in eval.
+    t2 = time.perf_counter()
+    params = set_trainable(model, cfg.arch, cfg.last_blocks)
+
+    def mode():
+        train_mode(model)
+
+    best2 = _fit(suffix, mode, params, cfg.lr2, cfg.stage2_epochs, train_feats, y_tr, val_feats, y_va, cfg,
+                 defect_index, len(names), "stage2", history)
+    stage2_s = time.perf_counter() - t2
+    model.eval()
+
+    val_probs = softmax(_logits(suffix, val_feats).numpy())
+    metrics: dict = {"stage1_best": best1, "stage2_best": best2}
+    threshold = None
+    if defect_index is not None:
+        is_def = y_va == defect_index
+        choice = choose_threshold(is_def, val_probs[:, defect_index], cfg.target_recall)
+        threshold = choice["threshold"]
+        metrics["threshold_choice"] = choice
+        metrics["validation_sweep"] = threshold_sweep(is_def, val_probs[:, defect_index])
+    metrics["validation"] = classification_report(y_va, val_probs, names, defect_index, threshold)
+    timing = {"cache_s": round(cache_s, 1), "stage1_s": round(stage1_s, 1), "stage2_s": round(stage2_s, 1),
+              "total_s": round(time.perf_counter() - t_start, 1)}
+    metrics["timing"] = timing
+    split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "twin_threshold": cfg.twin_threshold,
+             "train": full.subset(tr).fingerprint(), "validation": full.subset(va).fingerprint(),
+             "groups": int(prep["groups"].max() + 1), "skipped": full.skipped,
+             "has_test_folder": prep["has_test_folder"]}
+    if len(prep["test_idx"]):
+        split["test_fraction"] = cfg.test_fraction
+        split["test_files"] = [str(full.paths[i].relative_to(full.root)) for i in prep["test_idx"]]
+    ckpt = make_checkpoint(model, cfg.arch, names, defect_index, spec, threshold, metrics=metrics,
+                           train_config=asdict(cfg), data={**full.fingerprint(), "split": split}, history=history)
+    save_checkpoint(ckpt, cfg.out)
+    log.info("saved %s (threshold %s, val acc %.4f) in %.0fs: %s", cfg.out, threshold,
+             metrics["validation"]["accuracy"], timing["total_s"], timing)
+    return ckpt
