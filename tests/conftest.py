@@ -27,7 +27,7 @@ needs_weights = pytest.mark.skipif(not LOCAL_WEIGHTS.is_file(), reason=f"no loca
 
 
 def synthetic_casting(rng: np.random.Generator, defect: bool, size: tuple[int, int] = (96, 96)) -> np.ndarray:
-    """A grey disc on a dark background (an impeller seen from above); a defect adds a dark pit or a scratch."""
+    """A grainy grey disc on a dark background (an impeller seen from above); a defect adds a dark pit or a scratch."""
     h, w = size
     img = np.full((h, w), 40, np.uint8)
     c = (w // 2 + int(rng.integers(-3, 4)), h // 2 + int(rng.integers(-3, 4)))
@@ -43,7 +43,9 @@ def synthetic_casting(rng: np.random.Generator, defect: bool, size: tuple[int, i
         else:
             q = (p[0] + int(rng.integers(-12, 13)), p[1] + int(rng.integers(-12, 13)))
             cv2.line(img, p, q, 15, max(1, min(h, w) // 30))
-    img = img.astype(np.int16) + rng.integers(-6, 7, size=img.shape)
+    # every real part has its own surface texture (sand-cast grain); without it all generated parts look alike
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.5)
+    img = img.astype(np.float32) + 150 * grain * (img > 60) + rng.integers(-4, 5, size=img.shape)
     return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
 
 

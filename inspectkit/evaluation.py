@@ -1,0 +1,134 @@
+"""Evaluation of a checkpoint on its test split: whole and twin-free, plus framing and lighting shifts.
+
+The test split is only measured here, never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import data as D
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .metrics import classification_report, predict_labels, softmax, threshold_sweep
+from .preprocess import ROBUSTNESS_SHIFTS, apply_shift, preprocess
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, images: Sequence[np.ndarray], spec: dict, batch_size: int = 16) -> np.ndarray:
+    """Class probabilities (N x C, float64) of decoded RGB images, with the checkpoint's preprocessing."""
+    model.eval()
+    s = int(spec["size"])
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        x = np.empty((len(chunk), 3, s, s), dtype=np.float32)
+        for i, im in enumerate(chunk):
+            preprocess(im, spec, out=x[i])
+        out.append(model(torch.from_numpy(x)).numpy())
+    if not out:
+        return np.zeros((0, 0))
+    return softmax(np.concatenate(out))
+
+
+def test_split(ckpt: dict, data_root: str | Path) -> tuple[D.Dataset, D.Dataset]:
+    """(reference, test): the test split the checkpoint was not trained on and the pool it was trained from.
+
+    Split layout: ``test/`` vs ``train/``. Folder-per-class: the test files recorded in the checkpoint vs the rest.
+    """
+    names = ckpt["class_names"]
+    defect = names[ckpt["defect_index"]] if ckpt["defect_index"] is not None else None
+    root = Path(data_root)
+    if D.is_split_layout(root) and (root / "test").is_dir():
+        return (D.load_folder(root, "train", defect, names), D.load_folder(root, "test", defect, names))
+    files = ckpt.get("data", {}).get("split", {}).get("test_files")
+    if not files:
+        raise ValueError(f"{root} has no test/ folder and the checkpoint records no test files for it")
+    pool = D.load_folder(root, None, defect, names)
+    wanted = set(files)
+    rel = [str(p.relative_to(pool.root)) for p in pool.paths]
+    test_idx = [i for i, r in enumerate(rel) if r in wanted]
+    if len(test_idx) != len(wanted):
+        raise ValueError(f"{len(wanted) - len(test_idx)} recorded test files are missing from {root}")
+    ref_idx = [i for i in range(len(pool)) if rel[i] not in wanted]
+    return pool.subset(ref_idx), pool.subset(test_idx)
+
+
+def evaluate(ckpt: dict, data_root: str | Path, robustness: bool = True) -> dict:
+    """Every metric on the whole test split and on its twin-free part, the sweep, the errors and the shifts."""
+    t0 = time.perf_counter()
+    model = model_from_checkpoint(ckpt).to(memory_format=torch.channels_last)
+    spec, names, d, thr = ckpt["preprocessing"], ckpt["class_names"], ckpt["defect_index"], ckpt["threshold"]
+    ref, test = test_split(ckpt, data_root)
+    test, test_images = D.decode_all(test)
+    ref, ref_images = D.decode_all(ref)
+    twin_threshold = ckpt.get("train_config", {}).get("twin_threshold", D.TWIN_SIMILARITY)
+    twins = D.find_twins(D.descriptors(test_images), D.file_hashes(test.paths), D.descriptors(ref_images),
+                         D.file_hashes(ref.paths), twin_threshold)
+    kinds = np.array([t["kind"] for t in twins])
+    probs = predict_probs(model, test_images, spec)
+    y = test.labels
+    free = kinds == "none"
+    result = {
+        "checkpoint": {"arch": ckpt["arch"], "class_names": names, "threshold": thr,
+                       "defect_class": names[d] if d is not None else None},
+        "data": {"root": str(data_root), "test": test.fingerprint(), "skipped": test.skipped,
+                 "twins": {k: int((kinds == k).sum()) for k in ("exact", "near", "none")},
+                 "twin_threshold": twin_threshold},
+        "test": {"all": classification_report(y, probs, names, d, thr),
+                 "twin_free": classification_report(y[free], probs[free], names, d, thr)},
+    }
+    if d is not None:
+        result["test_sweep"] = threshold_sweep(y == d, probs[:, d])
+    pred = predict_labels(probs, d, thr)
+    result["misclassified"] = [
+        {"file": str(test.paths[i].relative_to(test.root)), "true": names[y[i]], "predicted": names[pred[i]],
+         "probabilities": {c: round(float(probs[i, j]), 6) for j, c in enumerate(names)},
+         "twin": str(kinds[i])}
+        for i in np.nonzero(pred != y)[0]
+    ]
+    result["predictions"] = [
+        {"file": str(test.paths[i].relative_to(test.root)), "label": names[y[i]], "predicted": names[pred[i]],
+         **({"p_defect": round(float(probs[i, d]), 6)} if d is not None else {})}
+        for i in range(len(test))
+    ]
+    if robustness:
+        result["robustness"] = {}
+        for shift in ROBUSTNESS_SHIFTS:
+            p = predict_probs(model, [apply_shift(im, shift) for im in test_images], spec)
+            r = classification_report(y, p, names, d, thr)
+            result["robustness"][shift] = {k: r[k] for k in ("accuracy", "roc_auc", "missed_defects", "false_alarms")
+                                           if k in r}
+            log.info("robustness %s: accuracy %.4f", shift, r["accuracy"])
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def run_evaluation(checkpoint: str | Path, data_root: str | Path, reports_dir: str | Path | None = "reports",
+                   update_checkpoint: bool = False, robustness: bool = True) -> dict:
+    """Evaluate, write the JSON/Markdown/PNG report, and optionally store the test metrics in the checkpoint."""
+    from .reports import write_report
+
+    ckpt = load_checkpoint(checkpoint)
+    result = evaluate(ckpt, data_root, robustness=robustness)
+    if update_checkpoint:
+        ckpt["metrics"]["test"] = result["test"]
+        if "robustness" in result:
+            ckpt["metrics"]["robustness"] = result["robustness"]
+        ckpt["data"]["test"] = result["data"]["test"]
+        ckpt["data"]["twins"] = result["data"]["twins"]
+        save_checkpoint(ckpt, checkpoint)
+    if reports_dir is not None:
+        write_report(ckpt, result, reports_dir, data_root)
+    t = result["test"]
+    log.info("test accuracy %.4f (twin-free %.4f, n=%d), missed defects %s, false alarms %s",
+             t["all"]["accuracy"], t["twin_free"]["accuracy"], t["twin_free"]["n"],
+             t["all"].get("missed_defects"), t["all"].get("false_alarms"))
+    return result

@@ -1,0 +1,110 @@
+"""The two training stages: what each may change, frozen BatchNorm, the end-to-end run and its checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint
+from inspectkit.model import blocks, build_model, set_trainable, train_mode
+from inspectkit.training import TrainConfig, train
+
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _block_of(key: str, arch: str, n_blocks: int) -> int | None:
+    """Index of the block a state_dict key belongs to (None for the head)."""
+    if arch == "mobilenet_v2":
+        return int(key.split(".")[1]) if key.startswith("features.") else None
+    order = {"conv1": 0, "bn1": 0, "layer1": 1, "layer2": 2, "layer3": 3, "layer4": 4}
+    return order.get(key.split(".")[0])
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+@pytest.mark.parametrize("arch, k", [("mobilenet_v2", 3), ("mobilenet_v2", 1), ("resnet18", 1)])
+def test_one_step_changes_only_the_last_blocks_and_the_head(arch, k):
+    torch.manual_seed(0)
+    model = build_model(arch, 2, weights=None)
+    params = set_trainable(model, arch, k)
+    before = {n: v.clone() for n, v in model.state_dict().items()}
+    train_mode(model)
+    opt = torch.optim.SGD(params, lr=0.1)
+    loss = nn.functional.cross_entropy(model(torch.randn(4, 3, 64, 80)), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    opt.step()
+    changed = _changed(before, model.state_dict())
+    n = len(blocks(model, arch))
+    for key in changed:
+        b = _block_of(key, arch, n)
+        assert b is None or b >= n - k, f"{key} is in a frozen block but changed"
+    frozen_bn = [key for key in before if key.endswith(BN_BUFFERS) and (_block_of(key, arch, n) or 0) < n - k
+                 and _block_of(key, arch, n) is not None]
+    assert frozen_bn and not set(frozen_bn) & changed  # frozen BatchNorm statistics did not move
+    # the unfrozen blocks and the head did learn, and their BatchNorm statistics adapt
+    assert any(_block_of(key, arch, n) is None for key in changed)
+    assert any(key.endswith("running_mean") for key in changed)
+
+
+@pytest.fixture(scope="module")
+def initial_state():
+    def make(seed):
+        torch.manual_seed(seed)
+        return {k: v.clone() for k, v in build_model("mobilenet_v2", 2, weights=None).state_dict().items()}
+    return make
+
+
+def _cfg(root, tmp_path, **kw):
+    base = dict(data=str(root), weights="none", size=64, views=2, stage1_epochs=3, stage2_epochs=2,
+                batch_size=16, patience=10, seed=3, out=str(tmp_path / "m.pt"), last_blocks=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_stage1_changes_only_the_head(casting_tree, tmp_path, initial_state):
+    ckpt = train(_cfg(casting_tree, tmp_path, stage2_epochs=0))
+    changed = _changed(initial_state(3), ckpt["state_dict"])
+    assert changed and all(k.startswith("classifier.") for k in changed)
+    assert [h["stage"] for h in ckpt["history"]] == ["stage1"] * 3
+
+
+def test_both_stages_change_only_last_blocks_and_head(casting_tree, tmp_path, initial_state):
+    ckpt = train(_cfg(casting_tree, tmp_path))
+    changed = _changed(initial_state(3), ckpt["state_dict"])
+    allowed = ("classifier.", "features.16.", "features.17.", "features.18.")
+    assert all(k.startswith(allowed) for k in changed), sorted(k for k in changed if not k.startswith(allowed))
+    stages = [h["stage"] for h in ckpt["history"]]
+    assert stages.count("stage1") == 3 and stages.count("stage2") == 2
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in ckpt["history"])
+
+
+def test_checkpoint_from_training_is_complete_and_loads(casting_tree, tmp_path):
+    cfg = _cfg(casting_tree, tmp_path, stage1_epochs=2, stage2_epochs=1)
+    train(cfg)
+    ckpt = load_checkpoint(cfg.out)
+    assert ckpt["class_names"] == ["def_front", "ok_front"] and ckpt["defect_index"] == 0
+    assert 0 < ckpt["threshold"] < 1
+    assert ckpt["preprocessing"]["size"] == 64
+    assert ckpt["train_config"]["seed"] == 3 and ckpt["train_config"]["last_blocks"] == 3
+    assert ckpt["data"]["counts"] == {"def_front": 24, "ok_front": 24} and len(ckpt["data"]["files_sha256"]) == 64
+    sweep = ckpt["metrics"]["validation_sweep"]
+    assert [r["threshold"] for r in sweep][0] == 0.05 and [r["threshold"] for r in sweep][-1] == 0.95
+    assert ckpt["versions"]["torch"].startswith("2.")
+    assert model_from_checkpoint(ckpt)(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
+
+
+def test_training_is_seeded(casting_tree, tmp_path):
+    a = train(_cfg(casting_tree, tmp_path / "a", stage1_epochs=2, stage2_epochs=1))
+    b = train(_cfg(casting_tree, tmp_path / "b", stage1_epochs=2, stage2_epochs=1))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_train_cli_reports_bad_data_folder(tmp_path, capsys):
+    import train as train_cli
+
+    assert train_cli.main(["--data", str(tmp_path / "nowhere"), "--weights", "none", "--no-eval"]) == 2
+    assert "data folder not found" in capsys.readouterr().err
