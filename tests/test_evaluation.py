@@ -1,0 +1,69 @@
+"""The evaluation command: whole and twin-free test metrics, the report files, agreement with the predictions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from inspectkit.checkpoint import load_checkpoint
+from inspectkit.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tests.conftest import write_images
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("data") / "casting"
+    r = np.random.default_rng(5)
+    for split, n in (("train", 20), ("test", 6)):
+        write_images(root / split / "def_front", r, n, True, prefix=f"d_{split}")
+        write_images(root / split / "ok_front", r, n, False, prefix=f"o_{split}")
+    # leak one test image into train: the evaluation must find it and leave it out of the twin-free part
+    shutil.copy(root / "test" / "def_front" / "d_test_000.jpg", root / "train" / "def_front" / "leak.jpg")
+    out = root.parent / "m.pt"
+    train(TrainConfig(data=str(root), weights="none", size=64, views=2, stage1_epochs=3, stage2_epochs=1,
+                      batch_size=16, out=str(out)))
+    return root, out
+
+
+def test_evaluate_cli_writes_report_and_updates_checkpoint(trained, tmp_path, capsys):
+    import evaluate
+
+    root, ckpt_path = trained
+    reports = tmp_path / "reports"
+    assert evaluate.main(["--checkpoint", str(ckpt_path), "--data", str(root), "--reports", str(reports),
+                          "--update-checkpoint"]) == 0
+    rep = json.loads((reports / "evaluation.json").read_text())
+    preds = json.loads((reports / "test_predictions.json").read_text())
+    assert len(preds) == rep["test"]["all"]["n"] == 12
+    correct = sum(p["label"] == p["predicted"] for p in preds)
+    assert rep["test"]["all"]["accuracy"] == pytest.approx(correct / 12)
+    assert len(rep["misclassified"]) == 12 - correct
+    assert rep["test_data"]["twins"]["exact"] == 1
+    assert rep["test"]["twin_free"]["n"] == 11
+    assert set(rep["robustness"]) >= {"zoom_out_0.85", "shift_+8%", "darker_0.75"}
+    assert {p.name for p in reports.iterdir()} >= {"evaluation.md", "training_curves.png", "confusion_matrix.png",
+                                                   "threshold_curve.png"}
+    assert "twin-free" in (reports / "evaluation.md").read_text()
+    ckpt = load_checkpoint(ckpt_path)
+    assert ckpt["metrics"]["test"]["all"]["n"] == 12 and ckpt["data"]["twins"]["exact"] == 1
+    assert json.loads(capsys.readouterr().out)["twin_free"]["n"] == 11
+
+
+def test_evaluation_does_not_change_threshold(trained, tmp_path):
+    from inspectkit.evaluation import run_evaluation
+
+    root, ckpt_path = trained
+    before = load_checkpoint(ckpt_path)["threshold"]
+    run_evaluation(ckpt_path, root, tmp_path / "r", update_checkpoint=True, robustness=False)
+    assert load_checkpoint(ckpt_path)["threshold"] == before
+
+
+def test_evaluate_cli_names_a_missing_checkpoint(tmp_path, capsys):
+    import evaluate
+
+    assert evaluate.main(["--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
