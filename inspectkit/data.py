@@ -71,8 +71,11 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 
 def is_split_layout(root: Path) -> bool:
-    """True when ``root`` holds ``train/`` (and maybe ``test/``) folders of class folders."""
-    return (root / "train").is_dir() and bool(_class_dirs(root / "train"))
+    """True when ``root`` holds ``train/`` (and maybe ``test/``) folders of class folders (not an MVTec AD category)."""
+    from .layouts import is_mvtec  # lazy: layouts imports this module
+
+    # an MVTec category's defects are all in test/, so it is one pool to split, like a folder-per-class set
+    return (root / "train").is_dir() and bool(_class_dirs(root / "train")) and not is_mvtec(root)
 
 
 def resolve_defect_class(class_names: list[str], defect_class: str | None) -> int | None:
@@ -102,6 +105,11 @@ def load_folder(root: str | Path, split: str | None = None, defect_class: str | 
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"data folder not found: {root}")
+    from .layouts import load_special  # NEU-DET and MVTec AD trees (see inspectkit.layouts)
+
+    special = load_special(root, split, defect_class, class_names)
+    if special is not None:
+        return special
     folder = root
     if is_split_layout(root):
         folder = root / (split or "train")
