@@ -43,6 +43,14 @@ def _check_size(width: int, height: int, what: str) -> None:
 
 
 def _read_bytes(path: Path) -> bytes:
+    try:
+        return _read_bytes_checked(path)
+    except OSError as exc:  # a name too long for the OS, a permission, an I/O error: still the caller's bad input
+        raise ValueError(f"cannot read image file {path.name[:200]!r}: {exc.strerror or type(exc).__name__}") \
+            from None
+
+
+def _read_bytes_checked(path: Path) -> bytes:
     if not path.exists():
         raise ValueError(f"image file not found: {path}")
     if not path.is_file():
