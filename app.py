@@ -1,0 +1,229 @@
+"""Casting inspection: the Gradio app (a Hugging Face Space). Run ``python app.py`` and open http://localhost:7860.
+
+Drop photos of cast pump impellers (top view) and get OK or DEFECT for each, the defect probability, a Grad-CAM
+heat map over the photo and the time each stage took. The same server answers ``POST /api/inspect`` (JSON; see
+/docs) and the Gradio API (``gradio_client``, endpoints ``/predict`` and ``/predict_batch``).
+
+This file is the UI only: layout and one-line callbacks. What they call lives in ``inspectkit/ui_support.py``
+(what the UI shows) and ``inspectkit/service.py`` (lazy model loading, the JSON endpoint, the server). Importing
+it loads no model and no torch: the model loads in a background thread once the server is up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from inspectkit import service
+from inspectkit import ui_support as ui
+from inspectkit.service import MAX_BATCH, MAX_UPLOAD_MB
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES_DIR = ROOT / "examples"
+REPORTS_DIR = ROOT / "reports"
+MAX_EXAMPLES = 8
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+CSS = """
+.badge-box {display:flex; align-items:center; gap:14px; padding:10px 4px; min-height:64px}
+.badge {font-size:1.6em; font-weight:800; letter-spacing:.04em; padding:6px 22px; border-radius:10px; color:#fff}
+.badge.ok {background:#15803d} .badge.defect {background:#b91c1c} .badge.error {background:#6b7280}
+.badge.other {background:#1d4ed8}
+.badge-text {font-size:1.05em; line-height:1.5; word-break:break-all}
+.summary {font-size:1.1em; padding:6px 2px}
+.count {font-weight:700} .count.defect {color:#b91c1c} .count.ok {color:#15803d} .count.error {color:#6b7280}
+.errors {color:#b91c1c; margin:4px 0 0 0}
+.muted {color:#6b7280}
+.status {padding:6px 10px; border-radius:8px; font-size:.95em}
+.status.loading {background:#fef9c3} .status.ready {background:#dcfce7} .status.failed {background:#fee2e2}
+table.latency {border-collapse:collapse; font-size:.9em; margin-top:6px}
+table.latency th, table.latency td {border:1px solid #d1d5db; padding:3px 8px; text-align:right}
+table.latency caption {text-align:left; font-weight:600; padding-bottom:4px}
+"""
+
+INTRO = f"""
+# Casting inspection
+Photos of cast submersible-pump impellers (top view) are classified **OK** or **DEFECT** (porosity, pinholes,
+burrs, shrinkage, cracks...). The heat map shows where the network looked. Drag and drop up to **{MAX_BATCH}
+images** at once (JPEG, PNG, BMP, TIFF or WebP, at most **{MAX_UPLOAD_MB} MB** each).
+"""
+
+API_DOC = f"""
+### Gradio API (Python)
+```python
+from gradio_client import Client, handle_file
+
+client = Client("http://localhost:7860/")          # or the Space id, e.g. Client("<user>/casting-inspection")
+r = client.predict(handle_file("casting.jpg"), None, False, api_name="/predict")
+print(r["verdict"], r["defect_probability"], r["threshold"], r["latency_ms"]["total"])
+# several at once (at most {MAX_BATCH}); a bad file gets "error" and the others still complete:
+rs = client.predict([handle_file("a.jpg"), handle_file("b.jpg")], None, api_name="/predict_batch")
+```
+Arguments of `/predict`: the image, the threshold (`None`: the model's), `heatmap` (True adds the heat-map overlay
+as a base64 PNG).
+
+### JSON endpoint
+```bash
+curl -F "file=@casting.jpg" "http://localhost:7860/api/inspect?heatmap=true"
+```
+Answers `{{"verdict": "DEFECT", "defect_probability": 0.97, "probabilities": {{...}}, "threshold": ...,
+"latency_ms": {{"decode": ..., "total": ...}}, "heatmap_png_base64": "..."}}`; a file that is not an image gets
+422 with a message, one over {MAX_UPLOAD_MB} MB gets 413. The schema is at `/docs` and `/openapi.json`;
+`GET /api/health` says whether the model is loaded.
+"""
+
+
+def example_images(folder: Path = EXAMPLES_DIR, limit: int = MAX_EXAMPLES) -> list[str]:
+    """The example photos shipped with the app (at most ``limit``), defects first, sorted by name."""
+    if not folder.is_dir():
+        return []
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: ("def" not in p.name, p.name))
+    return [str(p) for p in files[:limit]]
+
+
+def launch_options() -> dict:
+    """Theme and CSS: Gradio 6 takes them at launch/mount time, not in gr.Blocks()."""
+    return {"theme": gr.themes.Soft(primary_hue="blue", neutral_hue="slate"), "css": CSS}
+
+
+def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str | Path = EXAMPLES_DIR) -> gr.Blocks:
+    """The whole UI around ``handler`` (an InferenceHandler, or a service.LazyHandler that is still loading).
+
+    Builds only; nothing is launched and no model call is made.
+    """
+    report, report_missing = ui.load_report(reports_dir)
+    examples = example_images(Path(examples_dir))
+
+    def inspect_files(files, opacity, state, progress=gr.Progress()):
+        return ui.ui_call(ui.run_inspection, handler, files, opacity, state, progress)
+
+    def inspect_single(path, opacity, state, progress=gr.Progress()):
+        return ui.ui_call(ui.run_single, handler, path, opacity, state, progress)
+
+    def redecide(state, threshold):
+        return ui.ui_call(ui.redecide, handler, state, threshold)
+
+    def reblend(state, opacity):
+        return ui.ui_call(ui.reblend, handler, state, opacity)
+
+    def select(state, evt: gr.SelectData):
+        return ui.ui_call(ui.select, handler, state, evt.index)
+
+    def model_status():
+        return ui.model_status_update(handler)
+
+    def predict(image, threshold, heatmap):
+        """Inspect one image: verdict, probabilities, threshold, latency in ms (and the heat map as base64 PNG)."""
+        return ui.api_predict(handler, image, threshold, bool(heatmap))
+
+    def predict_batch(images, threshold):
+        """Inspect several images (at most MAX_BATCH): one result per image, bad files carry an error."""
+        return ui.api_predict_batch(handler, images, threshold)
+
+    with gr.Blocks(title="Casting inspection", analytics_enabled=False) as demo:
+        session = gr.State(ui.new_state())
+        with gr.Row(equal_height=True):
+            gr.Markdown(INTRO)
+        status = gr.HTML(ui.initial_status(handler), elem_id="model-status")
+        with gr.Tabs():
+            with gr.Tab("Inspect", id="inspect"):
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=320):
+                        files = gr.File(file_count="multiple", height=170, elem_id="batch-files",
+                                        label=f"Casting photos (up to {MAX_BATCH}, {MAX_UPLOAD_MB} MB each)")
+                        inspect_btn = gr.Button("Inspect", variant="primary")
+                        with gr.Accordion("One photo: upload, paste from the clipboard, or webcam", open=False):
+                            single = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"],
+                                              label="One photo", height=240, elem_id="single-image")
+                        threshold = gr.Slider(0.01, 0.99, value=ui.initial_threshold(handler, report), step=0.005,
+                                              label="Decision threshold on p(defect)", elem_id="threshold",
+                                              info="DEFECT when p(defect) \u2265 threshold. Starts at the model's "
+                                                   "threshold; moving it re-decides at once, without running the model.")
+                        opacity = gr.Slider(0.0, 1.0, value=ui.DEFAULT_OPACITY, step=0.05, label="Heat-map opacity",
+                                            elem_id="opacity")
+                        if examples:
+                            gr.Examples(examples=[[p] for p in examples], inputs=[single], label=(
+                                "Examples: real castings from the dataset's test split (click one to inspect it)"),
+                                examples_per_page=MAX_EXAMPLES, cache_examples=False)
+                            all_examples = gr.Button(f"Inspect all {len(examples)} examples as a batch", size="sm")
+                        gr.Markdown(f"<span class='muted'>Limits: {MAX_BATCH} images per batch, {MAX_UPLOAD_MB} MB "
+                                    "per image. A file that cannot be read is reported and the rest of the batch "
+                                    "still completes.</span>")
+                    with gr.Column(scale=5):
+                        summary = gr.HTML(elem_id="summary")
+                        badge = gr.HTML(elem_id="badge")
+                        with gr.Row():
+                            original = gr.Image(label="Photo", interactive=False, height=340, format="png",
+                                                elem_id="original")
+                            overlay = gr.Image(label="Grad-CAM heat map", interactive=False, height=340, format="png",
+                                               elem_id="overlay")
+                        with gr.Row():
+                            probabilities = gr.Label(label="Class probabilities", elem_id="probabilities")
+                            latency = gr.HTML(elem_id="latency")
+                        gallery = gr.Gallery(label="All images in this batch (click one to show it above)",
+                                             columns=6, fit_columns=False, height="auto", object_fit="contain",
+                                             allow_preview=False,
+                                             interactive=False, elem_id="gallery", format="jpeg")
+                        table = gr.Dataframe(headers=ui.TABLE_HEADERS, interactive=False, wrap=True, label="Results",
+                                             elem_id="results")
+                        csv_file = gr.File(label="Results as CSV", interactive=False, elem_id="csv")
+            with gr.Tab("Model", id="model"):
+                gr.Markdown("## The model in use")
+                loaded = gr.Markdown("The model is loading...", elem_id="loaded-model")
+                gr.Markdown("## How well it works (from the committed evaluation report)")
+                if report is None:
+                    gr.Markdown(report_missing, elem_id="report-missing")
+                else:
+                    gr.Markdown(ui.metrics_markdown(report), elem_id="metrics")
+                for name, path, caption in ui.report_images(reports_dir):
+                    if path:
+                        gr.Image(path, label=caption, interactive=False, buttons=["fullscreen"])
+                    else:
+                        gr.Markdown(f"*{caption}: `reports/{name}` is not present.*")
+                full = ui.report_markdown_text(reports_dir)
+                if full:
+                    with gr.Accordion("Full evaluation report (reports/evaluation.md)", open=False):
+                        gr.Markdown(full)
+                gr.Markdown("## Where the data and the weights came from")
+                gr.Markdown(ui.provenance_markdown(report))
+            with gr.Tab("API", id="api"):
+                gr.Markdown(API_DOC)
+
+        # Components of the programmatic endpoints only (gradio_client), never shown.
+        with gr.Column(visible=False):
+            api_image = gr.File(label="image", file_count="single")
+            api_images = gr.File(label="images", file_count="multiple")
+            api_threshold = gr.Number(label="threshold", value=None)
+            api_heatmap = gr.Checkbox(label="heatmap", value=False)
+            api_result = gr.JSON(label="result")
+            api_results = gr.JSON(label="results")
+            api_go = gr.Button("predict")
+            api_go_batch = gr.Button("predict_batch")
+
+        view = [session, summary, gallery, badge, original, overlay, probabilities, latency, table, csv_file]
+        detail = [session, badge, original, overlay, probabilities, latency]
+        hidden = dict(api_visibility="undocumented")
+        files.upload(inspect_files, [files, opacity, session], view, api_name="inspect_upload", **hidden)
+        inspect_btn.click(inspect_files, [files, opacity, session], view, api_name="inspect_files", **hidden)
+        single.input(inspect_single, [single, opacity, session], view, api_name="inspect_single", **hidden)
+        if examples:
+            all_examples.click(lambda: examples, None, files, api_visibility="private").then(
+                inspect_files, [files, opacity, session], view, api_visibility="private")
+        threshold.release(redecide, [session, threshold], view, api_visibility="private")
+        opacity.release(reblend, [session, opacity], view, api_visibility="private")
+        gallery.select(select, [session], detail, api_visibility="private")
+        demo.load(model_status, None, [status, threshold, loaded], concurrency_limit=None, api_visibility="private")
+        api_go.click(predict, [api_image, api_threshold, api_heatmap], api_result, api_name="predict")
+        api_go_batch.click(predict_batch, [api_images, api_threshold], api_results, api_name="predict_batch")
+    return demo
+
+
+def main() -> None:
+    """Serve the app with the committed model on GRADIO_SERVER_NAME/GRADIO_SERVER_PORT (or PORT), default 0.0.0.0:7860."""
+    service.serve(build_demo, **launch_options())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,427 @@
+"""Serving glue for the inspection app: limits, safe file names, lazy model loading, the JSON endpoint and the server.
+
+``app.py`` holds the Gradio UI only; everything else a running Space needs lives here:
+
+* :class:`LazyHandler` loads the model in a background thread, so the page answers at once and only the first
+  inspection may wait for the model;
+* :func:`resolve_checkpoint` picks the committed ``final_best_model.pt``, or a file from a Hub model repo when
+  ``INSPECT_MODEL_REPO`` names one;
+* :func:`create_api` is the FastAPI app with ``POST /api/inspect`` (multipart image in, JSON out) and
+  ``GET /api/health``; :func:`create_app` mounts the Gradio UI on it; :func:`serve` runs it with uvicorn.
+
+Importing this module is cheap on purpose: torch, the handler and huggingface_hub are imported only when
+the model is actually loaded, so ``python app.py`` serves its page in about the time a bare Gradio app needs.
+"""
+
+import base64
+import io
+import logging
+import os
+import re
+import threading
+import time
+import traceback
+import unicodedata
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile  # already imported by gradio: no extra start time
+from pydantic import BaseModel, Field
+
+log = logging.getLogger("inspect.service")
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Largest image file accepted (UI upload and JSON endpoint). A 300x300 line-camera JPEG is ~10 KB;
+#: 20 MB leaves room for 20-megapixel PNGs while keeping a batch's memory bounded.
+MAX_UPLOAD_MB = 20
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+#: Most images inspected in one batch: ~32 x 0.1 s on a 2-core Space keeps a batch under a few seconds and the
+#: per-session state (display images and heat maps) small.
+MAX_BATCH = 32
+#: How long a request waits for the model that is still loading before it is told to try again.
+MODEL_WAIT_S = 300.0
+#: Longest file name we show; longer names keep their start and their extension.
+MAX_NAME_CHARS = 96
+
+DEFAULT_CHECKPOINT = "final_best_model.pt"
+ENV_MODEL_REPO = "INSPECT_MODEL_REPO"        # Hub model repo id, e.g. "acme/casting-inspector"
+ENV_MODEL_FILE = "INSPECT_MODEL_FILE"        # file name in that repo (default final_best_model.pt)
+ENV_MODEL_REVISION = "INSPECT_MODEL_REVISION"  # branch, tag or commit in that repo (default main)
+ENV_MODEL_PATH = "INSPECT_MODEL_PATH"        # local checkpoint path (default: the committed one)
+ENV_MODEL_SHA256 = "INSPECT_MODEL_SHA256"    # expected digest, checked before loading
+
+# One forward pass at a time: torch already spreads one pass over all cores, and the Gradio queue and the
+# JSON endpoint would otherwise run passes side by side and slow each other down.
+INFERENCE_LOCK = threading.Lock()
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+class ModelUnavailable(RuntimeError):
+    """The model is still loading (past the wait) or failed to load; the message says which and why."""
+
+
+# --------------------------------------------------------------------------------------------- names
+
+
+def safe_name(name: Any, fallback: str = "image") -> str:
+    """A harmless display name for an uploaded file: the last path component only, no control or
+    bidirectional-override characters, whitespace collapsed, at most MAX_NAME_CHARS characters.
+
+    ``../../etc/passwd`` becomes ``passwd``, ``C:\\x\\y.jpg`` becomes ``y.jpg``. Spreadsheet formulas are
+    neutralised separately where it matters (the CSV), since ``=`` is a legal file-name character.
+    """
+    if name is None:
+        return fallback
+    text = unicodedata.normalize("NFC", str(name))
+    text = re.split(r"[\\/]", text)[-1]
+    text = _CONTROL.sub("", text)
+    text = " ".join(text.split())
+    if text in ("", ".", ".."):
+        return fallback
+    if len(text) > MAX_NAME_CHARS:
+        stem, dot, ext = text.rpartition(".")
+        ext = dot + ext if dot and len(ext) <= 8 else ""
+        text = text[: MAX_NAME_CHARS - len(ext) - 1] + "\u2026" + ext
+    return text
+
+
+def upload_name(path: Any) -> str:
+    """The user's file name for a file Gradio stored in its cache (it keeps the original base name)."""
+    return safe_name(Path(str(path)).name if path else None)
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+
+def resolve_checkpoint() -> tuple[Path, str | None]:
+    """Where the model comes from: ``(path, expected_sha256 or None)``.
+
+    With ``INSPECT_MODEL_REPO`` set, the checkpoint (``INSPECT_MODEL_FILE``, default final_best_model.pt) and
+    its ``.sha256`` sidecar, when the repo has one, are fetched with ``hf_hub_download`` (the Hub cache is
+    reused, so a restart downloads nothing); otherwise ``INSPECT_MODEL_PATH`` or the committed
+    ``final_best_model.pt`` beside app.py. ``INSPECT_MODEL_SHA256`` pins the digest either way.
+    """
+    expected = os.environ.get(ENV_MODEL_SHA256) or None
+    if expected is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expected):
+        raise ValueError(f"{ENV_MODEL_SHA256}={expected!r} is not a SHA-256 digest (64 hex digits)")
+    repo_id = os.environ.get(ENV_MODEL_REPO, "").strip()
+    if not repo_id:
+        path = Path(os.environ.get(ENV_MODEL_PATH) or REPO / DEFAULT_CHECKPOINT)
+        if not path.is_file():
+            raise ValueError(
+                f"model file not found: {path}. Commit final_best_model.pt beside app.py, set {ENV_MODEL_PATH} "
+                f"to a checkpoint, or set {ENV_MODEL_REPO} to a Hugging Face model repo that holds one"
+            )
+        return path, expected
+    from huggingface_hub import hf_hub_download
+
+    filename = os.environ.get(ENV_MODEL_FILE) or DEFAULT_CHECKPOINT
+    revision = os.environ.get(ENV_MODEL_REVISION) or None
+    try:
+        path = Path(hf_hub_download(repo_id, filename, revision=revision, repo_type="model"))
+    except Exception as exc:  # offline, no such repo or file, gated repo without token...
+        raise ValueError(
+            f"could not download {filename!r} from the Hub model repo {repo_id!r}"
+            f"{f' at revision {revision!r}' if revision else ''} ({type(exc).__name__}: {exc}); "
+            f"unset {ENV_MODEL_REPO} to use the local {DEFAULT_CHECKPOINT}"
+        ) from None
+    try:  # the sidecar lands beside the checkpoint in the same snapshot folder, where loading looks for it
+        hf_hub_download(repo_id, filename + ".sha256", revision=revision, repo_type="model")
+    except Exception:
+        log.warning("model repo %s has no %s.sha256; the checkpoint's digest is not checked", repo_id, filename)
+    return path, expected
+
+
+def default_handler_factory(threads: int | None = None) -> Callable[[], Any]:
+    """A zero-argument function that builds the real InferenceHandler from :func:`resolve_checkpoint`."""
+
+    def build():
+        path, expected = resolve_checkpoint()
+        from inference_handler import InferenceHandler  # heavy (torch): only in the loading thread
+
+        return InferenceHandler(checkpoint=str(path), expected_sha256=expected, threads=threads)
+
+    return build
+
+
+class LazyHandler:
+    """Builds the InferenceHandler in a background thread and hands it out once it is ready.
+
+    ``start()`` begins loading (idempotent); ``wait()`` returns the handler, waiting for it if needed, or
+    raises ModelUnavailable with the reason. The UI and the API take either this or a plain handler.
+    """
+
+    def __init__(self, factory: Callable[[], Any], description: str = "the inspection model"):
+        self._factory = factory
+        self.description = description
+        self._handler = None
+        self._error: str | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.load_seconds: float | None = None
+
+    def start(self, after: Callable[[], bool] | None = None) -> "LazyHandler":
+        """Start loading in a daemon thread unless already started.
+
+        ``after``: polled (every 20 ms, up to 10 s) before loading begins, e.g. "the server is accepting
+        connections", so importing torch does not compete with the server's start for the interpreter.
+        """
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._load, args=(after,), name="model-loader", daemon=True)
+                self._thread.start()
+        return self
+
+    def _load(self, after: Callable[[], bool] | None) -> None:
+        if after is not None:
+            deadline = time.monotonic() + 10.0
+            while not after() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        t0 = time.perf_counter()
+        try:
+            self._handler = self._factory()
+            self.load_seconds = time.perf_counter() - t0
+            log.info("model loaded in %.1f s", self.load_seconds)
+        except Exception as exc:  # any failure becomes a message shown in the UI and the API
+            self._error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+            log.error("loading %s failed: %s\n%s", self.description, self._error, traceback.format_exc())
+        finally:
+            self._done.set()
+
+    @property
+    def ready(self) -> bool:
+        """True once the handler is loaded."""
+        return self._handler is not None
+
+    @property
+    def error(self) -> str | None:
+        """Why loading failed, or None."""
+        return self._error
+
+    @property
+    def state(self) -> str:
+        """'ready', 'failed', 'loading' or 'not started'."""
+        if self._handler is not None:
+            return "ready"
+        if self._error is not None:
+            return "failed"
+        return "loading" if self._thread is not None else "not started"
+
+    def wait(self, timeout: float | None = MODEL_WAIT_S):
+        """The loaded handler; starts loading if nobody has. Raises ModelUnavailable on failure or timeout."""
+        self.start()
+        if not self._done.wait(timeout):
+            raise ModelUnavailable(f"{self.description} is still loading (waited {timeout:.0f} s); try again shortly")
+        if self._handler is None:
+            raise ModelUnavailable(f"{self.description} could not be loaded: {self._error}")
+        return self._handler
+
+
+def get_handler(handler: Any, timeout: float | None = MODEL_WAIT_S):
+    """The real handler behind ``handler`` (a LazyHandler is waited for; anything else is returned as is)."""
+    return handler.wait(timeout) if isinstance(handler, LazyHandler) else handler
+
+
+def model_state(handler: Any) -> str:
+    """'ready', 'loading', 'failed' or 'not started' without waiting."""
+    return handler.state if isinstance(handler, LazyHandler) else "ready"
+
+
+# ---------------------------------------------------------------------------------------- results
+
+
+def encode_png(rgb) -> bytes:
+    """PNG bytes of an RGB uint8 array."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def round_or_none(x: Any, digits: int = 6) -> float | None:
+    """``round(float(x), digits)``, or None for None."""
+    return None if x is None else round(float(x), digits)
+
+
+def label_for(handler: Any, probabilities: dict, verdict: str | None) -> str | None:
+    """The class that goes with a (re-decided) binary verdict: the defect class for DEFECT, else the most
+    probable other class. For a model without a defect class the verdict is the class."""
+    defect = getattr(handler, "defect_class", None)
+    if verdict is None or defect is None:
+        return verdict
+    if verdict == "DEFECT":
+        return defect
+    others = {k: v for k, v in probabilities.items() if k != defect}
+    return max(others, key=others.get) if others else None
+
+
+def result_json(result: Any, handler: Any, threshold: float | None = None, heatmap_png: bool = False) -> dict:
+    """The JSON answer for one InspectionResult: name, verdict, label, probabilities, defect probability,
+    threshold, latency in ms per stage, error; with ``heatmap_png``, the Grad-CAM heat map drawn over the
+    photo as a base64 PNG. ``threshold`` re-decides the verdict from the probabilities (no new forward pass).
+    """
+    verdict, used, label = result.verdict, result.threshold, result.label
+    if result.error is None and threshold is not None and result.defect_probability is not None:
+        verdict, used = handler.decide(result.probabilities, threshold), float(threshold)
+        label = label_for(handler, result.probabilities, verdict)
+    out = {
+        "name": safe_name(result.name),
+        "verdict": verdict,
+        "label": label,
+        "probabilities": {str(k): round_or_none(v) for k, v in (result.probabilities or {}).items()},
+        "defect_probability": round_or_none(result.defect_probability),
+        "threshold": round_or_none(used),
+        "latency_ms": {str(k): round(float(v), 2) for k, v in (result.timings_ms or {}).items()},
+        "error": result.error,
+    }
+    if heatmap_png:
+        overlay = getattr(result, "overlay", None)
+        out["heatmap_png_base64"] = None if overlay is None else base64.b64encode(encode_png(overlay)).decode("ascii")
+    return out
+
+
+def inspect_one(handler: Any, source: Any, name: str, heatmap: bool = True, opacity: float = 0.45):
+    """One image through the handler under the inference lock. Bad input raises ValueError."""
+    h = get_handler(handler)
+    with INFERENCE_LOCK:
+        return h.predict(source, heatmap=heatmap, opacity=opacity, name=name)
+
+
+def inspect_many(handler: Any, sources: list, names: list[str], heatmap: bool = True, opacity: float = 0.45,
+                 progress: Callable[[int, int], None] | None = None) -> list:
+    """A batch through the handler; a bad item comes back with ``error`` set and the rest complete."""
+    h = get_handler(handler)
+    with INFERENCE_LOCK:
+        return h.predict_batch(sources, heatmap=heatmap, opacity=opacity, on_error="collect", names=names,
+                               progress=progress)
+
+
+# ------------------------------------------------------------------------------------------- servers
+
+
+# FastAPI reads these annotations at run time, so this module does not use `from __future__ import annotations`.
+class InspectResponse(BaseModel):
+    """One inspected image."""
+
+    name: str = Field(description="the uploaded file's base name, control characters removed")
+    verdict: Optional[str] = Field(description="OK or DEFECT (for a model without a defect class: the label)")
+    label: Optional[str] = Field(description="the most probable class")
+    probabilities: dict[str, float] = Field(description="probability of each class")
+    defect_probability: Optional[float] = Field(description="probability of the defect class")
+    threshold: Optional[float] = Field(description="DEFECT when defect_probability >= threshold")
+    latency_ms: dict[str, float] = Field(
+        description="milliseconds per stage: decode, preprocess, forward, gradcam, overlay, total")
+    error: Optional[str] = None
+    heatmap_png_base64: Optional[str] = Field(
+        default=None, description="with heatmap=true: the Grad-CAM heat map over the photo, PNG, base64")
+
+
+class Health(BaseModel):
+    """Whether the server and the model are up."""
+
+    status: str
+    model: str = Field(description="ready, loading, failed or not started")
+    error: Optional[str] = None
+
+
+class ErrorBody(BaseModel):
+    """An error answer: what was wrong and what is allowed."""
+
+    detail: str
+
+
+def create_api(handler: Any):
+    """The FastAPI app with ``POST /api/inspect`` and ``GET /api/health`` (the Gradio UI is mounted on it later)."""
+    api = FastAPI(
+        title="Casting inspection API",
+        description="Inspect a photo of a metal casting: OK or DEFECT, class probabilities, latency and an optional "
+                    "Grad-CAM heat map. The interactive app is served at `/` on the same server.",
+        version="1.0",
+    )
+    errors = {400: {"model": ErrorBody, "description": "no file, or an empty file"},
+              413: {"model": ErrorBody, "description": f"file larger than {MAX_UPLOAD_MB} MB"},
+              422: {"model": ErrorBody, "description": "not a readable image, or a bad parameter"},
+              503: {"model": ErrorBody, "description": "the model is loading or failed to load"}}
+
+    @api.post("/api/inspect", response_model=InspectResponse, responses=errors, tags=["inspection"],
+              summary="Inspect one casting image")
+    def inspect(
+        file: UploadFile = File(..., description=f"the image (JPEG, PNG, BMP, TIFF, WebP; at most {MAX_UPLOAD_MB} MB)"),
+        heatmap: bool = Query(False, description="also return the heat-map overlay as a base64 PNG"),
+        threshold: Optional[float] = Query(None, gt=0.0, lt=1.0,
+                                        description="decision threshold on p(defect); default: the model's"),
+        opacity: float = Query(0.45, ge=0.0, le=1.0, description="heat-map opacity in the overlay"),
+    ):
+        # A plain `def`: FastAPI runs it in its thread pool, so a forward pass never blocks the event loop.
+        name = safe_name(file.filename)
+        data = file.file.read(MAX_UPLOAD_BYTES + 1)  # read at most one byte past the limit, never the whole body
+        if not data:
+            raise HTTPException(400, f"{name}: empty file (0 bytes); send an image in the 'file' form field")
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, f"{name} is larger than {MAX_UPLOAD_MB} MB; the limit is {MAX_UPLOAD_BYTES:,} bytes")
+        try:
+            result = inspect_one(handler, data, name, heatmap=heatmap, opacity=opacity)
+        except ModelUnavailable as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
+        except ValueError as exc:  # the uploaded bytes are not a usable image
+            raise HTTPException(422, str(exc).replace(f"<{len(data)} bytes>", name)) from None
+        except Exception as exc:
+            log.exception("inspecting %s failed", name)
+            raise HTTPException(500, f"internal error while inspecting {name}: {type(exc).__name__}") from None
+        return result_json(result, get_handler(handler), threshold=threshold, heatmap_png=heatmap)
+
+    @api.get("/api/health", response_model=Health, tags=["inspection"], summary="Server and model status")
+    def health():
+        state = model_state(handler)
+        return {"status": "ok", "model": state, "error": getattr(handler, "error", None)}
+
+    return api
+
+
+def create_app(handler: Any, demo: Any, **mount_kwargs):
+    """The JSON API with the Gradio UI mounted at ``/``; ``mount_kwargs`` go to ``gr.mount_gradio_app``
+    (theme, css, ...). Upload limits, the queue bounds and the served folders are set here."""
+    import gradio as gr
+
+    api = create_api(handler)
+    # Bounded queue: at most 16 waiting jobs; one inspection at a time (two cores, and the model is shared).
+    demo.queue(default_concurrency_limit=1, max_size=16)
+    allowed = [str(REPO / "examples"), str(REPO / "reports")]
+    return gr.mount_gradio_app(api, demo, path="/", max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed,
+                               show_error=True, footer_links=["api", "gradio"], **mount_kwargs)
+
+
+def server_address(host: str | None = None, port: int | str | None = None) -> tuple[str, int]:
+    """Host and port from the arguments, else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, PORT, else 0.0.0.0:7860."""
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
+    raw = port if port is not None else (os.environ.get("GRADIO_SERVER_PORT") or os.environ.get("PORT") or 7860)
+    try:
+        port = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"server port {raw!r} is not a number; set GRADIO_SERVER_PORT or PORT to 1..65535") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"server port {port} is out of range; use 1..65535")
+    return host, port
+
+
+def serve(build_demo: Callable[[Any], Any], host: str | None = None, port: int | None = None,
+          handler: Any = None, **mount_kwargs) -> None:
+    """Build the UI around a LazyHandler, mount it on the JSON API and serve with uvicorn until stopped.
+
+    The model starts loading in a background thread as soon as the server accepts connections.
+    """
+    import uvicorn
+
+    host, port = server_address(host, port)
+    handler = handler if handler is not None else LazyHandler(default_handler_factory())
+    app = create_app(handler, build_demo(handler), **mount_kwargs)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    if isinstance(handler, LazyHandler):
+        handler.start(after=lambda: server.started)
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    print(f"Casting inspection: http://{shown}:{port}  (JSON API: POST /api/inspect, docs at /docs)", flush=True)
+    server.run()

@@ -1,0 +1,116 @@
+"""Helpers for the app tests: a real server (FastAPI + Gradio, uvicorn) on a free loopback port in a thread,
+and a small fake handler for the UI unit tests that do not need a network."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "examples").glob("*.jpeg"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(handler, reports_dir=None, start_lazy: bool = True):
+    """Serve build_demo(handler) mounted on the JSON API at http://127.0.0.1:<port>/ until the block ends."""
+    import uvicorn
+
+    import app
+    from inspectkit import service
+
+    kwargs = {} if reports_dir is None else {"reports_dir": reports_dir}
+    asgi = service.create_app(handler, app.build_demo(handler, **kwargs), **app.launch_options())
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning"))
+    if start_lazy and isinstance(handler, service.LazyHandler):
+        handler.start(after=lambda: server.started)
+    thread = threading.Thread(target=server.run, name="test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start within 60 s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@dataclass
+class FakeResult:
+    """Stands in for inference_handler.InspectionResult in UI unit tests."""
+
+    name: str
+    verdict: str | None = None
+    label: str | None = None
+    probabilities: dict = field(default_factory=dict)
+    defect_probability: float | None = None
+    threshold: float | None = None
+    heatmap: np.ndarray | None = None
+    overlay: np.ndarray | None = None
+    image: np.ndarray | None = None
+    timings_ms: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+class FakeHandler:
+    """Decides from a probability table keyed by file name (p(defect) = 0.9 if 'def' in the name, else 0.2);
+    counts forward passes so tests can check that re-deciding never runs the network."""
+
+    class_names = ["def_front", "ok_front"]
+    defect_class = "def_front"
+    threshold = 0.5
+    colormap = "jet"
+    preprocessing = {"size": 96, "resize": "stretch"}
+    checkpoint_info = {"arch": "fake", "versions": {"torch": "0"}}
+
+    def __init__(self):
+        self.images_seen = 0
+
+    def decide(self, probabilities, threshold=None):
+        t = self.threshold if threshold is None else threshold
+        return "DEFECT" if probabilities["def_front"] >= t else "OK"
+
+    def predict_batch(self, images, heatmap=True, opacity=0.45, batch_size=16, on_error="raise", names=None,
+                      progress=None):
+        from inspectkit.imageio import load_rgb
+
+        out = []
+        for i, (img, name) in enumerate(zip(images, names)):
+            try:
+                rgb = load_rgb(img)
+            except ValueError as exc:
+                if on_error == "raise":
+                    raise
+                out.append(FakeResult(name=name, error=str(exc)))
+                continue
+            self.images_seen += 1
+            p = 0.9 if "def" in name else 0.2
+            probs = {"def_front": p, "ok_front": 1 - p}
+            heat = np.linspace(0, 1, rgb.shape[0] * rgb.shape[1], dtype=np.float32).reshape(rgb.shape[:2])
+            out.append(FakeResult(name=name, verdict=self.decide(probs), label="def_front" if p >= 0.5 else "ok_front",
+                                  probabilities=probs, defect_probability=p, threshold=self.threshold,
+                                  heatmap=heat if heatmap else None, overlay=rgb, image=rgb,
+                                  timings_ms={"decode": 1.0, "preprocess": 0.5, "forward": 5.0, "gradcam": 2.0,
+                                              "overlay": 0.5, "total": 9.0}))
+            if progress:
+                progress(i + 1, len(images))
+        return out
+
+    def predict(self, image, heatmap=True, opacity=0.45, target=None, name=None):
+        return self.predict_batch([image], heatmap, opacity, on_error="raise", names=[name or "image"])[0]

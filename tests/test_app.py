@@ -1,0 +1,400 @@
+"""The app: UI logic with a fake handler, build_demo without launching, and a real server on a loopback port
+(Gradio API through gradio_client, the JSON endpoint, lazy loading) with a random-weight checkpoint."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_server import EXAMPLES, REPO, FakeHandler, running_server
+
+import app
+from inspectkit import service
+from inspectkit import ui_support as ui
+
+FORMULA_NAME = '=HYPERLINK("x")|cmd.jpg'
+
+
+@pytest.fixture(scope="module")
+def handler(tiny_checkpoint):
+    """The real InferenceHandler on a random-weight checkpoint (torch backend: no ONNX export in the tests)."""
+    from inference_handler import InferenceHandler
+
+    return InferenceHandler(str(tiny_checkpoint), backend="torch")
+
+
+@pytest.fixture(scope="module")
+def server(handler):
+    with running_server(handler) as url:
+        yield url
+
+
+@pytest.fixture
+def upload_dir(tmp_path):
+    """Files as Gradio leaves them after an upload: good examples, a broken one, a formula-like name."""
+    d = tmp_path / "uploads"
+    d.mkdir()
+    good = [d / EXAMPLES[0].name, d / EXAMPLES[-1].name]
+    for src, dst in zip((EXAMPLES[0], EXAMPLES[-1]), good):
+        dst.write_bytes(src.read_bytes())
+    bad = d / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 this is not really a JPEG")
+    formula = d / FORMULA_NAME
+    formula.write_bytes(EXAMPLES[0].read_bytes())
+    return good, bad, formula
+
+
+# ------------------------------------------------------------------------------------------- import and build
+
+
+def test_importing_app_loads_no_model_and_no_torch():
+    code = ("import sys, app; heavy = [m for m in ('torch', 'inference_handler', 'onnxruntime', 'cv2') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_build_demo_builds_without_launching(handler):
+    import gradio as gr
+
+    demo = app.build_demo(handler)
+    assert isinstance(demo, gr.Blocks)
+    assert not demo.is_running
+    api_names = {d.api_name for d in demo.fns.values()}
+    assert {"predict", "predict_batch"} <= api_names
+    config = json.dumps(demo.get_config_file(), default=str)
+    assert "Decision threshold" in config and "Heat-map opacity" in config
+    assert f"up to {service.MAX_BATCH}" in config and f"{service.MAX_UPLOAD_MB} MB" in config
+
+
+def test_build_demo_with_a_loading_model_and_no_report(tmp_path):
+    release = threading.Event()
+    lazy = service.LazyHandler(lambda: release.wait(30) and FakeHandler())
+    demo = app.build_demo(lazy, reports_dir=tmp_path)
+    config = json.dumps(demo.get_config_file(), default=str)
+    assert "No evaluation report yet" in config
+    assert "confusion_matrix.png" in config and "is not present" in config
+    assert "Loading the model in the background" in config
+    assert lazy.state == "not started"  # building never starts the model
+    release.set()
+
+
+def test_model_tab_shows_the_committed_report_when_present():
+    rep, missing = ui.load_report(REPO / "reports")
+    if rep is None:
+        pytest.skip(f"no committed evaluation report: {missing}")
+    text = ui.metrics_markdown(rep)
+    assert "validation" in text and "test, all images" in text and "test, twin-free" in text
+
+
+def test_examples_are_unmodified_dataset_images():
+    assert 1 <= len(EXAMPLES) <= 8
+    attribution = (REPO / "examples" / "ATTRIBUTION.md").read_text()
+    assert "CC BY-NC-ND 4.0" in attribution and "Ravirajsinh Dabhi" in attribution
+    import hashlib
+
+    for p in EXAMPLES:
+        assert hashlib.sha256(p.read_bytes()).hexdigest() in attribution, p.name
+    manifest = REPO.parent / "shared" / "data" / "casting" / "MANIFEST.sha256"
+    if manifest.is_file():
+        digests = {line.split()[0] for line in manifest.read_text().splitlines() if line.strip()}
+        assert all(hashlib.sha256(p.read_bytes()).hexdigest() in digests for p in EXAMPLES)
+
+
+# ------------------------------------------------------------------------------------------- UI logic (fake)
+
+
+def test_batch_with_a_bad_file_completes_the_rest(upload_dir):
+    good, bad, _ = upload_dir
+    h = FakeHandler()
+    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path = ui.run_inspection(
+        h, [str(good[0]), str(bad), str(good[1])], 0.45, None)
+    assert [r[1] for r in table] == ["DEFECT", "ERROR", "OK"]
+    assert "broken.jpg" in table[1][5] and "not a readable image" in table[1][5]
+    assert len(gallery) == 3 and "ERROR" in gallery[1][1]
+    assert "1 not inspected" in summary and "broken.jpg" in summary
+    assert original.shape == overlay.shape and not np.array_equal(original, overlay)
+    assert probs == {"def_front": 0.9, "ok_front": 0.1}
+    assert "forward" in latency and "total" in latency
+    assert "DEFECT" in badge and "0.900" in badge
+
+
+def test_threshold_re_decides_without_the_network(upload_dir):
+    good, _, _ = upload_dir
+    h = FakeHandler()
+    state, *view = ui.run_inspection(h, [str(p) for p in good], 0.45, None)
+    seen = h.images_seen
+    state, *view = ui.redecide(h, state, 0.1)
+    assert [r[1] for r in view[7]] == ["DEFECT", "DEFECT"]  # p(defect) 0.9 and 0.2, both >= 0.1
+    assert all(r[3] == "0.1000" for r in view[7])
+    state, *view = ui.redecide(h, state, 0.95)
+    assert [r[1] for r in view[7]] == ["OK", "OK"]
+    rows = list(csv.reader(io.StringIO(Path(view[8]).read_text(encoding="utf-8-sig"))))
+    assert [r[1] for r in rows[1:]] == ["OK", "OK"] and [r[2] for r in rows[1:]] == ["ok_front", "ok_front"]
+    state, *view = ui.reblend(h, state, 1.0)
+    assert h.images_seen == seen  # neither slider ran the network again
+    assert not np.array_equal(view[4], view[3])
+
+
+def test_opacity_zero_shows_the_photo(upload_dir):
+    good, _, _ = upload_dir
+    state, *view = ui.run_inspection(FakeHandler(), [str(good[0])], 0.0, None)
+    assert np.array_equal(view[3], view[4])
+
+
+def test_gallery_select_shows_that_image(upload_dir):
+    good, _, _ = upload_dir
+    h = FakeHandler()
+    state, *_ = ui.run_inspection(h, [str(p) for p in good], 0.45, None)
+    state, badge, original, overlay, probs, latency = ui.select(h, state, 1)
+    assert state["selected"] == 1 and good[1].name in badge and "OK" in badge
+
+
+def test_too_many_files_is_refused_with_the_limit(tmp_path):
+    with pytest.raises(ValueError, match=rf"at most {service.MAX_BATCH}"):
+        ui.run_inspection(FakeHandler(), [str(EXAMPLES[0])] * (service.MAX_BATCH + 1), 0.45, None)
+
+
+def test_oversized_file_is_reported_not_decoded(tmp_path, monkeypatch):
+    monkeypatch.setattr(ui, "MAX_UPLOAD_BYTES", 1000)
+    h = FakeHandler()
+    state, *view = ui.run_inspection(h, [str(EXAMPLES[0])], 0.45, None)
+    assert view[7][0][1] == "ERROR" and "limit" in view[7][0][5]
+    assert h.images_seen == 0
+
+
+def test_ui_errors_become_gradio_messages():
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="at most"):
+        ui.ui_call(ui.run_inspection, FakeHandler(), [str(EXAMPLES[0])] * 40, 0.45, None)
+
+
+def test_csv_is_correct_and_formula_names_stay_text(upload_dir):
+    good, bad, formula = upload_dir
+    state, *view = ui.run_inspection(FakeHandler(), [str(formula), str(good[1]), str(bad)], 0.45, None)
+    raw = Path(view[8]).read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # BOM: Excel reads UTF-8
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    assert rows[0] == ui.CSV_HEADERS
+    assert len(rows) == 4
+    name, verdict, label, p, thr, ms, err = rows[1]
+    assert name == "'" + FORMULA_NAME  # shown as text by Excel, LibreOffice and Sheets
+    assert verdict == "OK" and label == "ok_front" and float(p) == pytest.approx(0.2) and float(thr) == 0.5
+    assert float(ms) == pytest.approx(9.0) and err == ""
+    assert rows[2][:2] == [good[1].name, "OK"]
+    assert rows[3][1] == "ERROR" and "not a readable image" in rows[3][6]
+    for row in rows[1:]:
+        for cell in row:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("=1+1", "'=1+1"), ("+cmd", "'+cmd"), ("-2", "'-2"), ("@SUM(A1)", "'@SUM(A1)"), ("\t=x", "'\t=x"),
+    (" =x", "' =x"), ("plain.jpg", "plain.jpg"), (0.25, 0.25), (-1.5, -1.5), (None, ""),
+])
+def test_spreadsheet_safe(value, expected):
+    assert ui.spreadsheet_safe(value) == expected
+
+
+@pytest.mark.parametrize("raw, shown", [
+    ("../../etc/passwd", "passwd"), ("C:\\Users\\x\\part.jpg", "part.jpg"), ("a\x00b\x1b[31m.jpg", "ab[31m.jpg"),
+    ("evil\u202egpj.exe", "evilgpj.exe"), ("..", "image"), ("", "image"), (None, "image"),
+    (FORMULA_NAME, FORMULA_NAME),
+])
+def test_safe_name(raw, shown):
+    assert service.safe_name(raw) == shown
+
+
+def test_long_names_are_shortened_keeping_the_extension():
+    name = service.safe_name("x" * 500 + ".jpeg")
+    assert len(name) <= service.MAX_NAME_CHARS and name.endswith(".jpeg")
+
+
+def test_names_are_escaped_in_html(tmp_path):
+    p = tmp_path / "<img src=x onerror=alert(1)>.jpg"
+    p.write_bytes(EXAMPLES[0].read_bytes())
+    state, summary, gallery, badge, *rest = ui.run_inspection(FakeHandler(), [str(p)], 0.45, None)
+    assert "<img src=x" not in badge and "&lt;img src=x" in badge
+
+
+# ------------------------------------------------------------------------------------------ lazy loading
+
+
+def test_lazy_handler_reports_a_failed_load():
+    def boom():
+        raise ValueError("checkpoint not found: nowhere.pt")
+
+    lazy = service.LazyHandler(boom)
+    with pytest.raises(service.ModelUnavailable, match="nowhere.pt"):
+        lazy.wait(10)
+    assert lazy.state == "failed"
+    status, thr, _ = ui.model_status(lazy)
+    assert "Model not available" in status and "nowhere.pt" in status and thr is None
+
+
+def test_resolve_checkpoint_local_missing(monkeypatch, tmp_path):
+    monkeypatch.delenv(service.ENV_MODEL_REPO, raising=False)
+    monkeypatch.setenv(service.ENV_MODEL_PATH, str(tmp_path / "none.pt"))
+    with pytest.raises(ValueError, match="model file not found"):
+        service.resolve_checkpoint()
+
+
+def test_resolve_checkpoint_from_a_hub_repo(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, revision=None, repo_type=None):
+        calls.append((repo_id, filename, revision))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/casting-model")
+    monkeypatch.setenv(service.ENV_MODEL_REVISION, "v1")
+    path, expected = service.resolve_checkpoint()
+    assert path == tmp_path / "final_best_model.pt" and expected is None
+    assert calls == [("acme/casting-model", "final_best_model.pt", "v1"),
+                     ("acme/casting-model", "final_best_model.pt.sha256", "v1")]
+
+
+def test_resolve_checkpoint_offline_names_the_repo(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/does-not-exist-casting")
+    with pytest.raises(ValueError, match="acme/does-not-exist-casting"):
+        service.resolve_checkpoint()
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, ("0.0.0.0", 7860)), ({"PORT": "8080"}, ("0.0.0.0", 8080)),
+    ({"GRADIO_SERVER_PORT": "7000", "PORT": "8080", "GRADIO_SERVER_NAME": "127.0.0.1"}, ("127.0.0.1", 7000)),
+])
+def test_server_address_from_the_environment(monkeypatch, env, expected):
+    for k in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "PORT"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert service.server_address() == expected
+
+
+def test_bad_port_is_named(monkeypatch):
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "http")
+    with pytest.raises(ValueError, match="'http'"):
+        service.server_address()
+
+
+def test_page_answers_while_the_model_is_still_loading():
+    release = threading.Event()
+
+    def slow():
+        release.wait(60)
+        return FakeHandler()
+
+    lazy = service.LazyHandler(slow)
+    with running_server(lazy) as url:
+        assert httpx.get(url, timeout=30).status_code == 200
+        assert httpx.get(url + "api/health", timeout=30).json()["model"] == "loading"
+        release.set()
+        lazy.wait(30)
+        assert httpx.get(url + "api/health", timeout=30).json()["model"] == "ready"
+        r = httpx.post(url + "api/inspect", files={"file": (EXAMPLES[0].name, EXAMPLES[0].read_bytes())}, timeout=60)
+        assert r.status_code == 200 and r.json()["verdict"] == "DEFECT"
+
+
+# ------------------------------------------------------------------------------------------ real server
+
+
+def test_gradio_client_gets_the_handlers_verdict(server, handler):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    example = EXAMPLES[0]
+    got = client.predict(handle_file(str(example)), None, True, api_name="/predict")
+    want = handler.predict(str(example))
+    assert got["verdict"] == want.verdict and got["label"] == want.label
+    assert got["name"] == example.name and got["threshold"] == pytest.approx(want.threshold)
+    for c, p in want.probabilities.items():
+        assert got["probabilities"][c] == pytest.approx(p, abs=1e-5)
+    assert set(got["latency_ms"]) >= {"decode", "preprocess", "forward", "gradcam", "overlay", "total"}
+    png = Image.open(io.BytesIO(base64.b64decode(got["heatmap_png_base64"])))
+    assert png.size == Image.open(example).size
+
+    # another threshold re-decides from the same probabilities
+    p = want.defect_probability
+    low = client.predict(handle_file(str(example)), max(0.001, p - 0.01), False, api_name="/predict")
+    assert low["verdict"] == "DEFECT" and low["label"] == handler.defect_class and "heatmap_png_base64" not in low
+
+
+def test_gradio_client_batch_with_a_bad_file(server, upload_dir):
+    from gradio_client import Client, handle_file
+
+    good, bad, _ = upload_dir
+    client = Client(server, verbose=False)
+    out = client.predict([handle_file(str(good[0])), handle_file(str(bad)), handle_file(str(good[1]))], None,
+                         api_name="/predict_batch")
+    assert [r["name"] for r in out] == [good[0].name, "broken.jpg", good[1].name]
+    assert out[0]["verdict"] in ("OK", "DEFECT") and out[2]["verdict"] in ("OK", "DEFECT")
+    assert out[1]["verdict"] is None and "not a readable image" in out[1]["error"]
+
+
+def test_json_endpoint_good_and_bad_files(server, handler):
+    example = EXAMPLES[1]
+    r = httpx.post(server + "api/inspect", params={"heatmap": "true"},
+                   files={"file": (example.name, example.read_bytes(), "image/jpeg")}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    want = handler.predict(str(example), heatmap=False)
+    assert body["verdict"] == want.verdict and body["defect_probability"] == pytest.approx(want.defect_probability, abs=1e-5)
+    assert body["threshold"] == pytest.approx(handler.threshold) and body["latency_ms"]["total"] > 0
+    assert Image.open(io.BytesIO(base64.b64decode(body["heatmap_png_base64"]))).format == "PNG"
+
+    bad = httpx.post(server + "api/inspect", files={"file": ("notes.jpg", b"hello, not an image")}, timeout=60)
+    assert bad.status_code == 422 and "notes.jpg" in bad.json()["detail"] and "not a readable image" in bad.json()["detail"]
+    empty = httpx.post(server + "api/inspect", files={"file": ("empty.png", b"")}, timeout=60)
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+    missing = httpx.post(server + "api/inspect", timeout=60)
+    assert missing.status_code == 422
+    wrong_thr = httpx.post(server + "api/inspect", params={"threshold": "2"},
+                           files={"file": (example.name, example.read_bytes())}, timeout=60)
+    assert wrong_thr.status_code == 422 and "threshold" in wrong_thr.text
+    big = httpx.post(server + "api/inspect", files={"file": ("huge.png", b"\0" * (service.MAX_UPLOAD_BYTES + 10))},
+                     timeout=120)
+    assert big.status_code == 413 and f"{service.MAX_UPLOAD_MB} MB" in big.json()["detail"]
+    weird = httpx.post(server + "api/inspect", files={"file": ("../../" + FORMULA_NAME, example.read_bytes())},
+                       timeout=60)
+    # httpx percent-encodes the quotes in the multipart header; the path part is dropped either way
+    assert weird.status_code == 200 and weird.json()["name"].startswith("=HYPERLINK(")
+    assert weird.json()["name"].endswith(")|cmd.jpg") and "/" not in weird.json()["name"]
+
+    # the server still answers after all that
+    assert httpx.get(server, timeout=30).status_code == 200
+    assert httpx.get(server + "api/health", timeout=30).json() == {"status": "ok", "model": "ready", "error": None}
+
+
+def test_json_endpoint_is_in_the_openapi_schema(server):
+    schema = httpx.get(server + "openapi.json", timeout=30).json()
+    op = schema["paths"]["/api/inspect"]["post"]
+    assert "multipart/form-data" in op["requestBody"]["content"]
+    assert {"200", "413", "422"} <= set(op["responses"])
+
+
+def test_ui_pipeline_with_the_real_handler(handler, upload_dir):
+    good, bad, _ = upload_dir
+    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path = ui.run_inspection(
+        handler, [str(good[0]), str(bad)], 0.45, None)
+    want = handler.predict(str(good[0]))
+    assert table[0][1] == want.verdict and table[1][1] == "ERROR"
+    assert set(probs) == set(handler.class_names) and len(gallery) == 2
+    assert original.shape == want.image.shape
