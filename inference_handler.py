@@ -1,0 +1,402 @@
+"""Inspect casting photos with the trained checkpoint: verdict, class probabilities and a Grad-CAM heat map.
+
+    from inference_handler import InferenceHandler
+    handler = InferenceHandler("final_best_model.pt")           # backend="auto": ONNX Runtime when equivalent
+    result = handler.predict("part.jpg")                        # path, bytes, PIL image or numpy array
+    result.verdict, result.defect_probability, result.overlay   # "DEFECT", 0.97, RGB uint8 at the photo's size
+
+Everything the handler needs (architecture, classes, preprocessing, decision threshold) comes from the
+checkpoint; decoding and preprocessing are the functions training and evaluation use, and the verdict is
+``inspectkit.metrics.predict_labels`` (defect when p_defect >= threshold).
+
+Backends: ``"onnx"`` runs an ONNX Runtime graph generated from the checkpoint (cached by its SHA-256) that
+returns logits and last-block features, and computes the heat map from them without a backward pass (exact
+Grad-CAM for a global-pool + linear head); ``"torch"`` runs the PyTorch model with autograd Grad-CAM
+(gradcam.py) at any layer; ``"auto"`` takes ONNX when it is available and exact for the requested layer.
+Importing this module does not import torch: a cached ONNX load never needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from inspectkit import fast
+from inspectkit.heatmap import cam_from_features, check_opacity, heatmap_at, overlay as blend_overlay
+from inspectkit.imageio import load_rgb, source_name
+from inspectkit.metrics import predict_labels, softmax
+from inspectkit.preprocess import preprocess, validate_spec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = "final_best_model.pt"
+BACKENDS = ("auto", "torch", "onnx")
+STAGES = ("decode", "preprocess", "forward", "gradcam", "overlay", "total")
+
+
+@dataclass
+class InspectionResult:
+    """The outcome for one image. ``error`` is set (and ``verdict`` None) when the image could not be used."""
+
+    name: str
+    verdict: str | None = None  # "OK"/"DEFECT" for a model with a defect class, else the class name
+    label: str | None = None  # the class name predicted
+    probabilities: dict[str, float] = field(default_factory=dict)
+    defect_probability: float | None = None
+    threshold: float | None = None
+    heatmap: np.ndarray | None = None  # float32 HxW in [0, 1], the original image's size
+    overlay: np.ndarray | None = None  # RGB uint8 HxWx3
+    image: np.ndarray | None = None  # the decoded original, RGB uint8 HxWx3
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    target: str | None = None  # the class the heat map explains
+    backend: str | None = None  # "onnx" or "torch"
+
+    def to_dict(self, include_arrays: bool = False) -> dict:
+        """A JSON-ready dict. Arrays are left out (their shapes are given) unless ``include_arrays``,
+        which adds them as nested lists."""
+        out = {
+            "name": self.name, "verdict": self.verdict, "label": self.label,
+            "probabilities": {k: float(v) for k, v in self.probabilities.items()},
+            "defect_probability": None if self.defect_probability is None else float(self.defect_probability),
+            "threshold": None if self.threshold is None else float(self.threshold),
+            "timings_ms": {k: float(v) for k, v in self.timings_ms.items()},
+            "error": self.error, "target": self.target, "backend": self.backend,
+        }
+        for key in ("heatmap", "overlay", "image"):
+            arr = getattr(self, key)
+            out[f"{key}_shape"] = None if arr is None else list(arr.shape)
+            if include_arrays:
+                out[key] = None if arr is None else arr.tolist()
+        return out
+
+
+class InferenceHandler:
+    """Classify casting photos OK/DEFECT with a checkpoint and explain each verdict with a heat map.
+
+    ``checkpoint``: path of the ``.pt`` (relative paths are also looked up next to this file).
+    ``backend``: "auto" | "torch" | "onnx". ``cam_layer``: module name of the Grad-CAM layer (default: the last
+    convolutional block; another layer needs the torch backend). ``expected_sha256``: refuse a checkpoint
+    with another digest (else the ``.sha256`` sidecar is checked when present). ``threads``: CPU threads for
+    the network (default: the cores this process may use; for torch this sets the process-wide setting).
+    ``cache_dir``: where generated ONNX graphs are kept (default ``~/.cache/inspectkit``).
+    ``colormap``: OpenCV colour map of the overlay ("jet", "turbo", ... or a cv2.COLORMAP_* int).
+
+    All methods may be called from several threads at once.
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT, backend: str = "auto",
+                 cam_layer: str | None = None, expected_sha256: str | None = None, threads: int | None = None,
+                 cache_dir: str | os.PathLike | None = None, colormap="jet"):
+        t0 = time.perf_counter()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads {threads!r} must be a positive int or None")
+        if cam_layer is not None and not isinstance(cam_layer, str):
+            raise ValueError(f"cam_layer must be a module name (str) or None, got {type(cam_layer).__name__}")
+        from inspectkit.heatmap import _colormap
+
+        _colormap(colormap)  # fail now, not at the first overlay
+        self.colormap = colormap
+        self.checkpoint_path = self._resolve(checkpoint)
+        self.sha256 = fast.verified_digest(self.checkpoint_path, expected_sha256)
+        self.threads = threads
+        self.fallback_reason: str | None = None
+        self._fast: fast.FastModel | None = None
+        self._model = None
+        self._local = threading.local()
+
+        if backend in ("auto", "onnx"):
+            try:
+                if cam_layer is not None and cam_layer not in fast.EXACT_LAYERS.values():
+                    raise ValueError(f"the ONNX backend's heat map is exact only at the last block "
+                                     f"({sorted(set(fast.EXACT_LAYERS.values()))}), not at {cam_layer!r}; "
+                                     "use backend='torch' for other layers")
+                fm = fast.load(self.checkpoint_path, cache_dir=cache_dir, threads=threads, digest=self.sha256)
+                if cam_layer is not None and cam_layer != fm.meta["cam_layer"]:
+                    raise ValueError(f"cam_layer {cam_layer!r} is not the last block of {fm.meta['arch']} "
+                                     f"({fm.meta['cam_layer']!r}); use backend='torch' for other layers")
+                self._fast = fm
+            except ImportError as exc:  # onnxruntime/onnx not installed
+                if backend == "onnx":
+                    raise RuntimeError(f"backend 'onnx' needs onnxruntime and onnx: {exc}") from exc
+                self.fallback_reason = f"{type(exc).__name__}: {exc}"
+            except (ValueError, RuntimeError, OSError) as exc:
+                if backend == "onnx":
+                    raise
+                self.fallback_reason = f"{type(exc).__name__}: {exc}"
+            if self.fallback_reason:
+                log.warning("fast ONNX path not used, falling back to PyTorch: %s", self.fallback_reason)
+
+        if self._fast is not None:
+            self.backend = "onnx"
+            meta = self._fast.meta
+            info = meta["info"]
+            self.arch = meta["arch"]
+            self.cam_layer = meta["cam_layer"]
+            self.load_timings = dict(self._fast.timings)
+        else:
+            self.backend = "torch"
+            info = self._load_torch(cam_layer)
+        self.checkpoint_info: dict = info
+        self.class_names: list[str] = list(info["class_names"])
+        self.defect_index: int | None = info["defect_index"]
+        self.defect_class: str | None = None if self.defect_index is None else self.class_names[self.defect_index]
+        self.threshold: float | None = None if info["threshold"] is None else float(info["threshold"])
+        self.preprocessing: dict = validate_spec(info["preprocessing"])
+        self.input_size = int(self.preprocessing["size"])
+        self.load_time_s = time.perf_counter() - t0
+
+    # -- loading ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _resolve(checkpoint) -> Path:
+        if checkpoint is None or not isinstance(checkpoint, (str, os.PathLike)):
+            raise ValueError(f"checkpoint must be a path to a .pt file, got {checkpoint!r}")
+        path = Path(checkpoint)
+        if not path.is_file() and not path.is_absolute():
+            beside = Path(__file__).resolve().parent / path  # the app may start from another folder
+            if beside.is_file():
+                return beside
+        if not path.is_file():
+            raise ValueError(f"checkpoint not found: {path} (train one with train.py, or pass its path)")
+        return path
+
+    def _load_torch(self, cam_layer: str | None) -> dict:
+        import torch  # lazy: a cached ONNX load never pays for importing torch
+
+        import gradcam
+        from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint
+
+        ckpt = load_checkpoint(self.checkpoint_path, expected_sha256=self.sha256)
+        model = model_from_checkpoint(ckpt)
+        # Our own copy of the network: no parameter gradients are ever needed (Grad-CAM's graph starts at the layer)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self._model = model
+        self.arch = ckpt["arch"]
+        self.cam_layer, _ = gradcam.find_layer(model, cam_layer)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.load_timings = {}
+        return {k: v for k, v in ckpt.items() if k != "state_dict"}
+
+    @property
+    def model(self):
+        """The PyTorch model (torch backend only; None for ONNX)."""
+        return self._model
+
+    # -- decisions --------------------------------------------------------------------------------------------
+    def _verdict(self, label: int) -> str:
+        if self.defect_index is None:
+            return self.class_names[label]
+        return "DEFECT" if label == self.defect_index else "OK"
+
+    def decide(self, probabilities: dict, threshold: float | None = None) -> str:
+        """The verdict for class probabilities (e.g. a stored result's), optionally at another threshold.
+
+        Same rule as inference and evaluation: defect when p_defect >= threshold; multi-class: most likely class.
+        """
+        if not isinstance(probabilities, dict):
+            raise ValueError(f"probabilities must be a dict of class name -> probability, got "
+                             f"{type(probabilities).__name__}")
+        missing = [c for c in self.class_names if c not in probabilities]
+        if missing:
+            raise ValueError(f"probabilities lack {missing}; this model's classes are {self.class_names}")
+        try:
+            p = np.array([[float(probabilities[c]) for c in self.class_names]])
+        except (TypeError, ValueError):
+            raise ValueError(f"probabilities {probabilities!r} must be numbers") from None
+        if not np.all(np.isfinite(p)) or (p < 0).any() or (p > 1).any():
+            raise ValueError(f"probabilities {probabilities!r} must be in [0, 1]")
+        t = self.threshold
+        if threshold is not None:
+            try:
+                t = float(threshold)
+            except (TypeError, ValueError):
+                raise ValueError(f"threshold {threshold!r} must be a number in [0, 1]") from None
+            if not 0.0 <= t <= 1.0:
+                raise ValueError(f"threshold {threshold!r} must be in [0, 1]")
+        return self._verdict(int(predict_labels(p, self.defect_index, t)[0]))
+
+    def _target_index(self, target) -> int | None:
+        if target is None:
+            return None
+        if isinstance(target, str):
+            if target in self.class_names:
+                return self.class_names.index(target)
+            if self.defect_index is not None and target in ("DEFECT", "OK") and len(self.class_names) == 2:
+                return self.defect_index if target == "DEFECT" else 1 - self.defect_index
+        elif isinstance(target, (int, np.integer)) and not isinstance(target, bool) \
+                and 0 <= int(target) < len(self.class_names):
+            return int(target)
+        raise ValueError(f"target {target!r} must be None (the predicted class), a class name in "
+                         f"{self.class_names} or an index 0..{len(self.class_names) - 1}")
+
+    # -- inference --------------------------------------------------------------------------------------------
+    def predict(self, image, heatmap: bool = True, opacity: float = 0.45, target=None,
+                name: str | None = None) -> InspectionResult:
+        """Inspect one image (path, bytes, PIL image or numpy array; grayscale/RGB/RGBA, 8- or 16-bit).
+
+        ``heatmap=False`` skips the heat map and overlay. ``target``: the class the heat map explains (default:
+        the predicted one). Raises ValueError naming the problem when the image cannot be used.
+        """
+        return self.predict_batch([image], heatmap=heatmap, opacity=opacity, batch_size=1, on_error="raise",
+                                  names=None if name is None else [name], target=target)[0]
+
+    def predict_batch(self, images: Iterable, heatmap: bool = True, opacity: float = 0.45, batch_size: int = 16,
+                      on_error: str = "raise", names: Sequence[str] | None = None,
+                      progress: Callable[[int, int], None] | None = None, target=None) -> list[InspectionResult]:
+        """Inspect many images, ``batch_size`` at a time through the network; one result per image, in order.
+
+        ``on_error="raise"``: the first undecodable image raises its ValueError; ``"collect"``: it yields a result
+        with ``error`` set and ``verdict`` None, and the others still complete. ``progress(done, total)`` is
+        called after each batch. Per-image timings share the batch's forward (and CAM) time equally.
+        """
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)  # N x H x W x C stack
+        elif isinstance(images, (str, bytes, bytearray, os.PathLike, np.ndarray)) or hasattr(images, "getpixel"):
+            raise ValueError(f"predict_batch takes a list of images, got one {type(images).__name__}; "
+                             "use predict() for a single image")
+        try:
+            images = list(images)
+        except TypeError:
+            raise ValueError(f"predict_batch takes a list of images, got {type(images).__name__}") from None
+        opacity = check_opacity(opacity)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size {batch_size!r} must be a positive int")
+        if on_error not in ("raise", "collect"):
+            raise ValueError(f"on_error {on_error!r} must be 'raise' or 'collect'")
+        if names is not None:
+            names = [str(n) for n in names]
+            if len(names) != len(images):
+                raise ValueError(f"{len(names)} names for {len(images)} images")
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress must be callable(done, total), got {type(progress).__name__}")
+        target_index = self._target_index(target)
+
+        total = len(images)
+        results: list[InspectionResult | None] = [None] * total
+        for start in range(0, total, int(batch_size)):
+            idx = list(range(start, min(start + int(batch_size), total)))
+            self._run_chunk(images, idx, names, results, heatmap, opacity, on_error, target_index)
+            if progress is not None:
+                progress(idx[-1] + 1, total)
+        return results  # type: ignore[return-value]
+
+    def _name(self, image, i: int, names) -> str:
+        if names is not None:
+            return names[i]
+        if isinstance(image, (str, os.PathLike)):
+            return Path(image).name
+        return source_name(image)
+
+    def _buffer(self, n: int) -> np.ndarray:
+        # One input buffer per thread, grown as needed: no 600 KB..20 MB allocation per call, and no
+        # sharing between threads that run at the same time.
+        s = self.input_size
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.shape[0] < n:
+            buf = np.empty((max(n, 1), 3, s, s), dtype=np.float32)
+            self._local.buf = buf
+        return buf[:n]
+
+    def _run_chunk(self, images, idx, names, results, heatmap, opacity, on_error, target_index) -> None:
+        t_start = time.perf_counter()
+        rgbs, slots, timing = [], [], []
+        buf = self._buffer(len(idx))
+        for i in idx:
+            t0 = time.perf_counter()
+            try:
+                rgb = load_rgb(images[i])
+            except ValueError as exc:
+                if on_error == "raise":
+                    raise
+                results[i] = InspectionResult(name=self._name(images[i], i, names), error=str(exc),
+                                              backend=self.backend)
+                continue
+            t1 = time.perf_counter()
+            preprocess(rgb, self.preprocessing, out=buf[len(rgbs)])
+            t2 = time.perf_counter()
+            rgbs.append(rgb)
+            slots.append(i)
+            timing.append({"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3})
+        n = len(rgbs)
+        if n == 0:
+            return
+        x = buf[:n]
+
+        t0 = time.perf_counter()
+        if self._fast is not None:
+            logits, feats = self._fast.run(x, features=heatmap)
+            t1 = time.perf_counter()
+            probs = softmax(logits)
+            labels = predict_labels(probs, self.defect_index, self.threshold)
+            targets = labels if target_index is None else np.full(n, target_index)
+            cams = cam_from_features(feats, self._fast.head_weight, targets) if heatmap else None
+        else:
+            import torch
+
+            import gradcam
+
+            xt = torch.from_numpy(x)
+            if heatmap:
+                with gradcam.GradCAM(self._model, self.cam_layer) as cam:
+                    logits = cam.forward(xt).numpy()
+                    t1 = time.perf_counter()
+                    probs = softmax(logits)
+                    labels = predict_labels(probs, self.defect_index, self.threshold)
+                    targets = labels if target_index is None else np.full(n, target_index)
+                    cams = cam.cams(targets)
+            else:
+                with torch.inference_mode():
+                    logits = self._model(xt).numpy()
+                t1 = time.perf_counter()
+                probs = softmax(logits)
+                labels = predict_labels(probs, self.defect_index, self.threshold)
+                targets, cams = None, None
+        t2 = time.perf_counter()
+        fwd_ms, cam_ms = (t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n
+
+        for j, i in enumerate(slots):
+            rgb = rgbs[j]
+            label = int(labels[j])
+            hm = ov = None
+            t_cam = t_ov = 0.0
+            if heatmap:
+                ta = time.perf_counter()
+                hm = heatmap_at(cams[j], rgb.shape[:2])
+                tb = time.perf_counter()
+                ov = blend_overlay(rgb, hm, opacity, self.colormap)
+                tc = time.perf_counter()
+                t_cam, t_ov = (tb - ta) * 1e3, (tc - tb) * 1e3
+            tm = timing[j]
+            tm["forward"] = fwd_ms
+            tm["gradcam"] = (cam_ms + t_cam) if heatmap else 0.0
+            tm["overlay"] = t_ov
+            tm["total"] = sum(tm[k] for k in STAGES[:-1])
+            results[i] = InspectionResult(
+                name=self._name(images[i], i, names),
+                verdict=self._verdict(label),
+                label=self.class_names[label],
+                probabilities={c: float(p) for c, p in zip(self.class_names, probs[j])},
+                defect_probability=None if self.defect_index is None else float(probs[j, self.defect_index]),
+                threshold=self.threshold,
+                heatmap=hm, overlay=ov, image=rgb, timings_ms=tm,
+                target=self.class_names[int(targets[j])] if heatmap else None,
+                backend=self.backend,
+            )
+        if n == 1 and len(idx) == 1:
+            # a single image: the wall time of the whole call, overheads included
+            results[slots[0]].timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
+
+    def __repr__(self) -> str:
+        return (f"InferenceHandler({str(self.checkpoint_path)!r}, backend={self.backend!r}, arch={self.arch!r}, "
+                f"classes={self.class_names}, threshold={self.threshold}, cam_layer={self.cam_layer!r})")
