@@ -162,18 +162,20 @@ class GradCAM:
         logits, act = self._logits, self._activations
         n, c = logits.shape
         if targets is None:
-            idx = logits.detach().argmax(dim=1)
+            t = logits.detach().argmax(dim=1).numpy()
         else:
             t = np.asarray(targets).reshape(-1)
             if len(t) != n or not np.issubdtype(t.dtype, np.integer) or (t < 0).any() or (t >= c).any():
                 raise ValueError(f"targets {np.asarray(targets).tolist()!r} must be {n} class indices in 0..{c - 1}")
-            idx = torch.as_tensor(t, dtype=torch.long)
         # Images in a batch do not interact in eval mode, so one backward of the summed scores gives each
-        # image the gradient of its own target logit.
-        score = logits.gather(1, idx.view(-1, 1)).sum()
-        (grads,) = torch.autograd.grad(score, act)
-        weights = grads.mean(dim=(2, 3), keepdim=True)
-        maps = torch.relu((weights * act.detach()).sum(dim=1))
+        # image the gradient of its own target logit. The caller may be under no_grad or inference_mode.
+        with torch.inference_mode(False), torch.enable_grad():
+            idx = torch.as_tensor(t, dtype=torch.long)
+            score = logits.gather(1, idx.view(-1, 1)).sum()
+            (grads,) = torch.autograd.grad(score, act)
+        with torch.no_grad():
+            weights = grads.mean(dim=(2, 3), keepdim=True)
+            maps = torch.relu((weights * act.detach()).sum(dim=1))
         self._logits = None  # the graph is spent; free it now
         return maps.numpy().astype(np.float32, copy=False)
 
