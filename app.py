@@ -40,6 +40,9 @@ CSS = """
 table.latency {border-collapse:collapse; font-size:.9em; margin-top:6px}
 table.latency th, table.latency td {border:1px solid #d1d5db; padding:3px 8px; text-align:right}
 table.latency caption {text-align:left; font-weight:600; padding-bottom:4px}
+#gallery, #gallery .gallery-container {height:auto !important}
+#gallery .grid-wrap {height:auto !important; min-height:0 !important; max-height:560px; overflow-y:auto}
+#gallery .caption-label {white-space:normal; overflow-wrap:anywhere; max-width:calc(100% - 12px); font-size:.8em}
 """
 
 INTRO = f"""
@@ -132,7 +135,9 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                 with gr.Row():
                     with gr.Column(scale=2, min_width=320):
                         files = gr.File(file_count="multiple", height=170, elem_id="batch-files",
-                                        label=f"Casting photos (up to {MAX_BATCH}, {MAX_UPLOAD_MB} MB each)")
+                                        label="Casting photos")
+                        gr.Markdown(f"<span class='muted'>Drag and drop up to {MAX_BATCH} photos, "
+                                    f"{MAX_UPLOAD_MB} MB each.</span>")
                         inspect_btn = gr.Button("Inspect", variant="primary")
                         with gr.Accordion("One photo: upload, paste from the clipboard, or webcam", open=False):
                             single = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"],
@@ -163,7 +168,7 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                             probabilities = gr.Label(label="Class probabilities", elem_id="probabilities")
                             latency = gr.HTML(elem_id="latency")
                         gallery = gr.Gallery(label="All images in this batch (click one to show it above)",
-                                             columns=6, fit_columns=False, height="auto", object_fit="contain",
+                                             columns=5, fit_columns=False, object_fit="contain",
                                              allow_preview=False,
                                              interactive=False, elem_id="gallery", format="jpeg")
                         table = gr.Dataframe(headers=ui.TABLE_HEADERS, interactive=False, wrap=True, label="Results",

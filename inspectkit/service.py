@@ -87,6 +87,24 @@ def safe_name(name: Any, fallback: str = "image") -> str:
     return text
 
 
+def safe_text(text: Any, max_chars: int = 600) -> str:
+    """A message fit to show anywhere (HTML after escaping, JSON, CSV, a toast): control and bidirectional
+    characters become spaces, whitespace is collapsed, and it is cut at ``max_chars``. Error messages quote
+    file names, so they need the same care as the names themselves."""
+    text = " ".join(_CONTROL.sub(" ", unicodedata.normalize("NFC", str(text))).split())
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "\u2026"
+
+
+def error_message(error: Any, raw_name: Any = None, shown_name: str | None = None) -> str:
+    """``error`` with the raw file name (as the decoder quoted it) replaced by the harmless one, made safe."""
+    text = str(error)
+    if raw_name:
+        raw = re.split(r"[\\/]", str(raw_name))[-1]
+        if raw and raw in text:
+            text = text.replace(raw, shown_name or safe_name(raw))
+    return safe_text(text)
+
+
 def upload_name(path: Any) -> str:
     """The user's file name for a file Gradio stored in its cache (it keeps the original base name)."""
     return safe_name(Path(str(path)).name if path else None)
@@ -276,7 +294,7 @@ def result_json(result: Any, handler: Any, threshold: float | None = None, heatm
         "defect_probability": round_or_none(result.defect_probability),
         "threshold": round_or_none(used),
         "latency_ms": {str(k): round(float(v), 2) for k, v in (result.timings_ms or {}).items()},
-        "error": result.error,
+        "error": None if result.error is None else error_message(result.error, result.name, safe_name(result.name)),
     }
     if heatmap_png:
         overlay = getattr(result, "overlay", None)
@@ -368,7 +386,8 @@ def create_api(handler: Any):
         except ModelUnavailable as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
         except ValueError as exc:  # the uploaded bytes are not a usable image
-            raise HTTPException(422, str(exc).replace(f"<{len(data)} bytes>", name)) from None
+            raise HTTPException(422, error_message(str(exc).replace(f"<{len(data)} bytes>", name), file.filename,
+                                                   name)) from None
         except Exception as exc:
             log.exception("inspecting %s failed", name)
             raise HTTPException(500, f"internal error while inspecting {name}: {type(exc).__name__}") from None

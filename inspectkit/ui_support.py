@@ -121,15 +121,15 @@ def _as_paths(files: Any) -> list[str]:
     return out
 
 
-def _error_item(name: str, message: str) -> dict:
-    return {"name": name, "error": message, "label": None, "probabilities": {}, "defect_probability": None,
+def _error_item(name: str, message: str, raw_path: Any = None) -> dict:
+    return {"name": name, "error": service.error_message(message, raw_path, name), "label": None, "probabilities": {}, "defect_probability": None,
             "timings_ms": {}, "image": None, "heat": None}
 
 
-def _item(result: Any, name: str) -> dict:
+def _item(result: Any, name: str, raw_path: Any = None) -> dict:
     """The part of an InspectionResult a session keeps (display-size photo and heat map, numbers)."""
     if getattr(result, "error", None):
-        return _error_item(name, str(result.error))
+        return _error_item(name, str(result.error), raw_path)
     img = _fit(result.image) if result.image is not None else None
     heat = _heat_u8(result.heatmap, img.shape[:2]) if img is not None else None
     return {"name": name, "error": None, "label": result.label,
@@ -179,7 +179,7 @@ def run_inspection(handler: Any, files: Any, opacity: float, state: dict | None,
         results = service.inspect_many(handler, [paths[i] for i in todo], [names[i] for i in todo],
                                        heatmap=True, opacity=float(opacity), progress=tick)
         for i, r in zip(todo, results):
-            items[i] = _item(r, names[i])
+            items[i] = _item(r, names[i], paths[i])
     state.update(items=items, selected=0, opacity=float(opacity), run_ms=(time.perf_counter() - t0) * 1000)
     return (state, *render(handler, state))
 
@@ -353,7 +353,8 @@ def table_rows(handler: Any, items: list, verdicts: list, thr: float | None) -> 
         total = it.get("timings_ms", {}).get("total")
         label = it.get("label") if it.get("error") or p is None else service.label_for(
             get_handler(handler), it["probabilities"], v)
-        rows.append([it["name"], v, None if p is None else round(p, 4), None if thr is None else round(thr, 4),
+        shown_thr = None if thr is None or it.get("error") else round(thr, 4)
+        rows.append([it["name"], v, None if p is None else round(p, 4), shown_thr,
                      None if total is None else round(total, 1), it.get("error") or "", label])
     return rows
 
@@ -591,7 +592,7 @@ def ui_call(fn: Callable, *args: Any) -> Any:
     try:
         out = fn(*args)
     except (ValueError, service.ModelUnavailable) as exc:
-        raise gr.Error(str(exc), title="Cannot inspect") from None
+        raise gr.Error(service.safe_text(exc), title="Cannot inspect") from None
     if fn in (run_inspection, run_single) and isinstance(out, tuple) and out:
         bad = errors_in(out[0])
         if bad:
@@ -635,7 +636,7 @@ def _check_threshold(threshold: Any) -> float | None:
 def _api_error(exc: Exception):
     import gradio as gr
 
-    return gr.Error(str(exc), title="Cannot inspect")
+    return gr.Error(service.safe_text(exc), title="Cannot inspect")
 
 
 def api_predict(handler: Any, image: Any, threshold: Any = None, heatmap: bool = False) -> dict:
@@ -671,6 +672,8 @@ def api_predict_batch(handler: Any, images: Any, threshold: Any = None) -> list[
         for i, n in enumerate(names):
             if i in results:
                 out.append(service.result_json(results[i], h, threshold=t))
+                if out[-1]["error"]:
+                    out[-1]["error"] = service.error_message(results[i].error, paths[i], n)
             else:
                 size = os.path.getsize(paths[i])
                 why = "is empty (0 bytes)" if size == 0 else f"is {size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB"

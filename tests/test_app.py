@@ -398,3 +398,14 @@ def test_ui_pipeline_with_the_real_handler(handler, upload_dir):
     assert table[0][1] == want.verdict and table[1][1] == "ERROR"
     assert set(probs) == set(handler.class_names) and len(gallery) == 2
     assert original.shape == want.image.shape
+
+
+def test_error_messages_quote_the_harmless_name(tmp_path):
+    p = tmp_path / "line\nbreak\u202e.jpg"
+    p.write_bytes(b"not an image")
+    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path = ui.run_inspection(
+        FakeHandler(), [str(p)], 0.45, None)
+    note = table[0][5]
+    assert "linebreak.jpg" in note and "\n" not in note and "\u202e" not in note
+    assert "\n" not in summary and "\u202e" not in summary and "\u202e" not in badge
+    assert service.safe_text("a\r\n\tb\u200bc") == "a b c"
