@@ -125,7 +125,9 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         """Inspect several images (at most MAX_BATCH): one result per image, bad files carry an error."""
         return ui.api_predict_batch(handler, images, threshold)
 
-    with gr.Blocks(title="Casting inspection", analytics_enabled=False) as demo:
+    # delete_cache: uploads and results older than 2 h are removed every hour, so a station left running on the
+    # line does not fill its disk
+    with gr.Blocks(title="Casting inspection", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         session = gr.State(ui.new_state())
         with gr.Row(equal_height=True):
             gr.Markdown(INTRO)
@@ -212,7 +214,8 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         hidden = dict(api_visibility="undocumented")
         files.upload(inspect_files, [files, opacity, session], view, api_name="inspect_upload", **hidden)
         inspect_btn.click(inspect_files, [files, opacity, session], view, api_name="inspect_files", **hidden)
-        single.input(inspect_single, [single, opacity, session], view, api_name="inspect_single", **hidden)
+        # .change, not .input: an example click sets the value without user input and must inspect too
+        single.change(inspect_single, [single, opacity, session], view, api_name="inspect_single", **hidden)
         if examples:
             all_examples.click(lambda: examples, None, files, api_visibility="private").then(
                 inspect_files, [files, opacity, session], view, api_visibility="private")

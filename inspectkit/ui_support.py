@@ -185,8 +185,12 @@ def run_inspection(handler: Any, files: Any, opacity: float, state: dict | None,
 
 
 def run_single(handler: Any, path: Any, opacity: float, state: dict | None, progress: Callable | None = None) -> tuple:
-    """Inspect one image (upload, paste or webcam) and render it."""
-    return run_inspection(handler, [path] if path else [], opacity, state, progress)
+    """Inspect one image (upload, paste, webcam or an example) and render it; clearing the image keeps the
+    results on screen."""
+    if not path:
+        state = dict(state or new_state())
+        return (state, *render(handler, state))
+    return run_inspection(handler, [path], opacity, state, progress)
 
 
 def errors_in(state: dict) -> list[str]:
@@ -431,11 +435,23 @@ def loaded_model_markdown(h: Any) -> str:
     """What the loaded checkpoint says about itself: architecture, classes, threshold, input, library versions."""
     info = getattr(h, "checkpoint_info", {}) or {}
     pre = getattr(h, "preprocessing", {}) or info.get("preprocessing", {})
-    lines = ["| | |", "|---|---|", f"| architecture | {md_cell(info.get('arch', 'n/a'))} |",
+    lines = ["| property | value |", "|---|---|", f"| architecture | {md_cell(info.get('arch', 'n/a'))} |",
              f"| classes | {md_cell(', '.join(h.class_names))} |",
              f"| defect class | {md_cell(getattr(h, 'defect_class', None))} |",
              f"| threshold | {'n/a' if h.threshold is None else f'{h.threshold:.4f}'} |",
              f"| input | {md_cell(pre.get('size'))} px square, whole frame resized ({md_cell(pre.get('resize', 'stretch'))}) |"]
+    weights = (info.get("train_config") or {}).get("weights")
+    if weights:
+        lines.append(f"| started from | {md_cell(Path(str(weights)).name)} |")
+    counts = (info.get("data") or {}).get("counts") or {}
+    if counts:
+        lines.append(f"| training images | {md_cell(', '.join(f'{k}: {v}' for k, v in counts.items()))} |")
+    val = (info.get("metrics") or {}).get("validation") or {}
+    if isinstance(val.get("accuracy"), (int, float)):
+        lines.append(f"| validation accuracy | {_pct(val['accuracy'])} (n={md_cell(val.get('n', 'n/a'))}) |")
+    sha = getattr(h, "sha256", None)
+    if sha:
+        lines.append(f"| file SHA-256 | `{md_cell(sha)}` |")
     versions = info.get("versions") or {}
     if versions:
         lines.append(f"| trained with | {md_cell(', '.join(f'{k} {v}' for k, v in versions.items()))} |")
@@ -552,7 +568,7 @@ def provenance_markdown(rep: dict | None, repo: Path = service.REPO) -> str:
     if td.get("counts"):
         lines.append("**Training images.** " + ", ".join(f"{md_cell(k)}: {v}" for k, v in td["counts"].items())
                      + (f" (file-list SHA-256 `{md_cell(td['files_sha256'][:16])}...`)" if td.get("files_sha256") else ""))
-    ckpt = repo / service.DEFAULT_CHECKPOINT
+    ckpt = Path(os.environ.get(service.ENV_MODEL_PATH) or repo / service.DEFAULT_CHECKPOINT)
     side = Path(str(ckpt) + ".sha256")
     repo_env = os.environ.get(service.ENV_MODEL_REPO)
     if repo_env:

@@ -409,3 +409,39 @@ def test_error_messages_quote_the_harmless_name(tmp_path):
     assert "linebreak.jpg" in note and "\n" not in note and "\u202e" not in note
     assert "\n" not in summary and "\u202e" not in summary and "\u202e" not in badge
     assert service.safe_text("a\r\n\tb\u200bc") == "a b c"
+
+
+def _metrics(n, acc, missed, false_alarms):
+    return {"n": n, "accuracy": acc, "roc_auc": 0.998, "missed_defects": missed, "false_alarms": false_alarms,
+            "threshold": 0.42, "confusion_matrix": [[100, missed], [false_alarms, 60]],
+            "per_class": {"def_front": {"precision": 0.99, "recall": 0.98, "f1": 0.985, "support": 100 + missed},
+                          "ok_front": {"precision": 0.97, "recall": 0.96, "f1": 0.965, "support": 60 + false_alarms}}}
+
+
+def test_model_tab_shows_metrics_plots_and_provenance(tmp_path):
+    rep = {"model": {"arch": "mobilenet_v2", "class_names": ["def_front", "ok_front"], "defect_class": "def_front",
+                     "threshold": 0.42},
+           "train_config": {"weights": "../shared/weights/mobilenet_v2_imagenet1k.pth"},
+           "training_data": {"counts": {"def_front": 3758, "ok_front": 2875}},
+           "validation": _metrics(900, 0.991, 2, 6), "test": {"all": _metrics(715, 0.9944, 3, 1),
+                                                              "twin_free": _metrics(120, 0.975, 2, 1)},
+           "test_data": {"twins": {"exact": 40, "near": 555, "none": 120}},
+           "robustness": {"rotate_15": {"accuracy": 0.95, "missed_defects": 9, "false_alarms": 20}}}
+    (tmp_path / "evaluation.json").write_text(json.dumps(rep))
+    (tmp_path / "evaluation.md").write_text("# Evaluation of mobilenet_v2\n")
+    Image.new("RGB", (40, 30), "white").save(tmp_path / "confusion_matrix.png")
+    text = ui.metrics_markdown(rep)
+    assert "| test, twin-free | 120 | 97.50 % | 98.00 % | 99.00 % | 0.9980 | 2 | 1 | 0.4200 |" in text
+    assert "| validation | 900 | 99.10 %" in text and "rotate_15" in text and "120 of them" in text
+    prov = ui.provenance_markdown(rep)
+    assert "CC BY-NC-ND 4.0" in prov and "google-coral" in prov and "def_front: 3758" in prov
+    config = json.dumps(app.build_demo(FakeHandler(), reports_dir=tmp_path).get_config_file(), default=str)
+    assert "test, twin-free" in config and "confusion_matrix.png" in config
+    assert "training_curves.png` is not present" in config  # the missing plots are named
+    assert "Full evaluation report" in config
+
+
+def test_broken_report_is_reported_not_raised(tmp_path):
+    (tmp_path / "evaluation.json").write_text("{not json")
+    rep, why = ui.load_report(tmp_path)
+    assert rep is None and "could not be read" in why
