@@ -420,9 +420,6 @@ def test_ui_gallery_html_table_and_csv_show_hostile_names_harmlessly(tmp_path, r
     assert names_in_csv == [r[0] for r in table]
 
 
-@pytest.mark.xfail(strict=True, reason="defect: decode errors name the file by its raw path.name (imageio), and "
-                   "ui_support/service pass that message on unsanitised; fix: clean result.error with "
-                   "service's _CONTROL pattern in ui_support._item, api_predict_batch and service.result_json")
 def test_error_messages_show_hostile_names_harmlessly(tmp_path, real_handler):
     """A file that cannot be read is reported with its name: in the table's note, the CSV's error column, the
     summary and the /predict_batch JSON that name must be as harmless as the name column (no newline, tab or
