@@ -439,3 +439,126 @@ def test_error_messages_show_hostile_names_harmlessly(tmp_path, real_handler):
 
 
 # -- deploy allow-list -----------------------------------------------------------------------------------------
+# The deploy command must upload only what the Space runs from, and take its token only from the environment.
+# A fake project tree holds every kind of thing that must stay at home next to the files that must go.
+SPACE_FILES = {"app.py", "inference_handler.py", "gradcam.py", "requirements.txt", "README.md",
+               "final_best_model.pt", "final_best_model.pt.sha256", "inspectkit/__init__.py", "inspectkit/service.py",
+               "examples/cast_def_0_1.jpeg", "examples/ATTRIBUTION.md", "reports/metrics.json",
+               "reports/confusion_matrix.png"}
+MUST_STAY = [".env", ".git/config", ".venv/lib/site.py", "data/casting/train/ok_front/a.jpeg", "runs/run1.log",
+             "inspectkit/__pycache__/service.cpython-311.pyc", "tests/test_app.py", ".hypothesis/examples/x",
+             "artifacts/model.onnx", "examples/.DS_Store", "examples/my_token.md", "examples/secret_notes.md",
+             "examples/raw.tiff", "hf_cache/token", "benchmarks/loadtest.py",
+             "deploy_space.py", "space/README_front_matter.yml", "examples/passwd.jpeg"]
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project tree with the Space's files plus everything that must never be uploaded (data, caches, venv,
+    tests, tokens, hidden files, a symlink out of the tree)."""
+    root = tmp_path / "project"
+    for rel in SPACE_FILES | set(MUST_STAY):
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    (root / "README.md").write_text((REPO / "space" / "README_front_matter.yml").read_text() + "\n# App\n")
+    (root / ".env").write_text("HF_TOKEN=hf_" + "A" * 34 + "\n")
+    (root / "hf_cache" / "token").write_text("hf_" + "B" * 34)
+    (root / "examples" / "passwd.jpeg").unlink()
+    (root / "examples" / "passwd.jpeg").symlink_to("/etc/passwd")  # an allowed suffix, but a link out of the tree
+    return root
+
+
+def test_deploy_collects_only_the_allow_list(project):
+    import deploy_space
+
+    got = {it.path_in_repo for it in deploy_space.collect(project)}
+    assert got == SPACE_FILES, (sorted(got - SPACE_FILES), sorted(SPACE_FILES - got))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "defect in deploy_space.py: DENY is anchored at the end of the path, so it only looks at the last component; "
+    "files inside hidden folders of allowed folders (reports/.ipynb_checkpoints/, examples/.cache/) are uploaded; "
+    "fix: in collect(), skip p when any(part.startswith('.') or part == '__pycache__' for part in "
+    "p.relative_to(root).parts)"))
+@pytest.mark.parametrize("hidden", ["reports/.ipynb_checkpoints/metrics-checkpoint.json", "examples/.cache/a.jpeg"])
+def test_deploy_skips_files_inside_hidden_folders(project, hidden):
+    import deploy_space
+
+    (project / hidden).parent.mkdir(parents=True, exist_ok=True)
+    (project / hidden).write_bytes(b"x")
+    got = {it.path_in_repo for it in deploy_space.collect(project)}
+    assert hidden not in got
+
+
+@pytest.mark.parametrize("where", ["app.py", "examples/ATTRIBUTION.md", "reports/metrics.json"])
+def test_deploy_refuses_a_token_inside_an_allowed_file(project, where):
+    import deploy_space
+
+    (project / where).write_text("token = 'hf_" + "C" * 34 + "'\n")
+    with pytest.raises(deploy_space.DeployError, match="token"):
+        deploy_space.collect(project)
+
+
+class _FakeHfApi:
+    """Records what the deploy command would send to the Hub (nothing leaves the machine)."""
+
+    instances: list = []
+
+    def __init__(self, token=None, **kw):
+        self.token, self.ops = token, []
+        _FakeHfApi.instances.append(self)
+
+    def create_repo(self, *a, **kw):
+        return None
+
+    def list_repo_files(self, *a, **kw):
+        return ["old_data.csv", ".gitattributes"]
+
+    def create_commit(self, repo_id, operations, **kw):
+        self.ops = list(operations)
+
+    def add_space_variable(self, *a, **kw):
+        return None
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, project):
+    import huggingface_hub
+
+    import deploy_space
+
+    _FakeHfApi.instances = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHfApi)
+    monkeypatch.setattr(deploy_space, "ROOT", project)
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    # a token saved by `huggingface-cli login` must NOT be used: tokens come from the environment only
+    hf_home = project / "hf_cache"
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_TOKEN_PATH", str(hf_home / "token"))
+    return _FakeHfApi
+
+
+def test_deploy_uses_the_environment_token_and_uploads_only_the_space_files(fake_hub, monkeypatch, capsys):
+    import deploy_space
+
+    token = "hf_" + "E" * 34
+    monkeypatch.setenv("HF_TOKEN", token)
+    assert deploy_space.main(["--repo-id", "alice/casting-inspection"]) == 0
+    (api,) = fake_hub.instances
+    assert api.token == token
+    added = {op.path_in_repo for op in api.ops if type(op).__name__ == "CommitOperationAdd"}
+    deleted = {op.path_in_repo for op in api.ops if type(op).__name__ == "CommitOperationDelete"}
+    assert added == SPACE_FILES and deleted == {"old_data.csv"}
+    out = capsys.readouterr()
+    assert token not in out.out + out.err  # never printed
+
+
+def test_deploy_without_an_environment_token_is_refused(fake_hub, capsys):
+    """A token file on disk (HF_HOME/token) is not picked up: no environment token, no upload."""
+    import deploy_space
+
+    assert deploy_space.main(["--repo-id", "alice/casting-inspection"]) == 2
+    assert not fake_hub.instances
+    assert "HF_TOKEN" in capsys.readouterr().err
