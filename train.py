@@ -34,6 +34,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
                    help="test split carved out for a data set without a test/ folder")
     p.add_argument("--twin-threshold", type=float, default=d.twin_threshold,
                    help="similarity above which two images count as near-duplicates")
+    p.add_argument("--max-group-fraction", type=float, default=d.max_group_fraction,
+                   help="near-duplicate groups larger than this fraction of their class always stay in train")
     p.add_argument("--views", type=int, default=d.views, help="cached views per train image (1 clean + augmented)")
     p.add_argument("--aug-strength", type=float, default=d.aug_strength)
     p.add_argument("--last-blocks", type=int, default=d.last_blocks, help="K: blocks unfrozen in stage 2")

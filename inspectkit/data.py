@@ -242,11 +242,15 @@ def duplicate_groups(desc: np.ndarray, hashes: Sequence[str] | None = None,
     return groups
 
 
-def group_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def group_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int,
+                max_group_fraction: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded train/validation split that never puts one duplicate group on both sides.
 
     Each group goes to the class most of its images have; groups are drawn at random per class until
-    the validation part holds ``val_fraction`` of that class. Returns (train_idx, val_idx), sorted.
+    the validation part holds ``val_fraction`` of that class. Groups larger than ``max_group_fraction`` of
+    their class (and of at least 10 images) always stay in train: near-duplicate chains can join hundreds of images of one look, and
+    drawing such a chain into validation would both remove that look from training and let a single
+    group dominate the validation score. Returns (train_idx, val_idx), sorted.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction {val_fraction} must be between 0 and 1")
@@ -256,8 +260,10 @@ def group_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float, see
     major = {g: int(np.bincount(labels[m]).argmax()) for g, m in members.items()}
     val: list[int] = []
     for c in np.unique(labels):
-        want = val_fraction * int((labels == c).sum())
-        cg = [g for g in gids if major[g] == c]
+        n_c = int((labels == c).sum())
+        want = val_fraction * n_c
+        cap = max(10.0, max_group_fraction * n_c)
+        cg = [g for g in gids if major[g] == c and len(members[g]) <= cap]
         rng.shuffle(cg)
         taken = 0
         for g in cg:

@@ -42,6 +42,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.2  # only for a folder-per-class set without its own test/ folder
     twin_threshold: float = D.TWIN_SIMILARITY
+    max_group_fraction: float = 0.02  # larger near-duplicate groups always stay in train
     views: int = 4  # cached views per train image: the clean one and views-1 augmented ones
     aug_strength: float = 1.0
     last_blocks: int = 3
@@ -91,8 +92,10 @@ def prepare_data(cfg: TrainConfig) -> dict:
     test_idx = np.zeros(0, dtype=np.int64)
     pool_idx = np.arange(len(full))
     if not has_test:
-        pool_idx, test_idx = D.group_split(full.labels, groups, cfg.test_fraction, cfg.seed + 1)
-    tr, va = D.group_split(full.labels[pool_idx], groups[pool_idx], cfg.val_fraction, cfg.seed)
+        pool_idx, test_idx = D.group_split(full.labels, groups, cfg.test_fraction, cfg.seed + 1,
+                                           cfg.max_group_fraction)
+    tr, va = D.group_split(full.labels[pool_idx], groups[pool_idx], cfg.val_fraction, cfg.seed,
+                           cfg.max_group_fraction)
     train_idx, val_idx = pool_idx[tr], pool_idx[va]
     return {"full": full, "images": images, "groups": groups, "train_idx": train_idx, "val_idx": val_idx,
             "test_idx": test_idx, "has_test_folder": has_test}
@@ -279,6 +282,7 @@ def train(cfg: TrainConfig) -> dict:
               "total_s": round(time.perf_counter() - t_start, 1)}
     metrics["timing"] = timing
     split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "twin_threshold": cfg.twin_threshold,
+             "max_group_fraction": cfg.max_group_fraction,
              "train": full.subset(tr).fingerprint(), "validation": full.subset(va).fingerprint(),
              "groups": int(prep["groups"].max() + 1), "skipped": full.skipped,
              "has_test_folder": prep["has_test_folder"]}

@@ -114,6 +114,15 @@ def test_validation_split_keeps_duplicate_groups_together(rng, seed):
         assert (labels[va] == c).sum() > 0
 
 
+def test_giant_duplicate_groups_stay_in_train():
+    labels = np.array([0] * 600 + [1] * 600)
+    groups = np.r_[np.zeros(100, int), np.arange(1, 501), np.full(100, 501), np.arange(502, 1002)]
+    for seed in range(5):
+        tr, va = D.group_split(labels, groups, 0.2, seed, max_group_fraction=0.05)
+        assert not {0, 501} & set(groups[va])  # groups of 100 > 5 % of 600 never go to validation
+        assert abs(len(va) - 240) <= 2
+
+
 def test_group_split_rejects_bad_fraction():
     with pytest.raises(ValueError, match="val_fraction 1.5"):
         D.group_split(np.array([0, 1]), np.array([0, 1]), 1.5, 0)
