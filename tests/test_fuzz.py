@@ -431,3 +431,51 @@ def test_torch_backend_follows_the_same_contract(tiny_checkpoint):
         outcomes.append(check_prediction(h, data))
     outcomes.append(check_prediction(h, np.zeros((16, 5000, 3), np.uint8)))
     assert "accepted" in outcomes
+
+
+# -- the same uploads one layer up: the JSON endpoint and the Gradio /predict function ---------------------------
+@pytest.fixture(scope="module")
+def api_client(handler):
+    """The app's FastAPI app (service.create_api) in-process: the JSON endpoint's whole path without a socket."""
+    from fastapi.testclient import TestClient
+
+    from inspectkit import service
+
+    with TestClient(service.create_api(handler), raise_server_exceptions=False) as c:
+        yield c
+
+
+@fuzz_settings(0.3)
+@given(data=upload_bytes(), name=st.text(max_size=40))
+def test_json_endpoint_answers_every_upload_without_a_server_error(api_client, data, name):
+    """POST /api/inspect: a verdict (200) or a refusal with a message (4xx); never a 500, always valid JSON."""
+    r = api_client.post("/api/inspect?heatmap=true", files={"file": (name or "x", data, "application/octet-stream")})
+    assert r.status_code in (200, 400, 413, 422), (r.status_code, r.text[:300])
+    body = json.loads(r.text)
+    if r.status_code == 200:
+        assert body["verdict"] in ("OK", "DEFECT") and body["error"] is None and body["heatmap_png_base64"]
+    else:
+        assert isinstance(body["detail"], str) and body["detail"].strip()
+    event(str(r.status_code))
+
+
+@fuzz_settings(0.2)
+@given(data=upload_bytes())
+def test_gradio_predict_function_raises_only_gradio_errors(handler, tmp_path_factory, data):
+    """The function behind the Gradio /predict endpoint on a stored upload: JSON or a gr.Error (shown to the
+    user as a message); any other exception would surface as a generic 'Error' in the UI."""
+    import gradio as gr
+
+    from inspectkit import ui_support as ui
+
+    p = tmp_path_factory.getbasetemp() / "gradio-upload.jpg"
+    p.write_bytes(data)
+    try:
+        out = ui.api_predict(handler, str(p), None, True)
+    except gr.Error as exc:
+        assert str(exc.message).strip()
+        event("gr.Error")
+        return
+    assert out["verdict"] in ("OK", "DEFECT")
+    json.dumps(out, allow_nan=False)
+    event("answer")
