@@ -51,9 +51,17 @@ ENV_MODEL_REVISION = "INSPECT_MODEL_REVISION"  # branch, tag or commit in that r
 ENV_MODEL_PATH = "INSPECT_MODEL_PATH"        # local checkpoint path (default: the committed one)
 ENV_MODEL_SHA256 = "INSPECT_MODEL_SHA256"    # expected digest, checked before loading
 
+#: POST /api/inspect requests allowed to wait for the model at once; more are told "busy" (503 + Retry-After)
+#: at once instead of hanging: on two cores 8 waiting images are already ~1 s of work.
+MAX_API_WAITING = 8
+#: Multipart overhead allowed on top of MAX_UPLOAD_BYTES before a request body is refused unread.
+BODY_SLACK_BYTES = 64 * 1024
+
 # One forward pass at a time: torch already spreads one pass over all cores, and the Gradio queue and the
 # JSON endpoint would otherwise run passes side by side and slow each other down.
 INFERENCE_LOCK = threading.Lock()
+
+_API_SLOTS = threading.BoundedSemaphore(MAX_API_WAITING)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 
@@ -352,6 +360,70 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+class BodyTooLarge(HTTPException):
+    """A request body past the limit; FastAPI passes HTTPExceptions through its body parsing unchanged."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body larger than {MAX_UPLOAD_MB} MB; the limit is {limit:,} bytes "
+                              f"(one image of at most {MAX_UPLOAD_BYTES:,} bytes)")
+
+
+class BodyLimitMiddleware:
+    """Refuse oversized request bodies under ``prefix`` before they are read: by the declared Content-Length at
+    once, and by counting bytes for a chunked body. Without it the multipart parser spools the whole body to
+    disk before the endpoint can look at its size. Gradio's own upload route keeps its own limit."""
+
+    def __init__(self, app, limit: int, prefix: str = "/api/"):
+        self.app, self.limit, self.prefix = app, int(limit), prefix
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope.get("path", "").startswith(self.prefix):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                size = -1
+            if size < 0 or size > self.limit:
+                detail = (BodyTooLarge(self.limit).detail if size > self.limit
+                          else f"Content-Length {declared.decode(errors='replace')!r} is not a byte count")
+                return await self._answer(send, 413 if size > self.limit else 400, detail)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message.get("type") == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked_send)
+        except BodyTooLarge as exc:  # raised outside FastAPI's handlers (e.g. while the route was not reading)
+            if not started:
+                await self._answer(send, 413, exc.detail)
+
+    @staticmethod
+    async def _answer(send, status: int, detail: str) -> None:
+        import json
+
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 def create_api(handler: Any):
     """The FastAPI app with ``POST /api/inspect`` and ``GET /api/health`` (the Gradio UI is mounted on it later)."""
     api = FastAPI(
@@ -363,7 +435,8 @@ def create_api(handler: Any):
     errors = {400: {"model": ErrorBody, "description": "no file, or an empty file"},
               413: {"model": ErrorBody, "description": f"file larger than {MAX_UPLOAD_MB} MB"},
               422: {"model": ErrorBody, "description": "not a readable image, or a bad parameter"},
-              503: {"model": ErrorBody, "description": "the model is loading or failed to load"}}
+              503: {"model": ErrorBody, "description": "the model is loading or failed to load, or the server is "
+                                                       "busy (see Retry-After)"}}
 
     @api.post("/api/inspect", response_model=InspectResponse, responses=errors, tags=["inspection"],
               summary="Inspect one casting image")
@@ -375,30 +448,42 @@ def create_api(handler: Any):
         opacity: float = Query(0.45, ge=0.0, le=1.0, description="heat-map opacity in the overlay"),
     ):
         # A plain `def`: FastAPI runs it in its thread pool, so a forward pass never blocks the event loop.
-        name = safe_name(file.filename)
-        data = file.file.read(MAX_UPLOAD_BYTES + 1)  # read at most one byte past the limit, never the whole body
-        if not data:
-            raise HTTPException(400, f"{name}: empty file (0 bytes); send an image in the 'file' form field")
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, f"{name} is larger than {MAX_UPLOAD_MB} MB; the limit is {MAX_UPLOAD_BYTES:,} bytes")
+        if not _API_SLOTS.acquire(blocking=False):
+            raise HTTPException(503, f"server busy: {MAX_API_WAITING} inspections are already waiting for the "
+                                     "model; retry in a few seconds", headers={"Retry-After": "5"})
         try:
-            result = inspect_one(handler, data, name, heatmap=heatmap, opacity=opacity)
-        except ModelUnavailable as exc:
-            raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
-        except ValueError as exc:  # the uploaded bytes are not a usable image
-            raise HTTPException(422, error_message(str(exc).replace(f"<{len(data)} bytes>", name), file.filename,
-                                                   name)) from None
-        except Exception as exc:
-            log.exception("inspecting %s failed", name)
-            raise HTTPException(500, f"internal error while inspecting {name}: {type(exc).__name__}") from None
-        return result_json(result, get_handler(handler), threshold=threshold, heatmap_png=heatmap)
+            return _inspect_upload(handler, file, heatmap, threshold, opacity)
+        finally:
+            _API_SLOTS.release()
 
     @api.get("/api/health", response_model=Health, tags=["inspection"], summary="Server and model status")
     def health():
         state = model_state(handler)
         return {"status": "ok", "model": state, "error": getattr(handler, "error", None)}
 
+    api.add_middleware(BodyLimitMiddleware, limit=MAX_UPLOAD_BYTES + BODY_SLACK_BYTES, prefix="/api/")
     return api
+
+
+def _inspect_upload(handler: Any, file: UploadFile, heatmap: bool, threshold: Optional[float], opacity: float) -> dict:
+    """The body of POST /api/inspect: size checks, one inspection, the JSON answer or an HTTP error."""
+    name = safe_name(file.filename)
+    data = file.file.read(MAX_UPLOAD_BYTES + 1)  # at most one byte past the limit
+    if not data:
+        raise HTTPException(400, f"{name}: empty file (0 bytes); send an image in the 'file' form field")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, f"{name} is larger than {MAX_UPLOAD_MB} MB; the limit is {MAX_UPLOAD_BYTES:,} bytes")
+    try:
+        result = inspect_one(handler, data, name, heatmap=heatmap, opacity=opacity)
+    except ModelUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
+    except ValueError as exc:  # the uploaded bytes are not a usable image
+        raise HTTPException(422, error_message(str(exc).replace(f"<{len(data)} bytes>", name), file.filename,
+                                               name)) from None
+    except Exception as exc:
+        log.exception("inspecting %s failed", name)
+        raise HTTPException(500, f"internal error while inspecting {name}: {type(exc).__name__}") from None
+    return result_json(result, get_handler(handler), threshold=threshold, heatmap_png=heatmap)
 
 
 def create_app(handler: Any, demo: Any, **mount_kwargs):

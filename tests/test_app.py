@@ -445,3 +445,21 @@ def test_broken_report_is_reported_not_raised(tmp_path):
     (tmp_path / "evaluation.json").write_text("{not json")
     rep, why = ui.load_report(tmp_path)
     assert rep is None and "could not be read" in why
+
+
+def test_json_endpoint_refuses_an_oversized_chunked_body(server):
+    """No Content-Length (chunked): the bytes are counted as they arrive and the upload is cut off at the limit."""
+    boundary = b"----chunked"
+
+    def body():
+        yield (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
+               b"Content-Type: image/jpeg\r\n\r\n")
+        chunk = b"\0" * (1 << 20)
+        for _ in range(service.MAX_UPLOAD_MB + 2):
+            yield chunk
+        yield b"\r\n--" + boundary + b"--\r\n"
+
+    r = httpx.post(server + "api/inspect", content=body(), timeout=120,
+                   headers={"content-type": "multipart/form-data; boundary=" + boundary.decode()})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    assert httpx.get(server + "api/health", timeout=30).status_code == 200
