@@ -32,9 +32,22 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("onnx-cache")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread for torch in this module: on a shared 2-core machine, OpenMP's spinning makes
+    2 threads up to 7x slower than 1 when other processes are busy. Results do not depend on it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def handlers(trained_ckpt, cache_dir) -> dict:
-    return {b: InferenceHandler(trained_ckpt, backend=b, cache_dir=cache_dir) for b in BACKENDS}
+    return {b: InferenceHandler(trained_ckpt, backend=b, cache_dir=cache_dir, threads=1 if b == "torch" else None)
+            for b in BACKENDS}
 
 
 def _images(n: int, size=(96, 96), seed: int = 0) -> list[np.ndarray]:

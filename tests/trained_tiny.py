@@ -30,6 +30,15 @@ def train_tiny(folder: Path, arch: str = "mobilenet_v2", size: int = 96, steps: 
     key = (arch, size, steps, n, seed)
     if key in _CACHE:
         return _CACHE[key]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see the tests' one_torch_thread fixtures: far faster on a busy 2-core machine
+    try:
+        return _train(folder, arch, size, steps, n, seed, key)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(folder, arch, size, steps, n, seed, key) -> Path:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     spec = default_spec(size)
