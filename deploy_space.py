@@ -106,8 +106,12 @@ def collect(root: Path = ROOT, with_weights: bool = True) -> list[Item]:
         if not base.is_dir():
             continue
         for p in sorted(base.rglob("*")):
-            rel = p.relative_to(root).as_posix()
-            if p.is_file() and not p.is_symlink() and p.suffix.lower() in suffixes and not DENY.search(rel):
+            parts = p.relative_to(root).parts
+            rel = "/".join(parts)
+            # any hidden or cache folder on the way (.ipynb_checkpoints/, .cache/, __pycache__/) disqualifies
+            hidden = any(part.startswith(".") or part == "__pycache__" for part in parts)
+            if p.is_file() and not p.is_symlink() and p.suffix.lower() in suffixes and not hidden \
+                    and not DENY.search(rel):
                 items.append(Item(rel, p))
     for it in items:
         if it.size > MAX_FILE_BYTES:

@@ -74,7 +74,9 @@ def _tree(tmp_path: Path, readme: str | None = "# Casting inspection\n") -> Path
     (root / "reports" / "evaluation.json").write_text("{}")
     (root / "reports" / "test_predictions.csv").write_text("x")  # not a listed report type
     for junk in ("data/casting/train/x.jpg", ".venv/bin/python", "tests/test_x.py", "runs/run1.log",
-                 ".env", "shared/weights/w.pth", "examples/.DS_Store", "notes.txt"):
+                 ".env", "shared/weights/w.pth", "examples/.DS_Store", "notes.txt",
+                 "reports/.ipynb_checkpoints/evaluation-checkpoint.json", "examples/.cache/b.jpeg",
+                 "inspectkit/__pycache__/x.py"):
         (root / junk).parent.mkdir(parents=True, exist_ok=True)
         (root / junk).write_text("junk")
     return root
