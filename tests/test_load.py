@@ -194,10 +194,6 @@ def test_full_gradio_queue_answers_busy_and_accepted_jobs_complete(gated):
     client.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in inspectkit/service.py: POST /api/inspect has no bound on waiting requests (they queue on "
-    "INFERENCE_LOCK without limit, so clients hang); fix: a BoundedSemaphore(MAX_API_WAITING) acquired "
-    "non-blocking in inspect(), answering 503 'server busy, retry' with Retry-After when it is exhausted"))
 def test_json_endpoint_answers_busy_when_full(gated):
     """Model held up; 64 concurrent POST /api/inspect: the ones beyond the endpoint's bound are answered
     at once with 503 + Retry-After and a message that says busy; the accepted ones complete afterwards."""
@@ -260,10 +256,6 @@ def _declared_but_unsent(url: str, path: str, declared: int, timeout: float = 5.
             return b""
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in inspectkit/service.py: the multipart body is spooled in full (to disk past 1 MB) before "
-    "inspect() looks at its size, so a client can send gigabytes; fix: an HTTP middleware in create_api that "
-    "answers 413 when Content-Length > MAX_UPLOAD_BYTES + 64 KiB (and counts bytes for chunked bodies)"))
 def test_json_endpoint_refuses_a_declared_oversized_body_without_reading_it(server):
     from inspectkit import service
 

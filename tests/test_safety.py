@@ -476,11 +476,6 @@ def test_deploy_collects_only_the_allow_list(project):
     assert got == SPACE_FILES, (sorted(got - SPACE_FILES), sorted(SPACE_FILES - got))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in deploy_space.py: DENY is anchored at the end of the path, so it only looks at the last component; "
-    "files inside hidden folders of allowed folders (reports/.ipynb_checkpoints/, examples/.cache/) are uploaded; "
-    "fix: in collect(), skip p when any(part.startswith('.') or part == '__pycache__' for part in "
-    "p.relative_to(root).parts)"))
 @pytest.mark.parametrize("hidden", ["reports/.ipynb_checkpoints/metrics-checkpoint.json", "examples/.cache/a.jpeg"])
 def test_deploy_skips_files_inside_hidden_folders(project, hidden):
     import deploy_space
