@@ -259,6 +259,27 @@ def test_a_model_from_the_hub_is_checked_the_same_way(tmp_path, monkeypatch, onn
     assert not marker.exists()
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "gap in inspectkit/service.py: a Hub model with no .sha256 in its repo and no INSPECT_MODEL_SHA256 is loaded "
+    "with only a log warning, so its digest is checked against nothing; fix: in resolve_checkpoint(), when the "
+    "sidecar download fails and no pin is set, raise ValueError naming INSPECT_MODEL_SHA256 (and let "
+    "deploy_space.py --model-repo set that Space variable from the local final_best_model.pt.sha256)"))
+def test_a_hub_model_without_any_recorded_digest_is_not_loaded_unchecked(tmp_path, monkeypatch, onnx_cache):
+    import huggingface_hub
+
+    from inspectkit import service
+
+    _clear_model_env(monkeypatch)
+    hub_repo = tmp_path / "hub-repo"
+    hub_repo.mkdir()
+    write_checkpoint(hub_repo / service.DEFAULT_CHECKPOINT)
+    Path(str(hub_repo / service.DEFAULT_CHECKPOINT) + ".sha256").unlink()  # the repo has the weights only
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", FakeHub(hub_repo, tmp_path / "snapshot"))
+    monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/casting-inspector")
+    with pytest.raises(service.ModelUnavailable, match=service.ENV_MODEL_SHA256):
+        _app_load(monkeypatch, onnx_cache)
+
+
 @pytest.fixture
 def failed_server(tmp_path, monkeypatch, onnx_cache):
     """The real server (app factory, uvicorn on loopback) whose model file was tampered with."""
