@@ -219,9 +219,11 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         if examples:
             all_examples.click(lambda: examples, None, files, api_visibility="private").then(
                 inspect_files, [files, opacity, session], view, api_visibility="private")
-        threshold.release(redecide, [session, threshold], view, api_visibility="private")
-        opacity.release(reblend, [session, opacity], view, api_visibility="private")
-        gallery.select(select, [session], detail, api_visibility="private")
+        # Re-deciding, re-blending and selecting never run the network: no need to wait behind an inspection.
+        light = dict(api_visibility="private", concurrency_limit=None)
+        threshold.release(redecide, [session, threshold], view, **light)
+        opacity.release(reblend, [session, opacity], view, **light)
+        gallery.select(select, [session], detail, **light)
         demo.load(model_status, None, [status, threshold, loaded], concurrency_limit=None, api_visibility="private")
         api_go.click(predict, [api_image, api_threshold, api_heatmap], api_result, api_name="predict")
         api_go_batch.click(predict_batch, [api_images, api_threshold], api_results, api_name="predict_batch")

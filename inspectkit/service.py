@@ -322,8 +322,9 @@ def inspect_many(handler: Any, sources: list, names: list[str], heatmap: bool = 
     """A batch through the handler; a bad item comes back with ``error`` set and the rest complete."""
     h = get_handler(handler)
     with INFERENCE_LOCK:
-        return h.predict_batch(sources, heatmap=heatmap, opacity=opacity, on_error="collect", names=names,
-                               progress=progress)
+        # batches of 8: the progress bar moves every ~0.5 s on two cores, at the same throughput as 16
+        return h.predict_batch(sources, heatmap=heatmap, opacity=opacity, batch_size=8, on_error="collect",
+                               names=names, progress=progress)
 
 
 # ------------------------------------------------------------------------------------------- servers

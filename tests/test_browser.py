@@ -47,7 +47,8 @@ def test_upload_two_images_shows_two_overlays_and_two_verdicts(page_url):
             table = page.locator("#results").inner_text()  # the results table: file, then its verdict
             verdicts = [re.search(re.escape(p.name) + r"\s+(OK|DEFECT)\s", table) for p in photos]
             assert all(verdicts), table
-            assert page.locator("#overlay img").is_visible() and page.locator("#original img").is_visible()
+            for panel in ("#original img", "#overlay img"):  # images arrive a moment after the table
+                page.locator(panel).wait_for(state="visible", timeout=30_000)
             assert page.locator("#badge .badge").inner_text().strip() in ("OK", "DEFECT")
             assert "2 images" in page.locator("#summary").inner_text()
             page.screenshot(path=str(ARTIFACTS / "browser_inspect.png"), full_page=True)
