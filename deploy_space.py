@@ -9,8 +9,9 @@ caches, no virtual environment, no tests, no tokens. Files in the Space that are
 in the same commit (``--keep-remote`` leaves them). The README must carry the Space front matter; when it does
 not, ``space/README_front_matter.yml`` is put on top of it in the uploaded copy (the local file is unchanged).
 
-With ``--model-repo <user>/<model>`` the weights are not uploaded: the Space gets the variable
-INSPECT_MODEL_REPO and downloads the checkpoint from that model repo at start (hf_hub_download).
+With ``--model-repo <user>/<model>`` the weights are not uploaded: the Space gets the variables
+INSPECT_MODEL_REPO and (from the local final_best_model.pt.sha256) INSPECT_MODEL_SHA256, and downloads the
+checkpoint from that model repo at start (hf_hub_download), checking its digest.
 
 The token comes from the environment (HF_TOKEN, else HUGGING_FACE_HUB_TOKEN) and is never written anywhere.
 """
@@ -133,9 +134,19 @@ def get_token() -> str:
     return token
 
 
+def local_model_digest(root: Path = ROOT) -> str | None:
+    """The SHA-256 recorded in the local final_best_model.pt.sha256, or None."""
+    side = root / "final_best_model.pt.sha256"
+    words = side.read_text().split() if side.is_file() else []
+    return words[0].lower() if words and re.fullmatch(r"[0-9a-fA-F]{64}", words[0]) else None
+
+
 def deploy(repo_id: str, items: list[Item], token: str, private: bool = False, model_repo: str | None = None,
-           keep_remote: bool = False) -> str:
-    """Create the Space (if needed) and upload ``items`` in one commit; returns the Space URL."""
+           keep_remote: bool = False, model_sha256: str | None = None) -> str:
+    """Create the Space (if needed) and upload ``items`` in one commit; returns the Space URL.
+
+    With ``model_repo``, the Space gets INSPECT_MODEL_REPO (and INSPECT_MODEL_SHA256 = ``model_sha256``, so the
+    downloaded model is checked even when the model repo has no .sha256)."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     api = HfApi(token=token)
@@ -151,6 +162,9 @@ def deploy(repo_id: str, items: list[Item], token: str, private: bool = False, m
         if model_repo:
             api.add_space_variable(repo_id, "INSPECT_MODEL_REPO", model_repo,
                                    description="Hub model repo holding final_best_model.pt")
+            if model_sha256:
+                api.add_space_variable(repo_id, "INSPECT_MODEL_SHA256", model_sha256,
+                                       description="SHA-256 the downloaded model must have")
     except Exception as exc:  # offline, bad token, no permission, name taken...: one clear line
         text = str(exc).splitlines()[0] if str(exc) else ""
         if "offline" in text.lower() or type(exc).__name__ in ("ConnectError", "ConnectionError", "ConnectTimeout",
@@ -185,8 +199,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not a.repo_id:
             raise DeployError("--repo-id is required to deploy (e.g. --repo-id alice/casting-inspection)")
+        digest = local_model_digest(ROOT) if a.model_repo else None
+        if a.model_repo and digest is None:
+            print("deploy_space.py: note: no local final_best_model.pt.sha256, so INSPECT_MODEL_SHA256 is not set; "
+                  "the model repo must hold final_best_model.pt.sha256 or the Space refuses the model",
+                  file=sys.stderr)
         url = deploy(a.repo_id, items, get_token(), private=a.private, model_repo=a.model_repo,
-                     keep_remote=a.keep_remote)
+                     keep_remote=a.keep_remote, model_sha256=digest)
     except DeployError as exc:
         print(f"deploy_space.py: error: {exc}", file=sys.stderr)
         return 2

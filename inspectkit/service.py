@@ -155,8 +155,14 @@ def resolve_checkpoint() -> tuple[Path, str | None]:
         ) from None
     try:  # the sidecar lands beside the checkpoint in the same snapshot folder, where loading looks for it
         hf_hub_download(repo_id, filename + ".sha256", revision=revision, repo_type="model")
-    except Exception:
-        log.warning("model repo %s has no %s.sha256; the checkpoint's digest is not checked", repo_id, filename)
+    except Exception as exc:
+        if expected is None:  # a digest recorded nowhere would be checked against nothing: refuse
+            raise ValueError(
+                f"the Hub model repo {repo_id!r} has no {filename}.sha256 ({type(exc).__name__}) and "
+                f"{ENV_MODEL_SHA256} is not set, so the downloaded model could not be checked; upload the .sha256 "
+                f"beside the model or set {ENV_MODEL_SHA256} to its SHA-256"
+            ) from None
+        log.info("model repo %s has no %s.sha256; checking against %s", repo_id, filename, ENV_MODEL_SHA256)
     return path, expected
 
 

@@ -463,3 +463,20 @@ def test_json_endpoint_refuses_an_oversized_chunked_body(server):
                    headers={"content-type": "multipart/form-data; boundary=" + boundary.decode()})
     assert r.status_code == 413 and "limit" in r.json()["detail"]
     assert httpx.get(server + "api/health", timeout=30).status_code == 200
+
+
+def test_a_hub_model_with_no_recorded_digest_is_refused(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    def fake_download(repo_id, filename, revision=None, repo_type=None):
+        if filename.endswith(".sha256"):
+            raise FileNotFoundError(filename)
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/casting-model")
+    monkeypatch.delenv(service.ENV_MODEL_SHA256, raising=False)
+    with pytest.raises(ValueError, match=service.ENV_MODEL_SHA256):
+        service.resolve_checkpoint()
+    monkeypatch.setenv(service.ENV_MODEL_SHA256, "a" * 64)  # a pinned digest is enough
+    assert service.resolve_checkpoint() == (tmp_path / "final_best_model.pt", "a" * 64)
