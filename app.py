@@ -142,9 +142,12 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                                     f"{MAX_UPLOAD_MB} MB each.</span>")
                         inspect_btn = gr.Button("Inspect", variant="primary")
                         with gr.Accordion("One photo: upload, paste from the clipboard, or webcam", open=False):
-                            single = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"],
+                            # image_mode=None: Gradio hands over the uploaded file as it is (no conversion and
+                            # no lossy WebP re-encoding of grayscale photos); png for pasted/webcam frames
+                            single = gr.Image(type="filepath", image_mode=None, format="png",
+                                              sources=["upload", "clipboard", "webcam"],
                                               label="One photo", height=240, elem_id="single-image")
-                        threshold = gr.Slider(0.01, 0.99, value=ui.initial_threshold(handler, report), step=0.005,
+                        threshold = gr.Slider(0.0, 1.0, value=ui.initial_threshold(handler, report), step=0.001,
                                               label="Decision threshold on p(defect)", elem_id="threshold",
                                               info="DEFECT when p(defect) \u2265 threshold. Starts at the model's "
                                                    "threshold; moving it re-decides at once, without running the model.")

@@ -480,3 +480,16 @@ def test_a_hub_model_with_no_recorded_digest_is_refused(monkeypatch, tmp_path):
         service.resolve_checkpoint()
     monkeypatch.setenv(service.ENV_MODEL_SHA256, "a" * 64)  # a pinned digest is enough
     assert service.resolve_checkpoint() == (tmp_path / "final_best_model.pt", "a" * 64)
+
+
+def test_single_photo_input_hands_over_the_file_unchanged(tmp_path):
+    """A grayscale upload must reach the handler as the user's file, not re-encoded by Gradio."""
+    import gradio as gr
+    from gradio.data_classes import FileData
+
+    demo = app.build_demo(FakeHandler())
+    single = next(b for b in demo.blocks.values() if isinstance(b, gr.Image) and b.elem_id == "single-image")
+    gray = tmp_path / "gray.jpg"
+    Image.open(EXAMPLES[0]).convert("L").save(gray, quality=95)
+    out = single.preprocess(FileData(path=str(gray), orig_name="gray.jpg"))
+    assert Path(out).read_bytes() == gray.read_bytes()
