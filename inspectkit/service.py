@@ -502,6 +502,9 @@ def create_app(handler: Any, demo: Any, **mount_kwargs):
     # Bounded queue: at most 16 waiting jobs; one inspection at a time (two cores, and the model is shared).
     demo.queue(default_concurrency_limit=1, max_size=16)
     allowed = [str(REPO / "examples"), str(REPO / "reports")]
+    # Client-side rendering, as tested, even where GRADIO_SSR_MODE=true (Spaces): SSR would start a Node server
+    # at mount time, before the page can answer.
+    mount_kwargs.setdefault("ssr_mode", False)
     return gr.mount_gradio_app(api, demo, path="/", max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed,
                                show_error=True, footer_links=["api", "gradio"], **mount_kwargs)
 
