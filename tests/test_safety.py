@@ -259,11 +259,6 @@ def test_a_model_from_the_hub_is_checked_the_same_way(tmp_path, monkeypatch, onn
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gap in inspectkit/service.py: a Hub model with no .sha256 in its repo and no INSPECT_MODEL_SHA256 is loaded "
-    "with only a log warning, so its digest is checked against nothing; fix: in resolve_checkpoint(), when the "
-    "sidecar download fails and no pin is set, raise ValueError naming INSPECT_MODEL_SHA256 (and let "
-    "deploy_space.py --model-repo set that Space variable from the local final_best_model.pt.sha256)"))
 def test_a_hub_model_without_any_recorded_digest_is_not_loaded_unchecked(tmp_path, monkeypatch, onnx_cache):
     import huggingface_hub
 
