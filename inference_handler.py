@@ -37,7 +37,8 @@ from inspectkit.preprocess import preprocess, validate_spec
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = "final_best_model.pt"
-BACKENDS = ("auto", "torch", "onnx")
+#: "onnx-int8" is never chosen by "auto": it needs a quantised graph made beforehand (benchmarks/benchmark.py --int8)
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 STAGES = ("decode", "preprocess", "forward", "gradcam", "overlay", "total")
 
 
@@ -57,7 +58,7 @@ class InspectionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     target: str | None = None  # the class the heat map explains
-    backend: str | None = None  # "onnx" or "torch"
+    backend: str | None = None  # "onnx", "torch" (or "onnx-int8")
 
     def to_dict(self, include_arrays: bool = False) -> dict:
         """A JSON-ready dict. Arrays are left out (their shapes are given) unless ``include_arrays``,
@@ -82,10 +83,11 @@ class InferenceHandler:
     """Classify casting photos OK/DEFECT with a checkpoint and explain each verdict with a heat map.
 
     ``checkpoint``: path of the ``.pt`` (relative paths are also looked up next to this file).
-    ``backend``: "auto" | "torch" | "onnx". ``cam_layer``: module name of the Grad-CAM layer (default: the last
-    convolutional block; another layer needs the torch backend). ``expected_sha256``: refuse a checkpoint
-    with another digest (else the ``.sha256`` sidecar is checked when present). ``threads``: CPU threads for
-    the network (default: the cores this process may use; for torch this sets the process-wide setting).
+    ``backend``: "auto" | "torch" | "onnx" (or the opt-in "onnx-int8", see BACKENDS). ``cam_layer``: module name
+    of the Grad-CAM layer (default: the last convolutional block; another layer needs the torch backend).
+    ``expected_sha256``: refuse a checkpoint with another digest (else the ``.sha256`` sidecar is checked when
+    present). ``threads``: CPU threads for the network (default: the cores this process may use; for torch
+    this sets the process-wide setting).
     ``cache_dir``: where generated ONNX graphs are kept (default ``~/.cache/inspectkit``).
     ``colormap``: OpenCV colour map of the overlay ("jet", "turbo", ... or a cv2.COLORMAP_* int).
 
@@ -114,30 +116,31 @@ class InferenceHandler:
         self._model = None
         self._local = threading.local()
 
-        if backend in ("auto", "onnx"):
+        if backend in ("auto", "onnx", "onnx-int8"):
             try:
                 if cam_layer is not None and cam_layer not in fast.EXACT_LAYERS.values():
                     raise ValueError(f"the ONNX backend's heat map is exact only at the last block "
                                      f"({sorted(set(fast.EXACT_LAYERS.values()))}), not at {cam_layer!r}; "
                                      "use backend='torch' for other layers")
-                fm = fast.load(self.checkpoint_path, cache_dir=cache_dir, threads=threads, digest=self.sha256)
+                fm = fast.load(self.checkpoint_path, cache_dir=cache_dir, threads=threads, digest=self.sha256,
+                               onnx_file=fast.INT8_FILE if backend == "onnx-int8" else None)
                 if cam_layer is not None and cam_layer != fm.meta["cam_layer"]:
                     raise ValueError(f"cam_layer {cam_layer!r} is not the last block of {fm.meta['arch']} "
                                      f"({fm.meta['cam_layer']!r}); use backend='torch' for other layers")
                 self._fast = fm
             except ImportError as exc:  # onnxruntime/onnx not installed
-                if backend == "onnx":
+                if backend != "auto":
                     raise RuntimeError(f"backend 'onnx' needs onnxruntime and onnx: {exc}") from exc
                 self.fallback_reason = f"{type(exc).__name__}: {exc}"
             except (ValueError, RuntimeError, OSError) as exc:
-                if backend == "onnx":
+                if backend != "auto":
                     raise
                 self.fallback_reason = f"{type(exc).__name__}: {exc}"
             if self.fallback_reason:
                 log.warning("fast ONNX path not used, falling back to PyTorch: %s", self.fallback_reason)
 
         if self._fast is not None:
-            self.backend = "onnx"
+            self.backend = "onnx-int8" if backend == "onnx-int8" else "onnx"
             meta = self._fast.meta
             info = meta["info"]
             self.arch = meta["arch"]

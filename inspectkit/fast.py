@@ -34,6 +34,8 @@ CACHE_VERSION = 1
 EXPORT_TOLERANCE = 1e-3
 #: Layers at which the ONNX graph's features give the exact CAM (output -> global average pool -> linear).
 EXACT_LAYERS = {"mobilenet_v2": "features.18", "resnet18": "layer4"}
+#: The optional INT8 graph, beside the FP32 one in the cache entry.
+INT8_FILE = "model.int8.onnx"
 
 
 def default_cache_dir() -> Path:
@@ -301,10 +303,53 @@ def load(checkpoint_path: str | Path, expected_sha256: str | None = None, cache_
         weight, bias = z["weight"].astype(np.float32), z["bias"].astype(np.float32)
     onnx_path = folder / (onnx_file or "model.onnx")
     if not onnx_path.is_file():
-        raise ValueError(f"no ONNX graph {onnx_path.name} in {folder}")
+        hint = " (make it with: python benchmarks/benchmark.py --int8)" if onnx_file == INT8_FILE else ""
+        raise ValueError(f"no ONNX graph {onnx_path.name} in {folder}{hint}")
     session = make_session(onnx_path, threads)
     t_end = time.perf_counter()
     return FastModel(session=session, meta=meta, head_weight=weight, head_bias=bias, onnx_path=onnx_path,
                      digest=digest, input_name=session.get_inputs()[0].name,
                      timings={"hash_s": t_hash - t0, "generate_s": (t_meta - t_hash) if generated else 0.0,
                               "session_s": t_end - t_meta, "generated": generated})
+
+
+def quantize_int8(checkpoint_path: str | Path, calibration: list[np.ndarray], cache_dir: str | Path | None = None,
+                  batch_size: int = 16) -> Path:
+    """Static INT8 quantisation (QDQ, per-channel weights) of the checkpoint's graph; returns its path.
+
+    ``calibration``: preprocessed float32 3 x S x S inputs (a few hundred training images) from which
+    activation ranges are measured. The INT8 graph sits beside the FP32 one (``model.int8.onnx``) and is only
+    used when asked for (backend "onnx-int8"): its logits and heat maps are approximations, so its accuracy is
+    reported next to FP32's by benchmarks/benchmark.py --int8 rather than assumed.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fm = load(checkpoint_path, cache_dir=cache_dir)
+    folder = fm.onnx_path.parent
+    if not calibration:
+        raise ValueError("INT8 calibration needs at least one preprocessed image")
+    batches = [np.stack(calibration[i:i + batch_size]).astype(np.float32)
+               for i in range(0, len(calibration), batch_size)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(batches)
+
+        def get_next(self):
+            b = next(self._it, None)
+            return None if b is None else {fm.input_name: b}
+
+    pre = folder / "model.pre.onnx"
+    out = folder / INT8_FILE
+    fd, tmp = tempfile.mkstemp(prefix="model.int8.", suffix=".onnx.tmp", dir=folder)
+    os.close(fd)
+    try:
+        quant_pre_process(str(fm.onnx_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        pre.unlink(missing_ok=True)
+    return out
