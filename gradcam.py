@@ -74,7 +74,8 @@ def linear_head(model: nn.Module, layer: str) -> tuple[np.ndarray, np.ndarray] |
             if parts and isinstance(parts[-1], nn.Linear) and all(isinstance(p, nn.Dropout) for p in parts[:-1]):
                 lin = parts[-1]
     elif hasattr(model, "layer4") and isinstance(getattr(model, "fc", None), nn.Linear) and layer == "layer4":
-        if isinstance(getattr(model, "avgpool", None), nn.AdaptiveAvgPool2d) and model.avgpool.output_size in (1, (1, 1)):
+        pool = getattr(model, "avgpool", None)
+        if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
             lin = model.fc
     if lin is None:
         return None

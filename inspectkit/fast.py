@@ -183,7 +183,7 @@ def export(checkpoint_path: str | Path, digest: str, cache_dir: str | Path | Non
                 warnings.simplefilter("ignore")
                 # The TorchScript exporter: 3 s here against 13 s for the dynamo one, same graph
                 torch.onnx.export(net, (example,), tmp, input_names=["input"], output_names=["logits", "features"],
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+                                  dynamic_axes={k: {0: "batch"} for k in ("input", "logits", "features")},
                                   opset_version=opset, do_constant_folding=True, dynamo=False)
         except Exception as exc:  # removed or broken in a future torch: the dynamo exporter does the same job
             log.info("TorchScript ONNX export failed (%s); using the dynamo exporter", exc)

@@ -217,7 +217,8 @@ def test_whole_casting_test_split(tmp_path):
             worst_logit = max(worst_logit, float(np.abs(logits - ref_logits).max()))
             disagreements += [str(f.name) for f, a, b in zip(chunk, labels, ref_labels) if a != b]
             for im, a, b in zip(rgbs, maps, ref_maps):
-                worst_heat = max(worst_heat, float(np.abs(heatmap_at(a, im.shape[:2]) - heatmap_at(b, im.shape[:2])).max()))
+                hw = im.shape[:2]
+                worst_heat = max(worst_heat, float(np.abs(heatmap_at(a, hw) - heatmap_at(b, hw)).max()))
     assert disagreements == []
     assert worst_logit <= 1e-3
     assert worst_heat <= 1e-3

@@ -400,7 +400,7 @@ def _evaluation_probs(ckpt_path: Path, rgbs: list[np.ndarray]) -> np.ndarray:
 @pytest.mark.skipif(not COMMITTED_MODEL.is_file(), reason="no committed model final_best_model.pt yet")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_real_images_match_evaluation(backend, tmp_path_factory):
-    files = sorted((CASTING / "test" / "def_front").glob("*"))[:24] + sorted((CASTING / "test" / "ok_front").glob("*"))[:24]
+    files = [p for c in ("def_front", "ok_front") for p in sorted((CASTING / "test" / c).glob("*"))[:24]]
     h = InferenceHandler(COMMITTED_MODEL, backend=backend, cache_dir=tmp_path_factory.getbasetemp() / "real-cache")
     results = h.predict_batch(files, batch_size=16, heatmap=False)
     want = _evaluation_probs(COMMITTED_MODEL, [load_rgb(f) for f in files])
