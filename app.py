@@ -188,8 +188,9 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                 else:
                     gr.Markdown(ui.metrics_markdown(report), elem_id="metrics")
                 for name, path, caption in ui.report_images(reports_dir):
-                    if path:
-                        gr.Image(path, label=caption, interactive=False, buttons=["fullscreen"])
+                    if path:  # caption above, not as a label drawn over the plot's own title
+                        gr.Markdown(f"**{caption}**")
+                        gr.Image(path, show_label=False, interactive=False, buttons=["fullscreen"])
                     else:
                         gr.Markdown(f"*{caption}: `reports/{name}` is not present.*")
                 full = ui.report_markdown_text(reports_dir)

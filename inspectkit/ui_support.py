@@ -636,7 +636,8 @@ def model_status_update(handler: Any) -> tuple:
     import gradio as gr
 
     status, thr, details = model_status(handler)
-    slider = gr.update(value=thr) if thr is not None else gr.update()
+    # shown to 4 decimals; until the user moves the slider, decisions use the model's exact threshold
+    slider = gr.update(value=round(thr, 4)) if thr is not None else gr.update()
     return status, slider, details or "The model is not loaded; see the status line above."
 
 
