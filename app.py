@@ -100,21 +100,27 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
     examples = example_images(Path(examples_dir))
 
     def inspect_files(files, opacity, state, progress=gr.Progress()):
+        """Inspect the dropped photos."""
         return ui.ui_call(ui.run_inspection, handler, files, opacity, state, progress)
 
     def inspect_single(path, opacity, state, progress=gr.Progress()):
+        """Inspect the one uploaded, pasted or webcam photo (or a clicked example)."""
         return ui.ui_call(ui.run_single, handler, path, opacity, state, progress)
 
     def redecide(state, threshold):
+        """New verdicts at the slider's threshold, from the stored probabilities."""
         return ui.ui_call(ui.redecide, handler, state, threshold)
 
     def reblend(state, opacity):
+        """Overlays redrawn at the slider's opacity, from the stored heat maps."""
         return ui.ui_call(ui.reblend, handler, state, opacity)
 
     def select(state, evt: gr.SelectData):
+        """Show the clicked gallery image in the detail panel."""
         return ui.ui_call(ui.select, handler, state, evt.index)
 
     def model_status():
+        """On page load: the model's status and threshold once it is loaded."""
         return ui.model_status_update(handler)
 
     def predict(image, threshold, heatmap):

@@ -58,6 +58,7 @@ class Item:
 
     @property
     def size(self) -> int:
+        """Bytes that will be uploaded."""
         return len(self.content) if self.content is not None else self.local.stat().st_size
 
 

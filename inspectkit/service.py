@@ -170,6 +170,7 @@ def default_handler_factory(threads: int | None = None) -> Callable[[], Any]:
     """A zero-argument function that builds the real InferenceHandler from :func:`resolve_checkpoint`."""
 
     def build():
+        """Resolve the checkpoint and load the handler (runs in the loader thread)."""
         path, expected = resolve_checkpoint()
         from inference_handler import InferenceHandler  # heavy (torch): only in the loading thread
 
@@ -454,6 +455,9 @@ def create_api(handler: Any):
                                         description="decision threshold on p(defect); default: the model's"),
         opacity: float = Query(0.45, ge=0.0, le=1.0, description="heat-map opacity in the overlay"),
     ):
+        """Inspect one image sent as multipart form field `file`: verdict (OK/DEFECT), class probabilities,
+        the threshold used, latency per stage in ms and, with `heatmap=true`, the Grad-CAM overlay as a base64 PNG.
+        Not an image: 422; over the size limit: 413; model loading or server busy: 503 with Retry-After."""
         # A plain `def`: FastAPI runs it in its thread pool, so a forward pass never blocks the event loop.
         if not _API_SLOTS.acquire(blocking=False):
             raise HTTPException(503, f"server busy: {MAX_API_WAITING} inspections are already waiting for the "
@@ -465,6 +469,7 @@ def create_api(handler: Any):
 
     @api.get("/api/health", response_model=Health, tags=["inspection"], summary="Server and model status")
     def health():
+        """`model` is ready, loading, failed (with `error`) or not started."""
         state = model_state(handler)
         return {"status": "ok", "model": state, "error": getattr(handler, "error", None)}
 

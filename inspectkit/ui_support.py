@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import service
-from .service import MAX_BATCH, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, get_handler, safe_name, upload_name
+from .service import MAX_BATCH, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, get_handler, upload_name
 
 #: The outputs every render returns, in order (the session state comes first, then these).
 VIEW_OUTPUTS = ("summary", "gallery", "badge", "original", "overlay", "probabilities", "latency", "table", "csv")

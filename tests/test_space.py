@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
 
