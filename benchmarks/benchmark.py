@@ -54,16 +54,31 @@ def percentiles(ms: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
 
 
-def time_each(fn, items, iters: int, warmup: int) -> list[float]:
-    """Wall-clock ms of fn(item) for ``iters`` calls cycling through items, after ``warmup`` untimed calls."""
+def time_each(fn, items, iters: int, warmup: int, budget_s: float = 60.0) -> list[float]:
+    """Wall-clock ms of fn(item) for ``iters`` calls cycling through items, after ``warmup`` untimed calls.
+
+    Stops early once ``budget_s`` seconds are spent (at least 20 calls), so slow engines do not take minutes.
+    """
     for i in range(warmup):
         fn(items[i % len(items)])
     out = []
+    start = time.perf_counter()
     for i in range(iters):
         t = time.perf_counter()
         fn(items[i % len(items)])
         out.append((time.perf_counter() - t) * 1e3)
+        if len(out) >= 20 and time.perf_counter() - start > budget_s:
+            break
     return out
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that over from the parent
+    across fork + exec, so a child started by a big parent would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # not Linux: the best there is
 
 
 def throughput(fn, batch: list, rounds: int) -> float:
@@ -153,23 +168,50 @@ def make_engine(name: str, args):
             lambda ims: h.predict_batch(ims, batch_size=32)), h
 
 
-def bench_engine(name: str, imgs: list, files: list, args) -> dict:
-    (p1, f1, pb, fb), obj = make_engine(name, args)
-    p_ms = time_each(p1, imgs, args.iters, args.warmup)
-    f_ms = time_each(f1, imgs, args.iters, args.warmup)
+def bench_engines(names: list[str], imgs: list, files: list, args) -> dict:
+    """All engines measured in interleaved blocks: each latency figure is gathered over ``--blocks`` rounds that
+    visit every engine in turn, so a burst of load from other processes lands on all engines alike and the
+    ratios stay fair. Throughput keeps each engine's best batch over the rounds."""
+    engines = {n: make_engine(n, args) for n in names}
     batch = (imgs * (32 // len(imgs) + 1))[:32]
-    row = {
-        "predict_p50_ms": percentiles(p_ms)[0], "predict_p95_ms": percentiles(p_ms)[1],
-        "cam_p50_ms": percentiles(f_ms)[0], "cam_p95_ms": percentiles(f_ms)[1],
-        "b32_predict_ips": throughput(pb, batch, args.rounds),
-        "b32_cam_ips": throughput(fb, batch, args.rounds),
-    }
-    if name != "pytorch-grad-cam":
-        # the same, from the JPEG file (decode included), for reference
-        j_ms = time_each(lambda p: obj.predict(p, heatmap=False), files, max(args.iters // 2, 10), 3)
-        row["predict_from_jpeg_p50_ms"] = percentiles(j_ms)[0]
-        row["backend"] = obj.backend
-    return row
+    per_block = max(args.iters // args.blocks, 1)
+    lat = {n: {"p": [], "f": []} for n in names}
+    ips = {n: {"p": 0.0, "f": 0.0} for n in names}
+    for b in range(args.blocks):
+        for n in names:
+            (p1, f1, pb, fb), _ = engines[n]
+            warm = args.warmup if b == 0 else 2
+            lat[n]["p"] += time_each(p1, imgs, per_block, warm, args.budget / args.blocks)
+            lat[n]["f"] += time_each(f1, imgs, per_block, warm, args.budget / args.blocks)
+            if b < args.rounds:
+                ips[n]["p"] = max(ips[n]["p"], throughput(pb, batch, 1))
+                ips[n]["f"] = max(ips[n]["f"], throughput(fb, batch, 1))
+    rows = {}
+    for n in names:
+        p_ms, f_ms = lat[n]["p"], lat[n]["f"]
+        row = {
+            "predict_p50_ms": percentiles(p_ms)[0], "predict_p95_ms": percentiles(p_ms)[1],
+            "cam_p50_ms": percentiles(f_ms)[0], "cam_p95_ms": percentiles(f_ms)[1],
+            "b32_predict_ips": ips[n]["p"], "b32_cam_ips": ips[n]["f"],
+            "calls_timed": [len(p_ms), len(f_ms)],
+        }
+        obj = engines[n][1]
+        if n != "pytorch-grad-cam":
+            # the same from the JPEG file (decode included), for reference
+            j_ms = time_each(lambda p: obj.predict(p, heatmap=False), files, max(args.iters // 4, 10), 3,
+                             args.budget / 4)
+            row["predict_from_jpeg_p50_ms"] = percentiles(j_ms)[0]
+            row["backend"] = obj.backend
+        rows[n] = row
+    return rows
+
+
+def wait_quiet(limit: float, max_wait_s: float) -> float:
+    """Wait until the 1-minute load average is below ``limit`` (or ``max_wait_s`` passed); returns it."""
+    start = time.time()
+    while os.getloadavg()[0] >= limit and time.time() - start < max_wait_s:
+        time.sleep(5)
+    return os.getloadavg()[0]
 
 
 # ------------------------------------------------------------------------------------- fresh-process numbers
@@ -205,7 +247,7 @@ def child(engine: str, args) -> None:
     first_ms = (time.perf_counter() - t2) * 1e3
     for _ in range(19):
         run()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    peak_mb = peak_rss_mb()
     print(json.dumps({"load_s": t2 - t1, "import_and_load_s": t2 - t0, "first_predict_ms": first_ms,
                       "peak_rss_mb": peak_mb, "torch_imported": "torch" in sys.modules}))
 
@@ -261,6 +303,9 @@ def int8(args) -> dict:
                      "false_alarms": int(((lab == d) & (truth != d)).sum())}
     out["agreement"] = float((preds["fp32"][0] == preds["int8"][0]).mean())
     out["max_abs_p_defect_diff"] = float(np.abs(preds["fp32"][1] - preds["int8"][1]).max())
+    out["mean_abs_p_defect_diff"] = float(np.abs(preds["fp32"][1] - preds["int8"][1]).mean())
+    # kept beside the INT8 graph, so later runs that find the graph report its accuracy too
+    (path.parent / "int8_accuracy.json").write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -311,7 +356,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads for every engine")
     p.add_argument("--iters", type=int, default=200, help="timed calls per latency figure")
     p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=5, help="batch-32 rounds per throughput figure (best is kept)")
+    p.add_argument("--rounds", type=int, default=5, help="batch-32 runs per throughput figure (best is kept)")
+    p.add_argument("--budget", type=float, default=60.0, help="at most this many seconds per latency figure")
+    p.add_argument("--blocks", type=int, default=5, help="interleaved rounds over the engines per latency figure")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="LOAD",
+                   help="before timing, wait until the 1-minute load average is below LOAD (a shared machine)")
+    p.add_argument("--max-wait", type=float, default=1800.0, help="longest wait for --wait-quiet, seconds")
     p.add_argument("--images", type=int, default=32, help="distinct test images cycled through")
     p.add_argument("--engines", default="torch,onnx,pytorch-grad-cam", help="comma-separated engines to run")
     p.add_argument("--int8", action="store_true", help="also quantise to INT8 and report its test-split accuracy")
@@ -342,21 +392,28 @@ def main(argv=None) -> int:
                                   "check": fm.meta.get("check")}
     if args.int8:
         results["int8"] = int8(args)
+    elif (fm.onnx_path.parent / "int8_accuracy.json").is_file():
+        results["int8"] = json.loads((fm.onnx_path.parent / "int8_accuracy.json").read_text())
     if args.int8 or (fm.onnx_path.parent / fast.INT8_FILE).is_file():  # INT8 if present
         engines.insert(engines.index("onnx") + 1 if "onnx" in engines else len(engines), "onnx-int8")
+    if args.wait_quiet:
+        results["machine"]["loadavg_before_load_runs"] = wait_quiet(args.wait_quiet, args.max_wait)
     if not args.no_load:
         for e in engines:
             results["load"][e] = fresh_process(e, args)
     imgs, files = load_images(args.data, args.images)
     results["images"] = {"n": len(imgs), "shape": list(imgs[0].shape)}
-    for e in engines:
-        results["engines"][e] = bench_engine(e, imgs, files, args)
+    if args.wait_quiet:
+        results["machine"]["loadavg_before_timing"] = wait_quiet(args.wait_quiet, args.max_wait)
+    results["machine"]["loadavg_timing_start"] = os.getloadavg()
+    results["engines"] = bench_engines(engines, imgs, files, args)
     results["goals"] = check_goals(results)
     results["machine"]["loadavg_end"] = os.getloadavg()
 
     print(f"checkpoint {args.checkpoint} ({results['sha256'][:12]}), {len(imgs)} real casting images "
           f"{imgs[0].shape[1]}x{imgs[0].shape[0]}, threads={args.threads}, iters={args.iters}, "
-          f"load average {results['machine']['loadavg_start'][0]:.1f} -> {results['machine']['loadavg_end'][0]:.1f}")
+          f"1-min load average {results['machine']['loadavg_timing_start'][0]:.2f} when timing began, "
+          f"{results['machine']['loadavg_end'][0]:.2f} at the end")
     print(table(results))
     print("x eager: predict time / torch eager's; x grad-cam: predict+CAM+overlay time / pytorch-grad-cam's")
     if results["load"]:
@@ -371,7 +428,8 @@ def main(argv=None) -> int:
     if "int8" in results:
         q = results["int8"]
         print(f"INT8 on the test split (n={q['n']}): FP32 {q['fp32']}, INT8 {q['int8']}, "
-              f"agreement {q['agreement']:.4f}, max |dp_defect| {q['max_abs_p_defect_diff']:.4f}")
+              f"agreement with FP32 {q['agreement']:.4f}, |dp_defect| max {q['max_abs_p_defect_diff']:.4f} "
+              f"mean {q.get('mean_abs_p_defect_diff', float('nan')):.4f}")
     print("goals:")
     for goal in results["goals"]:
         mark = {True: "MET ", False: "MISS", None: "n/a "}[goal["met"]]
