@@ -271,7 +271,14 @@ def test_resolve_checkpoint_from_a_hub_repo(monkeypatch, tmp_path):
 
 
 def test_resolve_checkpoint_offline_names_the_repo(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    def offline(*args, **kwargs):  # the test must never reach the network, even where CI has one
+        raise OfflineModeIsEnabled("offline mode is enabled (HF_HUB_OFFLINE=1)")
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/does-not-exist-casting")
     with pytest.raises(ValueError, match="acme/does-not-exist-casting"):
         service.resolve_checkpoint()
