@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import sys
 import time
@@ -382,6 +383,8 @@ def main(argv=None) -> int:
                    help="the sanity check passes when the fully randomised mean rank correlation is below this")
     p.add_argument("--limit", type=int, default=0, help="at most this many test images per class (smoke runs)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--per-image", action="store_true",
+                   help="also write localization_images.json (one row per image; large, so off by default)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if a.threads:
@@ -397,7 +400,10 @@ def main(argv=None) -> int:
         print(f"localize: error: {exc}", file=sys.stderr)
         return 2
     out = Path(a.out)
+    rows = res.pop("images")
     save_json(res, out / "localization.json")
+    if a.per_image:
+        out.joinpath("localization_images.json").write_text(json.dumps(rows, separators=(",", ":")) + "\n")
     (out / "localization.md").write_text(markdown(res))
     s = res["summary"]
     print(f"pointing game {_pct(s['pointing_game'])} ({a.tolerance} px: {_pct(s[f'pointing_game_{a.tolerance}px'])}), "
