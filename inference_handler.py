@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -40,6 +41,10 @@ DEFAULT_CHECKPOINT = "final_best_model.pt"
 #: "onnx-int8" is never chosen by "auto": it needs a quantised graph made beforehand (benchmarks/benchmark.py --int8)
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 STAGES = ("decode", "preprocess", "forward", "gradcam", "overlay", "total")
+#: Chunks of at least this many images are decoded, preprocessed and rendered in worker threads.
+PARALLEL_MIN = 4
+#: Chunks of at least this many images on the fast path run one single-threaded network per core.
+SPLIT_MIN = 8
 
 
 @dataclass
@@ -115,6 +120,8 @@ class InferenceHandler:
         self._fast: fast.FastModel | None = None
         self._model = None
         self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
         if backend in ("auto", "onnx", "onnx-int8"):
             try:
@@ -311,33 +318,86 @@ class InferenceHandler:
             self._local.buf = buf
         return buf[:n]
 
+    def _map(self, fn, items: list, force: bool = False) -> list:
+        """fn over items: in the handler's worker threads for several items (OpenCV, PIL and numpy release the
+        GIL, so decoding, resizing and overlays of a batch use every core), inline for one."""
+        if len(items) < (1 if force else PARALLEL_MIN):
+            return [fn(it) for it in items]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.threads or fast.default_threads(),
+                                                thread_name_prefix="inspect")
+        return list(self._pool.map(fn, items))
+
+    def _prepare(self, args):
+        """Decode one image and preprocess it into its slot of the input batch; (rgb, timing) or the ValueError."""
+        source, row = args
+        t0 = time.perf_counter()
+        try:
+            rgb = load_rgb(source)
+        except ValueError as exc:
+            return exc, None
+        t1 = time.perf_counter()
+        preprocess(rgb, self.preprocessing, out=row)
+        t2 = time.perf_counter()
+        return rgb, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
+
     def _run_chunk(self, images, idx, names, results, heatmap, opacity, on_error, target_index) -> None:
         t_start = time.perf_counter()
-        rgbs, slots, timing = [], [], []
         buf = self._buffer(len(idx))
-        for i in idx:
-            t0 = time.perf_counter()
-            try:
-                rgb = load_rgb(images[i])
-            except ValueError as exc:
+        workers = self.threads or fast.default_threads()
+        split = self._fast is not None and workers > 1 and len(idx) >= SPLIT_MIN
+        if split:
+            # Big batch on the fast path: each core decodes, preprocesses and runs (single-threaded) its own
+            # share; measured 4.5 vs 4.65 ms/image for the network and the preprocessing overlaps with it.
+            bounds = np.linspace(0, len(idx), workers + 1).astype(int)
+            parts = [list(range(bounds[w], bounds[w + 1])) for w in range(workers)]
+
+            def part_job(part):
+                prep = [self._prepare((images[idx[k]], buf[k])) for k in part]
+                good = [k for k, (_, tm) in zip(part, prep) if tm is not None]
+                if not good:
+                    return prep, None, None, 0.0
+                xs = buf[good[0]:good[-1] + 1] if good == list(range(good[0], good[-1] + 1)) else buf[good]
+                t = time.perf_counter()
+                lg, ft = self._fast.run_single_thread(xs, features=heatmap)
+                return prep, lg, ft, (time.perf_counter() - t) * 1e3 / len(good)
+
+            outs = self._map(part_job, parts, force=True)
+            prepared = [p for o in outs for p in o[0]]
+        else:
+            prepared = self._map(self._prepare, [(images[i], buf[k]) for k, i in enumerate(idx)])
+        rgbs, slots, timing, rows = [], [], [], []
+        for k, (i, (rgb, tm)) in enumerate(zip(idx, prepared)):
+            if tm is None:  # rgb holds the ValueError
                 if on_error == "raise":
-                    raise
-                results[i] = InspectionResult(name=self._name(images[i], i, names), error=str(exc),
+                    raise rgb
+                results[i] = InspectionResult(name=self._name(images[i], i, names), error=str(rgb),
                                               backend=self.backend)
                 continue
-            t1 = time.perf_counter()
-            preprocess(rgb, self.preprocessing, out=buf[len(rgbs)])
-            t2 = time.perf_counter()
             rgbs.append(rgb)
             slots.append(i)
-            timing.append({"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3})
+            timing.append(tm)
+            rows.append(k)
         n = len(rgbs)
         if n == 0:
             return
-        x = buf[:n]
+        # usually every image decodes and the batch is the buffer itself; else gather the good rows
+        x = buf[:n] if rows == list(range(n)) else buf[rows]
 
         t0 = time.perf_counter()
-        if self._fast is not None:
+        if split:
+            done = [o for o in outs if o[1] is not None]
+            logits = np.concatenate([o[1] for o in done])
+            feats = np.concatenate([o[2] for o in done]) if heatmap else None
+            part_ms = [o[3] for o in done for _ in range(len(o[1]))]
+            t1 = time.perf_counter()
+            t0 = t1 - sum(part_ms) * 1e-3 / len(part_ms) * n  # forward time: the parts' mean per image
+            probs = softmax(logits)
+            labels = predict_labels(probs, self.defect_index, self.threshold)
+            targets = labels if target_index is None else np.full(n, target_index)
+            cams = cam_from_features(feats, self._fast.head_weight, targets) if heatmap else None
+        elif self._fast is not None:
             logits, feats = self._fast.run(x, features=heatmap)
             t1 = time.perf_counter()
             probs = softmax(logits)
@@ -368,18 +428,19 @@ class InferenceHandler:
         t2 = time.perf_counter()
         fwd_ms, cam_ms = (t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n
 
+        def render(j):
+            """Heat map at the photo's size and its overlay, with their times."""
+            ta = time.perf_counter()
+            hm = heatmap_at(cams[j], rgbs[j].shape[:2])
+            tb = time.perf_counter()
+            ov = blend_overlay(rgbs[j], hm, opacity, self.colormap)
+            return hm, ov, (tb - ta) * 1e3, (time.perf_counter() - tb) * 1e3
+
+        rendered = self._map(render, list(range(n))) if heatmap else [(None, None, 0.0, 0.0)] * n
         for j, i in enumerate(slots):
             rgb = rgbs[j]
             label = int(labels[j])
-            hm = ov = None
-            t_cam = t_ov = 0.0
-            if heatmap:
-                ta = time.perf_counter()
-                hm = heatmap_at(cams[j], rgb.shape[:2])
-                tb = time.perf_counter()
-                ov = blend_overlay(rgb, hm, opacity, self.colormap)
-                tc = time.perf_counter()
-                t_cam, t_ov = (tb - ta) * 1e3, (tc - tb) * 1e3
+            hm, ov, t_cam, t_ov = rendered[j]
             tm = timing[j]
             tm["forward"] = fwd_ms
             tm["gradcam"] = (cam_ms + t_cam) if heatmap else 0.0

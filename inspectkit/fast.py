@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -104,6 +105,8 @@ class FastModel:
     digest: str
     input_name: str = "input"
     timings: dict = field(default_factory=dict)
+    _single: object = field(default=None, repr=False)
+    _single_lock: object = field(default_factory=threading.Lock, repr=False)
 
     def run(self, batch: np.ndarray, features: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """(logits B x C, last-block features B x K x h x w or None) for a float32 B x 3 x S x S batch.
@@ -115,6 +118,20 @@ class FastModel:
             return logits, feats
         (logits,) = self.session.run(["logits"], {self.input_name: batch})
         return logits, None
+
+    def run_single_thread(self, batch: np.ndarray, features: bool = True):
+        """As :meth:`run`, on a second session with one intra-op thread (created on first use).
+
+        For big batches split across cores: one single-threaded run per core, each fed by its own worker's
+        decoding and preprocessing, keeps every core busy without the barriers of intra-op parallelism.
+        """
+        if self._single is None:
+            with self._single_lock:
+                if self._single is None:
+                    self._single = make_session(self.onnx_path, threads=1)
+        names = ["logits", "features"] if features else ["logits"]
+        out = self._single.run(names, {self.input_name: batch})
+        return out[0], (out[1] if features else None)
 
 
 def entry_dir(cache_dir: str | Path | None, digest: str) -> Path:
