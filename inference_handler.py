@@ -382,17 +382,18 @@ class InferenceHandler:
         n = len(rgbs)
         if n == 0:
             return
-        # usually every image decodes and the batch is the buffer itself; else gather the good rows
-        x = buf[:n] if rows == list(range(n)) else buf[rows]
+        if not split:
+            # usually every image decodes and the batch is the buffer itself; else gather the good rows
+            x = buf[:n] if rows == list(range(n)) else buf[rows]
 
         t0 = time.perf_counter()
         if split:
             done = [o for o in outs if o[1] is not None]
             logits = np.concatenate([o[1] for o in done])
             feats = np.concatenate([o[2] for o in done]) if heatmap else None
-            part_ms = [o[3] for o in done for _ in range(len(o[1]))]
             t1 = time.perf_counter()
-            t0 = t1 - sum(part_ms) * 1e-3 / len(part_ms) * n  # forward time: the parts' mean per image
+            # per image: its part's single-threaded time per image, shared by the parts running side by side
+            t0 = t1 - float(np.mean([o[3] for o in done])) * 1e-3 * n / len(done)
             probs = softmax(logits)
             labels = predict_labels(probs, self.defect_index, self.threshold)
             targets = labels if target_index is None else np.full(n, target_index)
