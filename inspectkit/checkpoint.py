@@ -7,7 +7,6 @@ loading checks it when present.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import os
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .digest import sha256_file  # noqa: F401 (part of this module's API)
 from .model import ARCHS, build_model
 from .preprocess import validate_spec
 
@@ -64,15 +64,6 @@ def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_
     }
     validate(ckpt, "checkpoint")
     return ckpt
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def digest_path(path: str | Path) -> Path:

@@ -13,7 +13,6 @@ forward pass gives the verdict and the heat map, with no backward pass.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .digest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,6 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 hex digest of a file (same as inspectkit.checkpoint.sha256_file, without importing torch)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verified_digest(path: str | Path, expected_sha256: str | None = None) -> str:
