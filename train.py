@@ -48,6 +48,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p.add_argument("--patience", type=int, default=d.patience, help="epochs without improvement before stopping")
     p.add_argument("--target-recall", type=float, default=d.target_recall,
                    help="defect recall the threshold must keep on validation")
+    p.add_argument("--region-weight", type=float, default=d.region_weight,
+                   help="data with defect boxes or masks (NEU-DET, MVTec AD): weight of the stage-2 penalty on "
+                        "heat-map mass outside the defect region (0: off)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
     p.add_argument("--limit", type=int, default=d.limit, help="at most this many images per class (smoke runs)")

@@ -79,35 +79,47 @@ def preprocess(rgb: np.ndarray, spec: Mapping, out: np.ndarray | None = None) ->
     return normalize(resize_rgb(rgb, int(spec["size"])), spec, out)
 
 
-def augment(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+def augment(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
+            mask: np.ndarray | None = None):
     """A random camera-on-a-line variation of ``rgb`` (same size, uint8).
 
     Small rotation, flips, scale and position of the part in the frame, brightness and contrast.
-    ``strength`` scales every range (0 gives the image back unchanged).
+    ``strength`` scales every range (0 gives the image back unchanged). With a defect-region ``mask``
+    (H x W, bool or float) the same flips and warp move the mask too, and ``(image, mask)`` is returned;
+    the random draws are the same with or without a mask, so a seed gives the same image either way.
     """
     h, w = rgb.shape[:2]
+    if mask is not None and np.shape(mask) != (h, w):
+        raise ValueError(f"region mask {np.shape(mask)} must have the image's height and width {(h, w)}")
     angle = rng.uniform(-20, 20) * strength
     scale = 1.0 + rng.uniform(-0.15, 0.15) * strength
     tx = rng.uniform(-0.08, 0.08) * strength * w
     ty = rng.uniform(-0.08, 0.08) * strength * h
-    out = rgb
+    out, m = rgb, (None if mask is None else np.asarray(mask, dtype=np.float32))
     if rng.random() < 0.5 * min(strength, 1.0):
         out = out[:, ::-1]
+        m = None if m is None else m[:, ::-1]
     if rng.random() < 0.5 * min(strength, 1.0):
         out = out[::-1, :]
+        m = None if m is None else m[::-1, :]
     out = warp(out, angle=angle, scale=scale, shift=(tx, ty))
     gain = 1.0 + rng.uniform(-0.25, 0.25) * strength
     contrast = 1.0 + rng.uniform(-0.2, 0.2) * strength
-    return photometric(out, gain=gain, contrast=contrast)
+    out = photometric(out, gain=gain, contrast=contrast)
+    if m is None:
+        return out
+    # the image's border repeats edge pixels, but no defect is invented there: the mask's border is empty
+    return out, warp(m, angle=angle, scale=scale, shift=(tx, ty), border=cv2.BORDER_CONSTANT)
 
 
-def warp(rgb: np.ndarray, angle: float = 0.0, scale: float = 1.0, shift: tuple = (0.0, 0.0)) -> np.ndarray:
-    """Rotate (degrees), scale about the centre and shift (pixels); borders repeat the edge pixels."""
+def warp(rgb: np.ndarray, angle: float = 0.0, scale: float = 1.0, shift: tuple = (0.0, 0.0),
+         border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+    """Rotate (degrees), scale about the centre and shift (pixels); borders repeat the edge pixels by default."""
     h, w = rgb.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, scale)
     m[:, 2] += shift
     return cv2.warpAffine(np.ascontiguousarray(rgb), m, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+                          borderMode=border)
 
 
 def photometric(rgb: np.ndarray, gain: float = 1.0, contrast: float = 1.0) -> np.ndarray:
