@@ -136,3 +136,22 @@ def fbeta(is_defect: np.ndarray, pred_defect: np.ndarray, beta: float = 2.0) -> 
         return 0.0
     prec, rec = tp / p.sum(), tp / y.sum()
     return float((1 + beta ** 2) * prec * rec / (beta ** 2 * prec + rec))
+
+
+def weighted_log_loss(y_true: np.ndarray, probs: np.ndarray, class_weights) -> float:
+    """Cross-entropy where every sample counts with its class's weight: sum_i w_yi * -log p_i(y_i) / sum_i w_yi."""
+    y = np.asarray(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    w = np.asarray(class_weights, dtype=np.float64)[y]
+    if not len(y):
+        raise ValueError("weighted_log_loss needs at least one sample")
+    nll = -np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0))
+    return float((w * nll).sum() / w.sum())
+
+
+def recall_weighted_loss(y_true: np.ndarray, probs: np.ndarray, defect_index: int, beta: float = 2.0) -> float:
+    """Log-loss in which a defect image counts ``beta**2`` times an OK one (as F-beta weighs recall): smooth where
+    F-beta at a fixed threshold moves in steps of one image, and it favours defect recall the same way."""
+    w = np.ones(np.asarray(probs).shape[1])
+    w[defect_index] = beta ** 2
+    return weighted_log_loss(y_true, probs, w)

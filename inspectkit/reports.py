@@ -99,7 +99,8 @@ def plots(rep: dict, out: Path, data_root: str | Path) -> list[Path]:
         ax[0].plot(x, [h["train_loss"] for h in hist], label="train loss")
         ax[0].plot(x, [h["val_loss"] for h in hist], label="validation loss")
         ax[1].plot(x, [h["val_acc"] for h in hist], label="validation accuracy")
-        ax[1].plot(x, [h["val_score"] for h in hist], label="validation defect F2")
+        if all("val_f2" in h for h in hist):
+            ax[1].plot(x, [h["val_f2"] for h in hist], label="validation defect F2 at 0.5")
         n1 = sum(h["stage"] == "stage1" for h in hist)
         for a in ax:
             a.axvline(n1 + 0.5, color="grey", ls="--", lw=0.8)

@@ -58,3 +58,28 @@ def test_sweep_covers_005_to_095():
     s = M.threshold_sweep(np.array([1, 0], bool), np.array([0.7, 0.2]))
     assert [r["threshold"] for r in s] == [round(0.05 * i, 2) for i in range(1, 20)]
     assert s[0]["false_alarms"] == 1 and s[-1]["missed_defects"] == 1
+
+
+def test_weighted_log_loss_known_answers():
+    probs = np.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    y = np.array([0, 0, 1])
+    nll = -np.log([0.5, 0.9, 0.8])
+    assert M.weighted_log_loss(y, probs, [1, 1]) == pytest.approx(nll.mean())
+    assert M.weighted_log_loss(y, probs, [1, 3]) == pytest.approx((nll[0] + nll[1] + 3 * nll[2]) / 5)
+    assert M.weighted_log_loss(np.array([0]), np.array([[0.0, 1.0]]), [1, 1]) == pytest.approx(-np.log(1e-12))
+    with pytest.raises(ValueError, match="at least one sample"):
+        M.weighted_log_loss(np.array([], dtype=int), np.zeros((0, 2)), [1, 1])
+
+
+@pytest.mark.parametrize("defect_index", [0, 1])
+def test_recall_weighted_loss_counts_a_missed_defect_beta_squared_times(defect_index):
+    ok = 1 - defect_index
+    probs = np.zeros((2, 2))
+    probs[0, defect_index], probs[0, ok] = 0.3, 0.7  # a defect scored low
+    probs[1, defect_index], probs[1, ok] = 0.3, 0.7  # an OK image scored just as confidently right
+    y = np.array([defect_index, ok])
+    loss = M.recall_weighted_loss(y, probs, defect_index, beta=2.0)
+    assert loss == pytest.approx((4 * -np.log(0.3) + -np.log(0.7)) / 5)
+    # the same mistake on the OK side costs less: the metric favours defect recall
+    swapped = M.recall_weighted_loss(y, probs[:, ::-1].copy(), defect_index, beta=2.0)
+    assert swapped < loss
