@@ -321,7 +321,9 @@ def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true"
             r[k] = round(r[k], 4)
     return {
         "checkpoint": {"path": str(checkpoint), "arch": arch, "class_names": names, "cam_layer": layer,
-                       "input_size": spec["size"]},
+                       "input_size": spec["size"],
+                       # > 0: training saw the boxes of its train images (never the test ones measured here)
+                       "region_weight": float((ckpt.get("train_config") or {}).get("region_weight", 0.0))},
         "data": {"root": str(data_root), "layout": layout, "test_images": len(test),
                  "with_region": len(rows), "region": "union of all defect boxes" if layout == "neu-det"
                  else "ground-truth mask"},
@@ -337,6 +339,13 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
+def _supervision(weight: float) -> str:
+    if weight > 0:
+        return (f"Trained with region supervision (`--region-weight {weight:g}`): stage 2 penalised heat-map mass "
+                "outside the defect boxes of the *train* images; the test boxes measured here were never seen.")
+    return "Trained on class labels alone (no region supervision): the boxes were never used in training."
+
+
 def markdown(res: dict) -> str:
     """The report as a short Markdown page."""
     s, tol = res["summary"], res["settings"]["tolerance_px"]
@@ -346,7 +355,8 @@ def markdown(res: dict) -> str:
         f"`{res['checkpoint']['cam_layer']}`), data `{res['data']['root']}` ({res['data']['layout']}); "
         f"{res['data']['with_region']} test images with a defect region ({res['data']['region']}); "
         f"heat map of the {res['settings']['target']} class. Accuracy on these images: "
-        f"{_pct(res['accuracy_on_these_images'])}.", "",
+        f"{_pct(res['accuracy_on_these_images'])}.",
+        "", _supervision(res["checkpoint"].get("region_weight", 0.0)), "",
         f"| class | n | pointing game | pointing ({tol} px) | energy in region | region area (chance) | centre point |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]

@@ -91,7 +91,9 @@ def test_localize_command_on_the_generated_test_split(neu_model, neu_tree, tmp_p
     assert 0.0 <= s["energy_in_region"] <= 1.0 and set(res["per_class"]) == set(NEU_CLASSES)
     assert list(res["sanity_check"]["steps"]) == ["head", "all"]
     assert res["sanity_check"]["passed"] == (rc == 0)
-    assert "| **all** | 6 |" in (tmp_path / "localization.md").read_text()
+    md = (tmp_path / "localization.md").read_text()
+    assert "| **all** | 6 |" in md
+    assert res["checkpoint"]["region_weight"] == 0.0 and "no region supervision" in md  # the report says how it was trained
 
 
 def test_localize_refuses_data_without_regions(neu_model, casting_tree, tmp_path, capsys):
