@@ -245,11 +245,14 @@ def heatmaps(model: nn.Module, layer: str, images: Sequence[np.ndarray], spec: d
 
 def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true", tolerance: int = TOLERANCE_PX,
              cascade_steps: Sequence[int] = (0, 1, 3, 1000), seed: int = 0,
-             max_rank_correlation: float = MAX_RANK_CORRELATION, limit: int = 0, batch_size: int = 16) -> dict:
+             max_rank_correlation: float = MAX_RANK_CORRELATION, limit: int = 0, batch_size: int = 16,
+             split: str = "test") -> dict:
     """Localisation metrics and the sanity check on the checkpoint's test split (images with a region only).
 
     ``target``: "true" (Grad-CAM of the labelled class) or "predicted". ``limit`` > 0: at most that many images
-    per class (smoke runs). Returns the report dict (summary, per class, sanity check, per-image rows).
+    per class (smoke runs). ``split="validation"`` measures the validation images instead (re-derived from the
+    train config), for choosing between models without the test split. Returns the report dict (summary, per
+    class, sanity check, per-image rows).
     """
     from . import data as D
     from .checkpoint import load_checkpoint, model_from_checkpoint
@@ -258,6 +261,8 @@ def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true"
     from .metrics import softmax
     from .model import cam_layer_name
 
+    if split not in ("test", "validation"):
+        raise ValueError(f"split {split!r}: choose 'test' or 'validation'")
     if target not in ("true", "predicted"):
         raise ValueError(f"target {target!r}: choose 'true' (the labelled class) or 'predicted'")
     if not 0.0 < max_rank_correlation <= 1.0:
@@ -268,7 +273,12 @@ def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true"
     if layout not in ("neu-det", "mvtec"):
         raise ValueError(f"{data_root} is a {layout} data set without defect regions; localisation needs "
                          "NEU-DET (VOC boxes) or an MVTec AD category (ground_truth masks)")
-    _, test = test_split(ckpt, data_root)
+    if split == "test":
+        _, test = test_split(ckpt, data_root)
+    else:
+        from .training import validation_split
+
+        test = validation_split(ckpt, data_root)
     if limit > 0:
         keep = [i for c in range(len(test.class_names)) for i in np.nonzero(test.labels == c)[0][:limit]]
         test = test.subset(sorted(keep))
@@ -324,7 +334,7 @@ def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true"
                        "input_size": spec["size"],
                        # > 0: training saw the boxes of its train images (never the test ones measured here)
                        "region_weight": float((ckpt.get("train_config") or {}).get("region_weight", 0.0))},
-        "data": {"root": str(data_root), "layout": layout, "test_images": len(test),
+        "data": {"root": str(data_root), "layout": layout, "split": split, "test_images": len(test),
                  "with_region": len(rows), "region": "union of all defect boxes" if layout == "neu-det"
                  else "ground-truth mask"},
         "settings": {"target": target, "tolerance_px": tolerance, "heatmap": "Grad-CAM at "
@@ -353,7 +363,8 @@ def markdown(res: dict) -> str:
         "# Heat-map localisation", "",
         f"Checkpoint `{res['checkpoint']['path']}` ({res['checkpoint']['arch']}, Grad-CAM at "
         f"`{res['checkpoint']['cam_layer']}`), data `{res['data']['root']}` ({res['data']['layout']}); "
-        f"{res['data']['with_region']} test images with a defect region ({res['data']['region']}); "
+        f"{res['data']['with_region']} {res['data'].get('split', 'test')} images with a defect region "
+        f"({res['data']['region']}); "
         f"heat map of the {res['settings']['target']} class. Accuracy on these images: "
         f"{_pct(res['accuracy_on_these_images'])}.",
         "", _supervision(res["checkpoint"].get("region_weight", 0.0)), "",
@@ -392,6 +403,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-rank-correlation", type=float, default=MAX_RANK_CORRELATION,
                    help="the sanity check passes when the fully randomised mean rank correlation is below this")
     p.add_argument("--limit", type=int, default=0, help="at most this many test images per class (smoke runs)")
+    p.add_argument("--split", default="test", choices=["test", "validation"],
+                   help="measure the test split (default) or the validation split the model was selected on")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--per-image", action="store_true",
                    help="also write localization_images.json (one row per image; large, so off by default)")
@@ -405,7 +418,8 @@ def main(argv=None) -> int:
         steps = [int(x) for x in a.cascade.split(",") if x.strip()]
         if not steps or min(steps) < 0:
             raise ValueError(f"--cascade {a.cascade!r} must be comma-separated block counts >= 0, e.g. 0,1,3,1000")
-        res = localize(a.checkpoint, a.data, a.target, a.tolerance, steps, a.seed, a.max_rank_correlation, a.limit)
+        res = localize(a.checkpoint, a.data, a.target, a.tolerance, steps, a.seed, a.max_rank_correlation, a.limit,
+                       split=a.split)
     except ValueError as exc:
         print(f"localize: error: {exc}", file=sys.stderr)
         return 2

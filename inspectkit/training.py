@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import cv2
@@ -108,6 +108,25 @@ def prepare_data(cfg: TrainConfig) -> dict:
     regions = load_regions(full, cfg.data, images) if cfg.region_weight > 0 else None
     return {"full": full, "images": images, "groups": groups, "train_idx": train_idx, "val_idx": val_idx,
             "test_idx": test_idx, "has_test_folder": has_test, "regions": regions}
+
+
+def validation_split(ckpt: dict, data_root: str | Path) -> D.Dataset:
+    """The validation images a checkpoint was selected on, re-derived from its train config (the split is seeded).
+
+    For choices between trained models (e.g. localisation on validation) without touching the test split.
+    ValueError when the data no longer give the recorded validation files.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in (ckpt.get("train_config") or {}).items() if k in known})
+    cfg = replace(cfg, data=str(data_root), region_weight=0.0)  # the split does not depend on the regions
+    prep = prepare_data(cfg)
+    val = prep["full"].subset(prep["val_idx"])
+    want = ((ckpt.get("data") or {}).get("split") or {}).get("validation", {}).get("files_sha256")
+    got = val.fingerprint()["files_sha256"]
+    if want != got:
+        raise ValueError(f"the validation split re-derived from {data_root} (files hash {got[:12]}) is not the one "
+                         f"recorded in the checkpoint ({str(want)[:12]}): the data or the split settings differ")
+    return val
 
 
 def load_regions(ds: D.Dataset, root: str | Path, images: list[np.ndarray]) -> list[np.ndarray | None]:

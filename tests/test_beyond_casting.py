@@ -96,6 +96,30 @@ def test_localize_command_on_the_generated_test_split(neu_model, neu_tree, tmp_p
     assert res["checkpoint"]["region_weight"] == 0.0 and "no region supervision" in md  # the report says how it was trained
 
 
+def test_localize_on_the_validation_split_uses_the_recorded_validation_files(neu_model, neu_tree, tmp_path):
+    pytest.importorskip("gradcam", reason="the localisation command computes heat maps with gradcam.py")
+    _, path = neu_model
+    ckpt = load_checkpoint(path)
+    res = Z.localize(path, neu_tree, cascade_steps=(100,), split="validation")
+    assert res["data"]["split"] == "validation"
+    val = {r["file"] for r in res["images"]}
+    assert val and not val & set(ckpt["data"]["split"]["test_files"])  # never the test images
+    assert len(val) == ckpt["data"]["split"]["validation"]["n"]
+
+
+def test_localize_validation_split_refuses_changed_data(neu_model, neu_tree, tmp_path):
+    import shutil
+
+    _, path = neu_model
+    changed = tmp_path / "neu-det"
+    shutil.copytree(neu_tree, changed)
+    next((changed / "IMAGES").glob("patches_*.jpg")).unlink()
+    with pytest.raises(ValueError, match="is not the one recorded in the checkpoint"):
+        Z.localize(path, changed, cascade_steps=(100,), split="validation")
+    with pytest.raises(ValueError, match="split 'train': choose 'test' or 'validation'"):
+        Z.localize(path, neu_tree, split="train")
+
+
 def test_localize_refuses_data_without_regions(neu_model, casting_tree, tmp_path, capsys):
     _, path = neu_model
     assert Z.main(["--checkpoint", str(path), "--data", str(casting_tree), "--out", str(tmp_path)]) == 2
