@@ -349,10 +349,12 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
-def _supervision(weight: float) -> str:
+def _supervision(weight: float, split: str) -> str:
     if weight > 0:
+        seen = ("were never seen in training" if split == "test"
+                else "entered training only through the validation loss that picked the epoch")
         return (f"Trained with region supervision (`--region-weight {weight:g}`): stage 2 penalised heat-map mass "
-                "outside the defect boxes of the *train* images; the test boxes measured here were never seen.")
+                f"outside the defect boxes of the *train* images; the {split} boxes measured here {seen}.")
     return "Trained on class labels alone (no region supervision): the boxes were never used in training."
 
 
@@ -367,7 +369,7 @@ def markdown(res: dict) -> str:
         f"({res['data']['region']}); "
         f"heat map of the {res['settings']['target']} class. Accuracy on these images: "
         f"{_pct(res['accuracy_on_these_images'])}.",
-        "", _supervision(res["checkpoint"].get("region_weight", 0.0)), "",
+        "", _supervision(res["checkpoint"].get("region_weight", 0.0), res["data"].get("split", "test")), "",
         f"| class | n | pointing game | pointing ({tol} px) | energy in region | region area (chance) | centre point |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
