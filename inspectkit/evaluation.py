@@ -132,3 +132,46 @@ def run_evaluation(checkpoint: str | Path, data_root: str | Path, reports_dir: s
              t["all"]["accuracy"], t["twin_free"]["accuracy"], t["twin_free"]["n"],
              t["all"].get("missed_defects"), t["all"].get("false_alarms"))
     return result
+
+
+def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Path) -> dict:
+    """Score several checkpoints on the validation split they share, never on the test split.
+
+    Each checkpoint's validation files are re-derived from its train config and must be the same set for all
+    (otherwise the comparison would not be like for like). Per checkpoint: accuracy, missed defects and false
+    alarms at its own stored threshold, ROC-AUC, log-loss and (binary) the defect-weighted log-loss that
+    training selects on. The rows come back in the order given; ``best`` names the lowest selection loss.
+    """
+    from .metrics import recall_weighted_loss, weighted_log_loss
+    from .training import validation_split
+
+    if len(checkpoints) < 1:
+        raise ValueError("compare needs at least one checkpoint")
+    rows, files, images = [], None, None
+    for path in checkpoints:
+        ckpt = load_checkpoint(path)
+        val = validation_split(ckpt, data_root)
+        rel = sorted(str(p.relative_to(val.root)) for p in val.paths)
+        if files is None:
+            files = rel
+            val, images = D.decode_all(val)
+            labels = val.labels
+        elif rel != files:
+            raise ValueError(f"{path} was selected on other validation files than {checkpoints[0]}; "
+                             "only checkpoints sharing one validation split can be compared")
+        model = model_from_checkpoint(ckpt)
+        probs = predict_probs(model, images, ckpt["preprocessing"])
+        d = ckpt["defect_index"]
+        rep = classification_report(labels, probs, ckpt["class_names"], d, ckpt["threshold"])
+        row = {"checkpoint": str(path), "input_size": ckpt["preprocessing"]["size"], "threshold": ckpt["threshold"],
+               "n": rep["n"], "accuracy": rep["accuracy"], "roc_auc": rep["roc_auc"],
+               "log_loss": weighted_log_loss(labels, probs, np.ones(probs.shape[1]))}
+        if d is not None:
+            row.update(missed_defects=rep["missed_defects"], false_alarms=rep["false_alarms"],
+                       selection_loss=recall_weighted_loss(labels, probs, d))
+        else:
+            row["selection_loss"] = row["log_loss"]
+        rows.append(row)
+    best = min(rows, key=lambda r: r["selection_loss"])["checkpoint"]
+    return {"data": str(data_root), "split": "validation", "n": len(files), "models": rows, "best": best,
+            "rule": "lowest selection loss (binary: defect-weighted log-loss, beta^2 = 4; else log-loss)"}

@@ -67,3 +67,35 @@ def test_evaluate_cli_names_a_missing_checkpoint(tmp_path, capsys):
 
     assert evaluate.main(["--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_compare_models_scores_checkpoints_on_their_shared_validation_split(trained, tmp_path, capsys):
+    import compare_models
+    from inspectkit.evaluation import compare_on_validation
+    from inspectkit.training import validation_split
+
+    root, first = trained
+    second = tmp_path / "second.pt"
+    train(TrainConfig(data=str(root), weights="none", size=80, views=2, stage1_epochs=2, stage2_epochs=1,
+                      batch_size=16, seed=0, out=str(second)))
+    out = tmp_path / "selection.json"
+    assert compare_models.main([str(first), str(second), "--data", str(root), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    val = validation_split(load_checkpoint(first), root)
+    assert res["split"] == "validation" and res["n"] == len(val) > 0
+    assert [m["checkpoint"] for m in res["models"]] == [str(first), str(second)]
+    assert [m["input_size"] for m in res["models"]] == [64, 80]
+    for m in res["models"]:
+        assert m["missed_defects"] + m["false_alarms"] == round((1 - m["accuracy"]) * m["n"])
+        assert m["selection_loss"] > 0 and m["log_loss"] > 0
+    assert res["best"] == min(res["models"], key=lambda m: m["selection_loss"])["checkpoint"]
+    # the test images are never among those scored
+    assert not {p.name for p in val.paths} & {p.name for p in (root / "test").rglob("*.jpg")}
+    # a checkpoint selected on another validation split cannot be compared like for like
+    other = tmp_path / "other.pt"
+    train(TrainConfig(data=str(root), weights="none", size=64, views=1, stage1_epochs=1, stage2_epochs=0,
+                      val_fraction=0.4, batch_size=16, out=str(other)))
+    with pytest.raises(ValueError, match="other validation files"):
+        compare_on_validation([first, other], root)
+    assert compare_models.main([str(first), str(other), "--data", str(root)]) == 2
+    assert "other validation files" in capsys.readouterr().err

@@ -1,0 +1,40 @@
+"""Compare trained checkpoints on the validation split they share (the test split chooses nothing).
+
+    python compare_models.py final_best_model.pt runs/new/model.pt --data ../shared/data/casting --json reports/model_selection.json
+
+For each checkpoint: validation accuracy, missed defects and false alarms at its own threshold, ROC-AUC,
+log-loss, and the selection loss training early-stops on (binary: the defect-weighted log-loss). The lowest
+selection loss is named best. See inspectkit.evaluation.compare_on_validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help="checkpoints trained with the same split settings")
+    p.add_argument("--data", default="../shared/data/casting")
+    p.add_argument("--json", help="also write the comparison to this JSON file")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from inspectkit.data import save_json
+    from inspectkit.evaluation import compare_on_validation
+
+    try:
+        res = compare_on_validation(a.checkpoints, a.data)
+    except ValueError as exc:
+        print(f"compare_models.py: error: {exc}", file=sys.stderr)
+        return 2
+    if a.json:
+        save_json(res, a.json)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
