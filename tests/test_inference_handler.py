@@ -99,7 +99,9 @@ def test_handler_attributes(handlers, trained_ckpt):
         assert h.class_names == ["def_front", "ok_front"] and h.defect_class == "def_front"
         assert h.preprocessing["size"] == 96 and h.cam_layer == "features.18"
         assert "state_dict" not in h.checkpoint_info
-        assert h.checkpoint_info["metrics"]["train_accuracy"] == 1.0
+        # the handler exposes the checkpoint's metrics; the tiny fixture model is trained (not random) but its last
+        # few percent depend on the CPU's float arithmetic (63/64 on some machines), so only "trained" is asserted
+        assert h.checkpoint_info["metrics"]["train_accuracy"] >= 0.95
         assert len(h.sha256) == 64
     assert handlers["onnx"].backend == "onnx" and handlers["torch"].backend == "torch"
 

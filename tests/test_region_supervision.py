@@ -105,7 +105,7 @@ def test_region_loss_pools_a_finer_region_grid_and_has_gradients():
     fmap = torch.rand(1, 2, 4, 4, requires_grad=True)
     loss = region_loss(fmap, weight, torch.tensor([0]), fine)
     expected = float((fmap[0, 0, :, 2:].sum() / fmap[0, 0].sum()).detach())
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     loss.backward()
     g = fmap.grad[0, 0]
     assert (g[:, 2:] > 0).all() and (g[:, :2] < 0).all()  # descending moves the evidence into the region
