@@ -240,6 +240,13 @@ def _logits(module: nn.Module, feats: torch.Tensor, batch_size: int = 256) -> to
     return torch.cat([module(feats[i:i + batch_size].float()) for i in range(0, len(feats), batch_size)])
 
 
+def _maps_and_head(suffix: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:
+    """(body, tail) of a stage-2 suffix (see :func:`inspectkit.model.split_at`): the last blocks, whose output maps
+    the region loss reads, and pool + flatten + head, which turn them into logits. They share the modules."""
+    parts = list(suffix.children())
+    return nn.Sequential(*parts[:-3]), nn.Sequential(*parts[-3:])
+
+
 @torch.no_grad()
 def _logits_and_region(body: nn.Module, tail: nn.Module, linear: nn.Linear, feats: torch.Tensor,
                        labels: np.ndarray, regions: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, float]:
@@ -306,8 +313,7 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     y_all = torch.from_numpy(train_labels)
     if regions is not None:
-        parts = list(module.children())
-        body, tail = nn.Sequential(*parts[:-3]), nn.Sequential(*parts[-3:])  # last block maps | pool, flatten, head
+        body, tail = _maps_and_head(module)
 
     def validate() -> dict:
         if regions is None:
@@ -416,9 +422,7 @@ def train(cfg: TrainConfig) -> dict:
     val_probs = softmax(_logits(suffix, val_feats).numpy())
     metrics: dict = {"stage1_best": best1, "stage2_best": best2}
     if regions is not None:
-        parts = list(suffix.children())
-        _, reg = _logits_and_region(nn.Sequential(*parts[:-3]), nn.Sequential(*parts[-3:]), linear, val_feats,
-                                    y_va, regions[1])
+        _, reg = _logits_and_region(*_maps_and_head(suffix), linear, val_feats, y_va, regions[1])
         metrics["validation_region_energy"] = 1.0 - reg  # share of the true class's map inside the region
     threshold = None
     if defect_index is not None:
