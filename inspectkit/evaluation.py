@@ -137,26 +137,25 @@ def run_evaluation(checkpoint: str | Path, data_root: str | Path, reports_dir: s
 def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Path) -> dict:
     """Score several checkpoints on the validation split they share, never on the test split.
 
-    Each checkpoint's validation files are re-derived from its train config and must be the same set for all
-    (otherwise the comparison would not be like for like). Per checkpoint: accuracy, missed defects and false
-    alarms at its own stored threshold, ROC-AUC, log-loss and (binary) the defect-weighted log-loss that
-    training selects on. The rows come back in the order given; ``best`` names the lowest selection loss.
+    The first checkpoint's validation files are re-derived from its train config (and checked against its record);
+    every other checkpoint must record the same validation files, otherwise the comparison would not be like for
+    like. Per checkpoint: accuracy, missed defects and false alarms at its own stored threshold, ROC-AUC, log-loss
+    and (binary) the defect-weighted log-loss that training selects on. The rows come back in the order given;
+    ``best`` names the lowest selection loss.
     """
     from .metrics import recall_weighted_loss, weighted_log_loss
-    from .training import validation_split
+    from .training import recorded_validation_hash as recorded, validation_split
 
     if len(checkpoints) < 1:
         raise ValueError("compare needs at least one checkpoint")
-    rows, files, images = [], None, None
+    rows, want = [], None
     for path in checkpoints:
         ckpt = load_checkpoint(path)
-        val = validation_split(ckpt, data_root)
-        rel = sorted(str(p.relative_to(val.root)) for p in val.paths)
-        if files is None:
-            files = rel
-            val, images = D.decode_all(val)
-            labels = val.labels
-        elif rel != files:
+        if want is None:
+            # one re-derivation (decoding and grouping the whole train pool) serves every checkpoint
+            val, images = D.decode_all(validation_split(ckpt, data_root))
+            labels, want = val.labels, recorded(ckpt)
+        elif recorded(ckpt) != want:
             raise ValueError(f"{path} was selected on other validation files than {checkpoints[0]}; "
                              "only checkpoints sharing one validation split can be compared")
         model = model_from_checkpoint(ckpt)
@@ -173,5 +172,5 @@ def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Pa
             row["selection_loss"] = row["log_loss"]
         rows.append(row)
     best = min(rows, key=lambda r: r["selection_loss"])["checkpoint"]
-    return {"data": str(data_root), "split": "validation", "n": len(files), "models": rows, "best": best,
+    return {"data": str(data_root), "split": "validation", "n": len(labels), "models": rows, "best": best,
             "rule": "lowest selection loss (binary: defect-weighted log-loss, beta^2 = 4; else log-loss)"}

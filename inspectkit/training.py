@@ -110,6 +110,11 @@ def prepare_data(cfg: TrainConfig) -> dict:
             "test_idx": test_idx, "has_test_folder": has_test, "regions": regions}
 
 
+def recorded_validation_hash(ckpt: dict) -> str | None:
+    """The hash of the validation file list a checkpoint records (``data.split.validation.files_sha256``)."""
+    return ((ckpt.get("data") or {}).get("split") or {}).get("validation", {}).get("files_sha256")
+
+
 def validation_split(ckpt: dict, data_root: str | Path) -> D.Dataset:
     """The validation images a checkpoint was selected on, re-derived from its train config (the split is seeded).
 
@@ -121,7 +126,7 @@ def validation_split(ckpt: dict, data_root: str | Path) -> D.Dataset:
     cfg = replace(cfg, data=str(data_root), region_weight=0.0)  # the split does not depend on the regions
     prep = prepare_data(cfg)
     val = prep["full"].subset(prep["val_idx"])
-    want = ((ckpt.get("data") or {}).get("split") or {}).get("validation", {}).get("files_sha256")
+    want = recorded_validation_hash(ckpt)
     got = val.fingerprint()["files_sha256"]
     if want != got:
         raise ValueError(f"the validation split re-derived from {data_root} (files hash {got[:12]}) is not the one "
