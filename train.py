@@ -46,6 +46,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--patience", type=int, default=d.patience, help="epochs without improvement before stopping")
+    p.add_argument("--ema-epochs", type=float, default=d.ema_epochs,
+                   help="validate and keep an exponential moving average of the weights over about this many "
+                        "epochs (0: off, the weights of the best epoch)")
     p.add_argument("--target-recall", type=float, default=d.target_recall,
                    help="defect recall the threshold must keep on validation")
     p.add_argument("--region-weight", type=float, default=d.region_weight,

@@ -65,15 +65,17 @@ def _cfg(root, tmp_path, **kw):
     return TrainConfig(**base)
 
 
-def test_stage1_changes_only_the_head(casting_tree, tmp_path, initial_state):
-    ckpt = train(_cfg(casting_tree, tmp_path, stage2_epochs=0))
+@pytest.mark.parametrize("ema_epochs", [0.0, 0.5])
+def test_stage1_changes_only_the_head(casting_tree, tmp_path, initial_state, ema_epochs):
+    ckpt = train(_cfg(casting_tree, tmp_path, stage2_epochs=0, ema_epochs=ema_epochs))
     changed = _changed(initial_state(3), ckpt["state_dict"])
     assert changed and all(k.startswith("classifier.") for k in changed)
     assert [h["stage"] for h in ckpt["history"]] == ["stage1"] * 3
 
 
-def test_both_stages_change_only_last_blocks_and_head(casting_tree, tmp_path, initial_state):
-    ckpt = train(_cfg(casting_tree, tmp_path))
+@pytest.mark.parametrize("ema_epochs", [0.0, 0.5])
+def test_both_stages_change_only_last_blocks_and_head(casting_tree, tmp_path, initial_state, ema_epochs):
+    ckpt = train(_cfg(casting_tree, tmp_path, ema_epochs=ema_epochs))
     changed = _changed(initial_state(3), ckpt["state_dict"])
     allowed = ("classifier.", "features.16.", "features.17.", "features.18.")
     assert all(k.startswith(allowed) for k in changed), sorted(k for k in changed if not k.startswith(allowed))
@@ -95,6 +97,39 @@ def test_checkpoint_from_training_is_complete_and_loads(casting_tree, tmp_path):
     assert [r["threshold"] for r in sweep][0] == 0.05 and [r["threshold"] for r in sweep][-1] == 0.95
     assert ckpt["versions"]["torch"].startswith("2.")
     assert model_from_checkpoint(ckpt)(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
+
+
+def test_ema_keeps_an_average_not_the_last_weights(casting_tree, tmp_path):
+    plain = train(_cfg(casting_tree, tmp_path / "plain", stage1_epochs=2, stage2_epochs=2))
+    ema = train(_cfg(casting_tree, tmp_path / "ema", stage1_epochs=2, stage2_epochs=2, ema_epochs=2.0))
+    head = "classifier.1.weight"
+    assert not torch.equal(plain["state_dict"][head], ema["state_dict"][head])
+    assert ema["train_config"]["ema_epochs"] == 2.0
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.9, 0.999])
+def test_ema_update_moves_trained_weights_and_leaves_frozen_ones_exact(decay):
+    from torch.optim.swa_utils import AveragedModel
+
+    from inspectkit.training import _ema_update
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(2, 2))
+    net[1].num_batches_tracked.fill_(12345)  # a frozen layer's count, which a float round trip could move
+    for p in net[:2].parameters():
+        p.requires_grad_(False)
+    ema = AveragedModel(net, multi_avg_fn=_ema_update(decay), use_buffers=True)
+    ema.update_parameters(net)  # the first update copies
+    start = net[2].weight.detach().clone()
+    with torch.no_grad():
+        net[2].weight.add_(1.0)
+    for _ in range(3):
+        ema.update_parameters(net)
+    avg = ema.module
+    assert torch.equal(avg[0].weight, net[0].weight) and torch.equal(avg[1].running_var, net[1].running_var)
+    assert int(avg[1].num_batches_tracked) == 12345
+    # three steps towards a weight one higher: 1 - decay^3 of the way
+    assert torch.allclose(avg[2].weight - start, torch.full_like(start, 1 - decay ** 3), atol=1e-6)
 
 
 def test_training_is_seeded(casting_tree, tmp_path):
