@@ -49,6 +49,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p.add_argument("--ema-epochs", type=float, default=d.ema_epochs,
                    help="validate and keep an exponential moving average of the weights over about this many "
                         "epochs (0: off, the weights of the best epoch)")
+    p.add_argument("--members", type=int, default=d.members,
+                   help="stage-2 runs from the same stage-1 model (own data order and views), whose weights are "
+                        "averaged into one network (a model soup; 1: a single run)")
     p.add_argument("--target-recall", type=float, default=d.target_recall,
                    help="defect recall the threshold must keep on validation")
     p.add_argument("--region-weight", type=float, default=d.region_weight,

@@ -62,6 +62,7 @@ class TrainConfig:
     batch_size: int = 64
     patience: int = 4
     ema_epochs: float = 0.0  # >0: validate and keep an exponential moving average of the weights, horizon in epochs
+    members: int = 1  # >1: that many stage-2 runs from the stage-1 model, their weights averaged (a model soup)
     target_recall: float = 0.995
     region_weight: float = 0.0  # >0: stage 2 also penalises heat-map mass outside the defect boxes/masks
     seed: int = 0
@@ -317,10 +318,33 @@ def _ema_update(decay: float):
     return update
 
 
+def _validate(net: nn.Module, val_feats: torch.Tensor, val_labels: np.ndarray, defect_index: int | None, loss_fn,
+              cfg: TrainConfig, val_regions: torch.Tensor | None = None) -> dict:
+    """Validation scores of a stage's module (see :func:`_val_score`); with region losses where regions are given."""
+    if val_regions is None:
+        return _val_score(_logits(net, val_feats), val_labels, defect_index, loss_fn)
+    linear = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    lg, reg = _logits_and_region(*_maps_and_head(net), linear, val_feats, val_labels, val_regions)
+    return _val_score(lg, val_labels, defect_index, loss_fn, reg, cfg.region_weight)
+
+
+def average_states(states: list[dict]) -> dict:
+    """The uniform average of state dicts of one architecture (a model soup). Entries equal in all of them (frozen
+    layers) are copied, not averaged, so they stay bit-identical; integer buffers come from the first."""
+    if not states:
+        raise ValueError("average_states needs at least one state dict")
+    out = {}
+    for k, v in states[0].items():
+        same = all(torch.equal(v, s[k]) for s in states[1:])
+        out[k] = v.clone() if same or not v.is_floating_point() else torch.stack([s[k] for s in states]).mean(0)
+    return out
+
+
 def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feats: torch.Tensor,
          train_labels: np.ndarray, val_feats: torch.Tensor, val_labels: np.ndarray, cfg: TrainConfig,
          defect_index: int | None, n_classes: int, stage: str, history: list,
-         regions: tuple[torch.Tensor, torch.Tensor] | None = None, linear: nn.Linear | None = None) -> dict:
+         regions: tuple[torch.Tensor, torch.Tensor] | None = None, linear: nn.Linear | None = None,
+         member: int = 0) -> dict:
     """One stage: AdamW + cosine decay, a random cached view per image each epoch, early stopping, best kept.
 
     With ``cfg.ema_epochs`` > 0 the validated (and kept) weights are an exponential moving average of the trained
@@ -330,7 +354,8 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
     ``regions`` (train N x V x h x w, validation M x h x w; see :func:`cache_prefix`) with the head's ``linear``
     layer add ``cfg.region_weight`` x :func:`region_loss`; ``module`` must then end in pool, flatten, head.
     """
-    g = torch.Generator().manual_seed(cfg.seed + (1 if stage == "stage1" else 2))
+    # member k of a stage-2 soup sees its own data order and views; member 0 is the single run
+    g = torch.Generator().manual_seed(cfg.seed + (1 if stage == "stage1" else 2) + 1000 * member)
     loss_fn = nn.CrossEntropyLoss(weight=_class_weights(train_labels, n_classes))
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     n, views = train_feats.shape[0], train_feats.shape[1]
@@ -346,14 +371,7 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
         net = ema.module
 
     def validate() -> dict:
-        if regions is None:
-            return _val_score(_logits(net, val_feats), val_labels, defect_index, loss_fn)
-        if ema is None:
-            lg, reg = _logits_and_region(body, tail, linear, val_feats, val_labels, regions[1])
-        else:
-            ema_linear = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
-            lg, reg = _logits_and_region(*_maps_and_head(net), ema_linear, val_feats, val_labels, regions[1])
-        return _val_score(lg, val_labels, defect_index, loss_fn, reg, cfg.region_weight)
+        return _validate(net, val_feats, val_labels, defect_index, loss_fn, cfg, None if regions is None else regions[1])
 
     # the starting point competes too: stage 2 is only kept where it beats the stage-1 head on validation
     best = validate() if stage != "stage1" else None
@@ -382,7 +400,7 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
         val = validate()
-        row = {"stage": stage, "epoch": epoch, "train_loss": total / seen, **val,
+        row = {"stage": stage, "member": member, "epoch": epoch, "train_loss": total / seen, **val,
                "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
         history.append(row)
         improved = _better(val, best)
@@ -450,13 +468,31 @@ def train(cfg: TrainConfig) -> dict:
         train_mode(model)
 
     linear = [m for m in hd.modules() if isinstance(m, nn.Linear)][-1]
-    best2 = _fit(suffix, mode, params, cfg.lr2, cfg.stage2_epochs, train_feats, y_tr, val_feats, y_va, cfg,
-                 defect_index, len(names), "stage2", history, regions, linear)
+    start = copy.deepcopy(suffix.state_dict())
+    states, member_best = [], []
+    for k in range(max(1, cfg.members)):
+        suffix.load_state_dict(start)
+        member_best.append(_fit(suffix, mode, params, cfg.lr2, cfg.stage2_epochs, train_feats, y_tr, val_feats, y_va,
+                                cfg, defect_index, len(names), "stage2", history, regions, linear, member=k))
+        states.append(copy.deepcopy(suffix.state_dict()))
+    best2 = member_best[0]
+    if len(states) > 1:
+        # Members start from the same stage-1 model and differ only in data order and augmented views, so their
+        # weights stay in one basin and their average is a single network that votes like an ensemble
+        # (Wortsman et al. 2022, model soups): no extra inference cost, and less of any one run's luck.
+        suffix.load_state_dict(average_states(states))
+        loss_fn = nn.CrossEntropyLoss(weight=_class_weights(y_tr, len(names)))
+        best2 = _validate(suffix, val_feats, y_va, defect_index, loss_fn, cfg, None if regions is None else regions[1])
+        log.info("soup of %d stage-2 members: val_loss %.4f val_acc %.4f val_score %.4f (members: %s)", len(states),
+                 best2["val_loss"], best2["val_acc"], best2["val_score"],
+                 ", ".join(f"{b['val_score']:.4f}" for b in member_best))
     stage2_s = time.perf_counter() - t2
     model.eval()
 
     val_probs = softmax(_logits(suffix, val_feats).numpy())
     metrics: dict = {"stage1_best": best1, "stage2_best": best2}
+    if len(member_best) > 1:
+        metrics["stage2_members"] = member_best
     if regions is not None:
         _, reg = _logits_and_region(*_maps_and_head(suffix), linear, val_feats, y_va, regions[1])
         metrics["validation_region_energy"] = 1.0 - reg  # share of the true class's map inside the region

@@ -73,14 +73,14 @@ def test_stage1_changes_only_the_head(casting_tree, tmp_path, initial_state, ema
     assert [h["stage"] for h in ckpt["history"]] == ["stage1"] * 3
 
 
-@pytest.mark.parametrize("ema_epochs", [0.0, 0.5])
-def test_both_stages_change_only_last_blocks_and_head(casting_tree, tmp_path, initial_state, ema_epochs):
-    ckpt = train(_cfg(casting_tree, tmp_path, ema_epochs=ema_epochs))
+@pytest.mark.parametrize("ema_epochs, members", [(0.0, 1), (0.5, 1), (0.0, 2)])
+def test_both_stages_change_only_last_blocks_and_head(casting_tree, tmp_path, initial_state, ema_epochs, members):
+    ckpt = train(_cfg(casting_tree, tmp_path, ema_epochs=ema_epochs, members=members))
     changed = _changed(initial_state(3), ckpt["state_dict"])
     allowed = ("classifier.", "features.16.", "features.17.", "features.18.")
     assert all(k.startswith(allowed) for k in changed), sorted(k for k in changed if not k.startswith(allowed))
     stages = [h["stage"] for h in ckpt["history"]]
-    assert stages.count("stage1") == 3 and stages.count("stage2") == 2
+    assert stages.count("stage1") == 3 and stages.count("stage2") == 2 * members
     assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in ckpt["history"])
 
 
@@ -130,6 +130,34 @@ def test_ema_update_moves_trained_weights_and_leaves_frozen_ones_exact(decay):
     assert int(avg[1].num_batches_tracked) == 12345
     # three steps towards a weight one higher: 1 - decay^3 of the way
     assert torch.allclose(avg[2].weight - start, torch.full_like(start, 1 - decay ** 3), atol=1e-6)
+
+
+def test_soup_members_are_separate_runs_and_member_0_is_the_single_run(casting_tree, tmp_path):
+    kw = dict(stage1_epochs=2, stage2_epochs=2)
+    single = train(_cfg(casting_tree, tmp_path / "one", **kw))
+    soup = train(_cfg(casting_tree, tmp_path / "soup", members=3, **kw))
+    strip = lambda rows, m: [{k: v for k, v in r.items() if k != "seconds"} for r in rows  # noqa: E731
+                             if r["stage"] == "stage2" and r["member"] == m]
+    assert strip(soup["history"], 0) == strip(single["history"], 0)
+    assert strip(soup["history"], 1) != strip(soup["history"], 0)  # own data order and views
+    assert len(soup["metrics"]["stage2_members"]) == 3
+    head = "classifier.1.weight"
+    assert not torch.equal(single["state_dict"][head], soup["state_dict"][head])
+
+
+def test_average_states_averages_what_differs_and_copies_what_is_shared():
+    from inspectkit.training import average_states
+
+    frozen = torch.tensor([0.1, 0.7, 1e-8])
+    a = {"w": torch.tensor([1.0, 2.0]), "frozen": frozen.clone(), "n": torch.tensor(5)}
+    b = {"w": torch.tensor([3.0, 6.0]), "frozen": frozen.clone(), "n": torch.tensor(9)}
+    c = {"w": torch.tensor([2.0, 1.0]), "frozen": frozen.clone(), "n": torch.tensor(1)}
+    out = average_states([a, b, c])
+    assert torch.allclose(out["w"], torch.tensor([2.0, 3.0]))
+    assert torch.equal(out["frozen"], frozen) and int(out["n"]) == 5
+    assert average_states([a])["w"] is not a["w"]  # a copy, not the caller's tensor
+    with pytest.raises(ValueError, match="at least one"):
+        average_states([])
 
 
 def test_training_is_seeded(casting_tree, tmp_path):
