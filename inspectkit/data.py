@@ -122,24 +122,30 @@ def load_folder(root: str | Path, split: str | None = None, defect_class: str | 
         raise ValueError(
             f"no class folders in {folder}; expected {folder}/<class>/*.jpg (e.g. def_front/ and ok_front/)"
         )
-    found = {d.name: _list_images(d) for d in dirs}
+    return from_class_files(root, {d.name: _list_images(d) for d in dirs}, defect_class, class_names,
+                            str(folder), "class folder")
+
+
+def from_class_files(root: Path, found: dict[str, list[Path]], defect_class: str | None,
+                     class_names: list[str] | None, where: str, kind: str = "class") -> Dataset:
+    """A Dataset from ``{class: image files}``, checked: with ``class_names`` (a model's) every class found must be
+    one of them; every class needs an image; without ``class_names`` at least two classes are needed.
+    ``where`` and ``kind`` ("class folder", "class") name the source in the errors."""
+    kinds = "classes" if kind == "class" else kind + "s"
     names = list(class_names) if class_names is not None else sorted(found)
     unknown = sorted(set(found) - set(names))
     if unknown:
-        raise ValueError(f"class folders {unknown} in {folder} are not among the model's classes {names}")
+        raise ValueError(f"{kinds} {unknown} in {where} are not among the model's classes {names}")
     empty = [n for n in names if not found.get(n)]
     if empty:
-        raise ValueError(
-            f"class folder(s) {empty} in {folder} hold no images ({', '.join(IMAGE_EXTENSIONS)})"
-        )
+        raise ValueError(f"{kind}(s) {empty} in {where} hold no images ({', '.join(IMAGE_EXTENSIONS)})")
     if class_names is None and len(names) < 2:
-        raise ValueError(f"{folder} has only the class {names}; at least two class folders are needed")
+        raise ValueError(f"{where} has only the class {names}; at least two {kinds} are needed")
     paths, labels = [], []
     for i, n in enumerate(names):
         paths += found[n]
         labels += [i] * len(found[n])
-    return Dataset(root, paths, np.asarray(labels, dtype=np.int64), names,
-                   resolve_defect_class(names, defect_class))
+    return Dataset(root, paths, np.asarray(labels, dtype=np.int64), names, resolve_defect_class(names, defect_class))
 
 
 def decode_all(ds: Dataset, workers: int = 2) -> tuple[Dataset, list[np.ndarray]]:

@@ -115,22 +115,7 @@ def _check_split(root: Path, split: str | None, layout: str) -> None:
 
 def _dataset(root: Path, files: dict[str, list[Path]], defect_class: str | None,
              class_names: list[str] | None, where: str) -> D.Dataset:
-    """A Dataset from {class: files}, with the same class checks as :func:`inspectkit.data.load_folder`."""
-    names = list(class_names) if class_names is not None else sorted(files)
-    unknown = sorted(set(files) - set(names))
-    if unknown:
-        raise ValueError(f"classes {unknown} in {where} are not among the model's classes {names}")
-    empty = [n for n in names if not files.get(n)]
-    if empty:
-        raise ValueError(f"no images of class(es) {empty} in {where}")
-    if class_names is None and len(names) < 2:
-        raise ValueError(f"{where} has only the class {names}; at least two classes are needed")
-    paths, labels = [], []
-    for i, n in enumerate(names):
-        paths += files[n]
-        labels += [i] * len(files[n])
-    return D.Dataset(root, paths, np.asarray(labels, dtype=np.int64), names,
-                     D.resolve_defect_class(names, defect_class))
+    return D.from_class_files(root, files, defect_class, class_names, where)
 
 
 def load_neu_det(root: str | Path, split: str | None = None, defect_class: str | None = None,

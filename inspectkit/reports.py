@@ -101,10 +101,13 @@ def plots(rep: dict, out: Path, data_root: str | Path) -> list[Path]:
         ax[1].plot(x, [h["val_acc"] for h in hist], label="validation accuracy")
         if all("val_f2" in h for h in hist):
             ax[1].plot(x, [h["val_f2"] for h in hist], label="validation defect F2 at 0.5")
-        n1 = sum(h["stage"] == "stage1" for h in hist)
+        # a dashed line where stage 2 (or the next stage-2 member of a soup) starts
+        starts = [i for i in range(1, len(hist))
+                  if (hist[i]["stage"], hist[i].get("member", 0)) != (hist[i - 1]["stage"], hist[i - 1].get("member", 0))]
         for a in ax:
-            a.axvline(n1 + 0.5, color="grey", ls="--", lw=0.8)
-            a.set_xlabel("epoch (stage 1 | stage 2)")
+            for i in starts:
+                a.axvline(i + 0.5, color="grey", ls="--", lw=0.8)
+            a.set_xlabel("epoch (stage 1 | stage 2" + (" members" if len(starts) > 1 else "") + ")")
             a.legend()
         fig.tight_layout()
         written.append(out / "training_curves.png")
