@@ -20,13 +20,16 @@ def main(argv=None) -> int:
     p.add_argument("checkpoints", nargs="+", help="checkpoints trained with the same split settings")
     p.add_argument("--data", default="../shared/data/casting")
     p.add_argument("--json", help="also write the comparison to this JSON file")
+    p.add_argument("--robustness", action="store_true",
+                   help="also score each model on the validation images with the framing and light changes that "
+                        "evaluate.py applies to test (informational: the best model is still the lowest selection loss)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from inspectkit.data import save_json
     from inspectkit.evaluation import compare_on_validation
 
     try:
-        res = compare_on_validation(a.checkpoints, a.data)
+        res = compare_on_validation(a.checkpoints, a.data, robustness=a.robustness)
     except ValueError as exc:
         print(f"compare_models.py: error: {exc}", file=sys.stderr)
         return 2

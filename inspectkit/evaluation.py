@@ -61,6 +61,19 @@ def test_split(ckpt: dict, data_root: str | Path) -> tuple[D.Dataset, D.Dataset]
     return pool.subset(ref_idx), pool.subset(test_idx)
 
 
+def robustness_report(model: torch.nn.Module, images: list[np.ndarray], labels: np.ndarray, ckpt: dict) -> dict:
+    """Accuracy, ROC-AUC, missed defects and false alarms at the stored threshold for each framing or light change
+    of :data:`inspectkit.preprocess.ROBUSTNESS_SHIFTS` (a second line in the same factory), keyed by its name."""
+    spec, names, d, thr = ckpt["preprocessing"], ckpt["class_names"], ckpt["defect_index"], ckpt["threshold"]
+    out = {}
+    for shift in ROBUSTNESS_SHIFTS:
+        p = predict_probs(model, [apply_shift(im, shift) for im in images], spec)
+        r = classification_report(labels, p, names, d, thr)
+        out[shift] = {k: r[k] for k in ("accuracy", "roc_auc", "missed_defects", "false_alarms") if k in r}
+        log.info("robustness %s: accuracy %.4f", shift, r["accuracy"])
+    return out
+
+
 def evaluate(ckpt: dict, data_root: str | Path, robustness: bool = True) -> dict:
     """Every metric on the whole test split and on its twin-free part, the sweep, the errors and the shifts."""
     t0 = time.perf_counter()
@@ -100,13 +113,7 @@ def evaluate(ckpt: dict, data_root: str | Path, robustness: bool = True) -> dict
         for i in range(len(test))
     ]
     if robustness:
-        result["robustness"] = {}
-        for shift in ROBUSTNESS_SHIFTS:
-            p = predict_probs(model, [apply_shift(im, shift) for im in test_images], spec)
-            r = classification_report(y, p, names, d, thr)
-            result["robustness"][shift] = {k: r[k] for k in ("accuracy", "roc_auc", "missed_defects", "false_alarms")
-                                           if k in r}
-            log.info("robustness %s: accuracy %.4f", shift, r["accuracy"])
+        result["robustness"] = robustness_report(model, test_images, y, ckpt)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -134,14 +141,16 @@ def run_evaluation(checkpoint: str | Path, data_root: str | Path, reports_dir: s
     return result
 
 
-def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Path) -> dict:
+def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Path, robustness: bool = False) -> dict:
     """Score several checkpoints on the validation split they share, never on the test split.
 
     The first checkpoint's validation files are re-derived from its train config (and checked against its record);
     every other checkpoint must record the same validation files, otherwise the comparison would not be like for
     like. Per checkpoint: accuracy, missed defects and false alarms at its own stored threshold, ROC-AUC, log-loss
     and (binary) the defect-weighted log-loss that training selects on. The rows come back in the order given;
-    ``best`` names the lowest selection loss.
+    ``best`` names the lowest selection loss. With ``robustness`` each row also holds the framing and light changes
+    of :func:`robustness_report` on the validation images and their worst accuracy, so that how a model holds up
+    on a second line can enter a choice without the test split; ``best`` does not use them.
     """
     from .metrics import recall_weighted_loss, weighted_log_loss
     from .training import recorded_validation_hash as recorded, validation_split
@@ -170,6 +179,9 @@ def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Pa
                        selection_loss=recall_weighted_loss(labels, probs, d))
         else:
             row["selection_loss"] = row["log_loss"]
+        if robustness:
+            row["robustness"] = robustness_report(model, images, labels, ckpt)
+            row["robustness_worst_accuracy"] = min(r["accuracy"] for r in row["robustness"].values())
         rows.append(row)
     best = min(rows, key=lambda r: r["selection_loss"])["checkpoint"]
     return {"data": str(data_root), "split": "validation", "n": len(labels), "models": rows, "best": best,

@@ -99,3 +99,20 @@ def test_compare_models_scores_checkpoints_on_their_shared_validation_split(trai
         compare_on_validation([first, other], root)
     assert compare_models.main([str(first), str(other), "--data", str(root)]) == 2
     assert "other validation files" in capsys.readouterr().err
+
+
+def test_compare_models_can_score_framing_and_light_changes_on_validation(trained, tmp_path):
+    import compare_models
+    from inspectkit.preprocess import ROBUSTNESS_SHIFTS
+
+    root, first = trained
+    out = tmp_path / "selection.json"
+    assert compare_models.main([str(first), "--data", str(root), "--robustness", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["models"]
+    assert set(row["robustness"]) == set(ROBUSTNESS_SHIFTS)
+    for r in row["robustness"].values():
+        assert r["missed_defects"] + r["false_alarms"] == round((1 - r["accuracy"]) * row["n"])
+    assert row["robustness_worst_accuracy"] == min(r["accuracy"] for r in row["robustness"].values())
+    # without the flag the rows stay as they were
+    assert compare_models.main([str(first), "--data", str(root), "--json", str(out)]) == 0
+    assert "robustness" not in json.loads(out.read_text())["models"][0]
