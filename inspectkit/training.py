@@ -421,6 +421,10 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
 
 def train(cfg: TrainConfig) -> dict:
     """Run both stages, pick the threshold on validation, save the checkpoint; returns it."""
+    if cfg.members < 1:
+        raise ValueError(f"members must be at least 1 (one stage-2 run), got {cfg.members}")
+    if cfg.ema_epochs < 0:
+        raise ValueError(f"ema_epochs must be >= 0 (0: no weight averaging), got {cfg.ema_epochs}")
     t_start = time.perf_counter()
     _seed_all(cfg.seed)
     if cfg.threads:
@@ -470,7 +474,7 @@ def train(cfg: TrainConfig) -> dict:
     linear = [m for m in hd.modules() if isinstance(m, nn.Linear)][-1]
     start = copy.deepcopy(suffix.state_dict())
     states, member_best = [], []
-    for k in range(max(1, cfg.members)):
+    for k in range(cfg.members):
         suffix.load_state_dict(start)
         member_best.append(_fit(suffix, mode, params, cfg.lr2, cfg.stage2_epochs, train_feats, y_tr, val_feats, y_va,
                                 cfg, defect_index, len(names), "stage2", history, regions, linear, member=k))

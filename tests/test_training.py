@@ -166,6 +166,17 @@ def test_training_is_seeded(casting_tree, tmp_path):
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--members", "0", "members must be at least 1 (one stage-2 run), got 0"),
+    ("--ema-epochs", "-1", "ema_epochs must be >= 0 (0: no weight averaging), got -1.0"),
+])
+def test_train_cli_names_a_bad_averaging_option(casting_tree, option, value, message, capsys):
+    import train as train_cli
+
+    assert train_cli.main(["--data", str(casting_tree), "--weights", "none", "--no-eval", option, value]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_train_cli_reports_bad_data_folder(tmp_path, capsys):
     import train as train_cli
 
