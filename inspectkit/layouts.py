@@ -113,11 +113,6 @@ def _check_split(root: Path, split: str | None, layout: str) -> None:
                          "None, 'train' or 'all' (the whole pool; train.py records the test files it carves out)")
 
 
-def _dataset(root: Path, files: dict[str, list[Path]], defect_class: str | None,
-             class_names: list[str] | None, where: str) -> D.Dataset:
-    return D.from_class_files(root, files, defect_class, class_names, where)
-
-
 def load_neu_det(root: str | Path, split: str | None = None, defect_class: str | None = None,
                  class_names: list[str] | None = None) -> D.Dataset:
     """All NEU-DET images (``IMAGES/`` and ``Validation_Images/``) with the class taken from the file name."""
@@ -130,7 +125,7 @@ def load_neu_det(root: str | Path, split: str | None = None, defect_class: str |
                 files.setdefault(neu_det_class(p), []).append(p)
     if not files:
         raise ValueError(f"no images in {root / 'IMAGES'} ({', '.join(IMAGE_EXTENSIONS)})")
-    return _dataset(root, files, defect_class, class_names, f"NEU-DET {root}")
+    return D.from_class_files(root, files, defect_class, class_names, f"NEU-DET {root}")
 
 
 def load_mvtec(root: str | Path, split: str | None = None, defect_class: str | None = None,
@@ -145,7 +140,7 @@ def load_mvtec(root: str | Path, split: str | None = None, defect_class: str | N
     files[MVTEC_GOOD] += _images(root / "train" / MVTEC_GOOD)
     for d in _subdirs(root / "test"):
         files[MVTEC_GOOD if d == MVTEC_GOOD else MVTEC_DEFECT] += _images(root / "test" / d)
-    return _dataset(root, files, MVTEC_DEFECT, class_names, f"MVTec AD category {root}")
+    return D.from_class_files(root, files, MVTEC_DEFECT, class_names, f"MVTec AD category {root}")
 
 
 def load_special(root: str | Path, split: str | None = None, defect_class: str | None = None,

@@ -242,6 +242,11 @@ def _class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def _loss_fn(labels: np.ndarray, n: int) -> nn.CrossEntropyLoss:
+    """Cross-entropy weighted by the inverse class frequencies of the train labels."""
+    return nn.CrossEntropyLoss(weight=_class_weights(labels, n))
+
+
 @torch.no_grad()
 def _logits(module: nn.Module, feats: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     module.eval()
@@ -313,7 +318,8 @@ def _ema_update(decay: float):
         if torch.is_floating_point(ema_params[0]):
             lerp(ema_params, params, n_averaged)  # lerp leaves a frozen weight bit-identical
         else:
-            torch._foreach_copy_(ema_params, params)
+            for e, p in zip(ema_params, params):
+                e.copy_(p)
 
     return update
 
@@ -356,7 +362,7 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
     """
     # member k of a stage-2 soup sees its own data order and views; member 0 is the single run
     g = torch.Generator().manual_seed(cfg.seed + (1 if stage == "stage1" else 2) + 1000 * member)
-    loss_fn = nn.CrossEntropyLoss(weight=_class_weights(train_labels, n_classes))
+    loss_fn = _loss_fn(train_labels, n_classes)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     n, views = train_feats.shape[0], train_feats.shape[1]
     steps = max(1, epochs * math.ceil(n / cfg.batch_size))
@@ -485,21 +491,23 @@ def train(cfg: TrainConfig) -> dict:
         # weights stay in one basin and their average is a single network that votes like an ensemble
         # (Wortsman et al. 2022, model soups): no extra inference cost, and less of any one run's luck.
         suffix.load_state_dict(average_states(states))
-        loss_fn = nn.CrossEntropyLoss(weight=_class_weights(y_tr, len(names)))
-        best2 = _validate(suffix, val_feats, y_va, defect_index, loss_fn, cfg, None if regions is None else regions[1])
+        best2 = _validate(suffix, val_feats, y_va, defect_index, _loss_fn(y_tr, len(names)), cfg,
+                          None if regions is None else regions[1])
         log.info("soup of %d stage-2 members: val_loss %.4f val_acc %.4f val_score %.4f (members: %s)", len(states),
                  best2["val_loss"], best2["val_acc"], best2["val_score"],
                  ", ".join(f"{b['val_score']:.4f}" for b in member_best))
     stage2_s = time.perf_counter() - t2
     model.eval()
 
-    val_probs = softmax(_logits(suffix, val_feats).numpy())
     metrics: dict = {"stage1_best": best1, "stage2_best": best2}
     if len(member_best) > 1:
         metrics["stage2_members"] = member_best
-    if regions is not None:
-        _, reg = _logits_and_region(*_maps_and_head(suffix), linear, val_feats, y_va, regions[1])
+    if regions is None:
+        val_logits = _logits(suffix, val_feats)
+    else:  # one pass gives the logits and the region share
+        val_logits, reg = _logits_and_region(*_maps_and_head(suffix), linear, val_feats, y_va, regions[1])
         metrics["validation_region_energy"] = 1.0 - reg  # share of the true class's map inside the region
+    val_probs = softmax(val_logits.numpy())
     threshold = None
     if defect_index is not None:
         is_def = y_va == defect_index
