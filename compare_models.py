@@ -4,7 +4,8 @@
 
 For each checkpoint: validation accuracy, missed defects and false alarms at its own threshold, ROC-AUC,
 log-loss, and the selection loss training early-stops on (binary: the defect-weighted log-loss). The lowest
-selection loss is named best. See inspectkit.evaluation.compare_on_validation.
+selection loss is named best; with --rule robust, the lowest mean of that loss on the clean validation images and
+on the same images under the framing and light changes. See inspectkit.evaluation.compare_on_validation.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the comparison to this JSON file")
     p.add_argument("--robustness", action="store_true",
                    help="also score each model on the validation images with the framing and light changes that "
-                        "evaluate.py applies to test (informational: the best model is still the lowest selection loss)")
+                        "evaluate.py applies to test (informational unless --rule robust)")
+    p.add_argument("--rule", choices=("clean", "robust"), default="clean",
+                   help="clean: lowest validation selection loss; robust: lowest (clean selection loss + its mean "
+                        "over the framing and light changes) / 2 (implies --robustness)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from inspectkit.data import save_json
     from inspectkit.evaluation import compare_on_validation
 
     try:
-        res = compare_on_validation(a.checkpoints, a.data, robustness=a.robustness)
+        res = compare_on_validation(a.checkpoints, a.data, robustness=a.robustness, rule=a.rule)
     except ValueError as exc:
         print(f"compare_models.py: error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ import torch
 
 from . import data as D
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from .metrics import classification_report, predict_labels, softmax, threshold_sweep
+from .metrics import (classification_report, predict_labels, selection_loss, softmax, threshold_sweep,
+                      weighted_log_loss)
 from .preprocess import ROBUSTNESS_SHIFTS, apply_shift, preprocess
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,16 @@ def test_split(ckpt: dict, data_root: str | Path) -> tuple[D.Dataset, D.Dataset]
 
 
 def robustness_report(model: torch.nn.Module, images: list[np.ndarray], labels: np.ndarray, ckpt: dict) -> dict:
-    """Accuracy, ROC-AUC, missed defects and false alarms at the stored threshold for each framing or light change
-    of :data:`inspectkit.preprocess.ROBUSTNESS_SHIFTS` (a second line in the same factory), keyed by its name."""
+    """Accuracy, ROC-AUC, missed defects and false alarms at the stored threshold, and the selection loss, for each
+    framing or light change of :data:`inspectkit.preprocess.ROBUSTNESS_SHIFTS` (a second line in the same factory),
+    keyed by its name."""
     spec, names, d, thr = ckpt["preprocessing"], ckpt["class_names"], ckpt["defect_index"], ckpt["threshold"]
     out = {}
     for shift in ROBUSTNESS_SHIFTS:
         p = predict_probs(model, [apply_shift(im, shift) for im in images], spec)
         r = classification_report(labels, p, names, d, thr)
         out[shift] = {k: r[k] for k in ("accuracy", "roc_auc", "missed_defects", "false_alarms") if k in r}
+        out[shift]["selection_loss"] = selection_loss(labels, p, d)
         log.info("robustness %s: accuracy %.4f", shift, r["accuracy"])
     return out
 
@@ -141,20 +144,32 @@ def run_evaluation(checkpoint: str | Path, data_root: str | Path, reports_dir: s
     return result
 
 
-def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Path, robustness: bool = False) -> dict:
+RULES = {
+    "clean": "lowest selection loss (binary: defect-weighted log-loss, beta^2 = 4; else log-loss)",
+    "robust": "lowest robust score = (selection loss on the validation images + its mean over the framing and "
+              "light changes) / 2",
+}
+
+
+def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Path, robustness: bool = False,
+                          rule: str = "clean") -> dict:
     """Score several checkpoints on the validation split they share, never on the test split.
 
     The first checkpoint's validation files are re-derived from its train config (and checked against its record);
     every other checkpoint must record the same validation files, otherwise the comparison would not be like for
     like. Per checkpoint: accuracy, missed defects and false alarms at its own stored threshold, ROC-AUC, log-loss
-    and (binary) the defect-weighted log-loss that training selects on. The rows come back in the order given;
-    ``best`` names the lowest selection loss. With ``robustness`` each row also holds the framing and light changes
-    of :func:`robustness_report` on the validation images and their worst accuracy, so that how a model holds up
-    on a second line can enter a choice without the test split; ``best`` does not use them.
+    and the selection loss training early-stops on (binary: the defect-weighted log-loss). The rows come back in
+    the order given. With ``robustness`` each row also holds the framing and light changes of
+    :func:`robustness_report` on the validation images, their worst accuracy and the robust score (the mean of the
+    clean selection loss and the changes' mean selection loss). ``best`` follows ``rule`` (a key of
+    :data:`RULES`): ``clean`` names the lowest selection loss, ``robust`` (which implies ``robustness``) the
+    lowest robust score; a tie keeps the earlier checkpoint.
     """
-    from .metrics import recall_weighted_loss, weighted_log_loss
     from .training import recorded_validation_hash as recorded, validation_split
 
+    if rule not in RULES:
+        raise ValueError(f"rule {rule!r} is not one of {sorted(RULES)}")
+    robustness = robustness or rule == "robust"
     if len(checkpoints) < 1:
         raise ValueError("compare needs at least one checkpoint")
     rows, want = [], None
@@ -175,14 +190,15 @@ def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Pa
                "n": rep["n"], "accuracy": rep["accuracy"], "roc_auc": rep["roc_auc"],
                "log_loss": weighted_log_loss(labels, probs, np.ones(probs.shape[1]))}
         if d is not None:
-            row.update(missed_defects=rep["missed_defects"], false_alarms=rep["false_alarms"],
-                       selection_loss=recall_weighted_loss(labels, probs, d))
-        else:
-            row["selection_loss"] = row["log_loss"]
+            row.update(missed_defects=rep["missed_defects"], false_alarms=rep["false_alarms"])
+        row["selection_loss"] = selection_loss(labels, probs, d)
         if robustness:
             row["robustness"] = robustness_report(model, images, labels, ckpt)
             row["robustness_worst_accuracy"] = min(r["accuracy"] for r in row["robustness"].values())
+            shifted = np.mean([r["selection_loss"] for r in row["robustness"].values()])
+            row["robust_score"] = float((row["selection_loss"] + shifted) / 2)
         rows.append(row)
-    best = min(rows, key=lambda r: r["selection_loss"])["checkpoint"]
+    key = "selection_loss" if rule == "clean" else "robust_score"
+    best = min(rows, key=lambda r: r[key])["checkpoint"]  # min keeps the first of equals
     return {"data": str(data_root), "split": "validation", "n": len(labels), "models": rows, "best": best,
-            "rule": "lowest selection loss (binary: defect-weighted log-loss, beta^2 = 4; else log-loss)"}
+            "rule": RULES[rule]}

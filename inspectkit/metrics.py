@@ -155,3 +155,11 @@ def recall_weighted_loss(y_true: np.ndarray, probs: np.ndarray, defect_index: in
     w = np.ones(np.asarray(probs).shape[1])
     w[defect_index] = beta ** 2
     return weighted_log_loss(y_true, probs, w)
+
+
+def selection_loss(labels: np.ndarray, probs: np.ndarray, defect_index: int | None) -> float:
+    """The loss models are compared on: binary, the defect-weighted log-loss (beta^2 = 4) that training early-stops
+    on; multi-class, the plain log-loss."""
+    if defect_index is None:
+        return weighted_log_loss(labels, probs, np.ones(probs.shape[1]))
+    return recall_weighted_loss(labels, probs, defect_index)

@@ -113,6 +113,34 @@ def test_compare_models_can_score_framing_and_light_changes_on_validation(traine
     for r in row["robustness"].values():
         assert r["missed_defects"] + r["false_alarms"] == round((1 - r["accuracy"]) * row["n"])
     assert row["robustness_worst_accuracy"] == min(r["accuracy"] for r in row["robustness"].values())
+    shifted = [r["selection_loss"] for r in row["robustness"].values()]
+    assert all(s > 0 for s in shifted)
+    assert row["robust_score"] == pytest.approx((row["selection_loss"] + sum(shifted) / len(shifted)) / 2)
     # without the flag the rows stay as they were
     assert compare_models.main([str(first), "--data", str(root), "--json", str(out)]) == 0
     assert "robustness" not in json.loads(out.read_text())["models"][0]
+
+
+def test_compare_models_robust_rule_names_the_lowest_robust_score(trained, tmp_path):
+    import compare_models
+
+    root, first = trained
+    second = tmp_path / "second.pt"
+    train(TrainConfig(data=str(root), weights="none", size=64, views=2, stage1_epochs=1, stage2_epochs=0,
+                      batch_size=16, seed=0, out=str(second)))
+    out = tmp_path / "selection.json"
+    # --rule robust implies the framing and light changes
+    assert compare_models.main([str(first), str(second), "--data", str(root), "--rule", "robust",
+                                "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert all("robustness" in m for m in res["models"])
+    assert res["best"] == min(res["models"], key=lambda m: m["robust_score"])["checkpoint"]
+    assert "robust" in res["rule"]
+
+
+def test_compare_models_refuses_an_unknown_rule(trained):
+    from inspectkit.evaluation import compare_on_validation
+
+    root, first = trained
+    with pytest.raises(ValueError, match="'fastest' is not one of"):
+        compare_on_validation([first], root, rule="fastest")

@@ -83,3 +83,12 @@ def test_recall_weighted_loss_counts_a_missed_defect_beta_squared_times(defect_i
     # the same mistake on the OK side costs less: the metric favours defect recall
     swapped = M.recall_weighted_loss(y, probs[:, ::-1].copy(), defect_index, beta=2.0)
     assert swapped < loss
+
+
+@pytest.mark.parametrize("defect_index", [None, 0, 2])
+def test_selection_loss_weighs_defects_only_when_there_is_a_defect_class(defect_index):
+    y = np.array([0, 1, 2, 2])
+    probs = np.array([[0.6, 0.2, 0.2], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.1, 0.1, 0.8]])
+    nll = -np.log(probs[np.arange(4), y])
+    w = np.ones(4) if defect_index is None else np.where(y == defect_index, 4.0, 1.0)
+    assert M.selection_loss(y, probs, defect_index) == pytest.approx((w * nll).sum() / w.sum())
