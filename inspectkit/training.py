@@ -30,7 +30,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import data as D
-from .checkpoint import make_checkpoint, save_checkpoint
+from .checkpoint import make_checkpoint, model_from_checkpoint, save_checkpoint
+from .evaluation import predict_probs
 from .metrics import choose_threshold, classification_report, fbeta, recall_weighted_loss, softmax, threshold_sweep
 from .model import build_model, head, set_trainable, split_at, train_mode
 from .preprocess import augment, default_spec, preprocess
@@ -135,6 +136,40 @@ def validation_split(ckpt: dict, data_root: str | Path) -> D.Dataset:
         raise ValueError(f"the validation split re-derived from {data_root} (files hash {got[:12]}) is not the one "
                          f"recorded in the checkpoint ({str(want)[:12]}): the data or the split settings differ")
     return val
+
+
+def validation_threshold(labels: np.ndarray, probs: np.ndarray, names: list[str], defect_index: int | None,
+                         target_recall: float) -> tuple[float | None, dict]:
+    """(threshold, metrics) from validation probabilities: binary, the threshold of
+    :func:`inspectkit.metrics.choose_threshold` with its choice and sweep; then the validation report at it."""
+    threshold, out = None, {}
+    if defect_index is not None:
+        is_def = labels == defect_index
+        out["threshold_choice"] = choose_threshold(is_def, probs[:, defect_index], target_recall)
+        threshold = out["threshold_choice"]["threshold"]
+        out["validation_sweep"] = threshold_sweep(is_def, probs[:, defect_index])
+    out["validation"] = classification_report(labels, probs, names, defect_index, threshold)
+    return threshold, out
+
+
+def rethreshold(ckpt: dict, data_root: str | Path, target_recall: float | None = None) -> dict:
+    """A copy of a binary checkpoint with its threshold chosen again on its own validation split (re-derived and
+    checked against the record), by the current rule and ``target_recall`` (default: the one it was trained with).
+
+    The weights do not change. Test metrics measured at the old threshold are dropped (evaluate again). For a new
+    operating point without retraining, and to bring a checkpoint up to a corrected threshold rule.
+    """
+    if ckpt.get("defect_index") is None:
+        raise ValueError("only a binary checkpoint (with a defect class) has a threshold to choose")
+    target = float(target_recall if target_recall is not None else ckpt["train_config"].get("target_recall", 0.995))
+    val, images = D.decode_all(validation_split(ckpt, data_root))
+    probs = predict_probs(model_from_checkpoint(ckpt), images, ckpt["preprocessing"])
+    threshold, found = validation_threshold(val.labels, probs, ckpt["class_names"], ckpt["defect_index"], target)
+    metrics = {k: v for k, v in ckpt["metrics"].items() if k not in ("test", "robustness")}
+    metrics.update(found)
+    metrics["rethresholded"] = {"from": ckpt["threshold"], "to": threshold, "target_recall": target}
+    return {**ckpt, "threshold": threshold, "metrics": metrics,
+            "train_config": {**ckpt["train_config"], "target_recall": target}}
 
 
 def load_regions(ds: D.Dataset, root: str | Path, images: list[np.ndarray]) -> list[np.ndarray | None]:
@@ -507,15 +542,8 @@ def train(cfg: TrainConfig) -> dict:
     else:  # one pass gives the logits and the region share
         val_logits, reg = _logits_and_region(*_maps_and_head(suffix), linear, val_feats, y_va, regions[1])
         metrics["validation_region_energy"] = 1.0 - reg  # share of the true class's map inside the region
-    val_probs = softmax(val_logits.numpy())
-    threshold = None
-    if defect_index is not None:
-        is_def = y_va == defect_index
-        choice = choose_threshold(is_def, val_probs[:, defect_index], cfg.target_recall)
-        threshold = choice["threshold"]
-        metrics["threshold_choice"] = choice
-        metrics["validation_sweep"] = threshold_sweep(is_def, val_probs[:, defect_index])
-    metrics["validation"] = classification_report(y_va, val_probs, names, defect_index, threshold)
+    threshold, found = validation_threshold(y_va, softmax(val_logits.numpy()), names, defect_index, cfg.target_recall)
+    metrics.update(found)
     timing = {"cache_s": round(cache_s, 1), "stage1_s": round(stage1_s, 1), "stage2_s": round(stage2_s, 1),
               "total_s": round(time.perf_counter() - t_start, 1)}
     metrics["timing"] = timing

@@ -144,3 +144,52 @@ def test_compare_models_refuses_an_unknown_rule(trained):
     root, first = trained
     with pytest.raises(ValueError, match="'fastest' is not one of"):
         compare_on_validation([first], root, rule="fastest")
+
+
+@pytest.mark.parametrize("target", [None, 0.5, 1.0])
+def test_set_threshold_chooses_again_on_the_validation_split_and_keeps_the_weights(trained, tmp_path, capsys, target):
+    import torch
+
+    import set_threshold
+    from inspectkit import data as D
+    from inspectkit.checkpoint import model_from_checkpoint
+    from inspectkit.evaluation import predict_probs, run_evaluation
+    from inspectkit.metrics import choose_threshold
+    from inspectkit.training import validation_split
+
+    root, first = trained
+    src = tmp_path / "src.pt"
+    shutil.copy(first, src)
+    run_evaluation(src, root, None, update_checkpoint=True, robustness=False)  # test metrics at the old threshold
+    old = load_checkpoint(src)
+    assert "test" in old["metrics"]
+    out = tmp_path / "re.pt"
+    extra = [] if target is None else ["--target-recall", str(target)]
+    assert set_threshold.main(["--checkpoint", str(src), "--data", str(root), "--out", str(out), *extra]) == 0
+    new = load_checkpoint(out)  # saved with its digest
+    want = old["train_config"]["target_recall"] if target is None else target
+    val, images = D.decode_all(validation_split(old, root))
+    d = old["defect_index"]
+    probs = predict_probs(model_from_checkpoint(old), images, old["preprocessing"])
+    assert new["threshold"] == choose_threshold(val.labels == d, probs[:, d], want)["threshold"]
+    assert new["train_config"]["target_recall"] == want
+    assert new["metrics"]["rethresholded"] == {"from": old["threshold"], "to": new["threshold"], "target_recall": want}
+    assert new["metrics"]["validation"]["n"] == len(val)
+    # the test metrics belonged to the old threshold; the weights and the source file are untouched
+    assert "test" not in new["metrics"] and "robustness" not in new["metrics"]
+    assert all(torch.equal(new["state_dict"][k], v) for k, v in old["state_dict"].items())
+    assert load_checkpoint(src)["threshold"] == old["threshold"]
+    assert json.loads(capsys.readouterr().out)["to"] == new["threshold"]
+
+
+def test_set_threshold_names_what_it_cannot_do(trained, tmp_path, capsys):
+    import set_threshold
+    from inspectkit.training import rethreshold
+
+    root, first = trained
+    assert set_threshold.main(["--checkpoint", str(first), "--data", str(root), "--target-recall", "1.5",
+                               "--out", str(tmp_path / "x.pt")]) == 2
+    assert "target recall 1.5 must be in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(ValueError, match="only a binary checkpoint"):
+        rethreshold({**load_checkpoint(first), "defect_index": None}, root)

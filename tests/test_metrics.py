@@ -32,6 +32,24 @@ def test_threshold_on_separable_scores_falls_in_the_gap():
     assert 0.3 < c["threshold"] < 0.7 and c["false_alarm_rate"] == 0.0 and c["recall"] == 1.0
 
 
+@pytest.mark.parametrize("target", [0.5, 0.75, 1.0])
+def test_threshold_keeps_every_defect_that_costs_no_false_alarm(target):
+    # the two lowest defects sit far below the others but still above every OK image: catching them is free
+    y = np.array([1, 1, 1, 1, 0, 0, 0], bool)
+    s = np.array([0.999, 0.998, 0.40, 0.35, 0.10, 0.05, 0.01])
+    c = M.choose_threshold(y, s, target)
+    assert c["recall"] == 1.0 and c["false_alarm_rate"] == 0.0
+    assert 0.10 < c["threshold"] < 0.35
+
+
+def test_threshold_stops_where_the_next_defect_would_cost_a_false_alarm():
+    y = np.array([1, 1, 1, 0, 1, 0, 0], bool)
+    s = np.array([0.95, 0.90, 0.80, 0.60, 0.30, 0.20, 0.10])
+    c = M.choose_threshold(y, s, 0.75)
+    # catching the 0.30 defect would also flag the 0.60 OK image, so the target (3 of 4) is kept without it
+    assert c["recall"] == 0.75 and c["false_alarm_rate"] == 0.0 and 0.60 < c["threshold"] < 0.80
+
+
 def test_threshold_needs_both_classes():
     with pytest.raises(ValueError, match="both defect and OK"):
         M.choose_threshold(np.ones(4, bool), np.ones(4), 0.99)
