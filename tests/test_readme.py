@@ -1,0 +1,89 @@
+"""README.md's casting figures match the committed reports and model they were copied from."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+EVALUATION = json.loads((REPO / "reports" / "evaluation.json").read_text())
+
+SHIFT_ROWS = {  # README row label -> key in the evaluation's robustness section
+    "zoomed out to 0.85": "zoom_out_0.85", "zoomed in to 1.15": "zoom_in_1.15",
+    "shifted +8 % (right, down)": "shift_+8%", "shifted −8 % (left, up)": "shift_-8%",
+    "rotated 15°": "rotate_15", "darker (gain 0.75)": "darker_0.75", "brighter (gain 1.25)": "brighter_1.25",
+    "lower contrast (0.8)": "low_contrast_0.8",
+}
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def table_after(anchor: str) -> dict[str, list[str]]:
+    """The first Markdown table after ``anchor`` in README.md: its first cell -> the other cells (bold removed)."""
+    assert anchor in README, anchor
+    lines = README[README.index(anchor):].splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    rows = {}
+    for ln in lines[start + 2:]:  # after the header and the |---| line
+        if not ln.startswith("|"):
+            break
+        cells = [c.strip().strip("*") for c in ln.strip().strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+RESULTS = table_after("Decision threshold **")
+ROBUSTNESS = table_after("The same test images with the camera framing or light changed")
+ROUND5 = table_after("**Round 5 (this model).**")
+
+
+@pytest.mark.parametrize("label, part", [("test, all", "all"), ("test, twin-free (no exact or near twin in train)",
+                                                                 "twin_free")])
+def test_results_table_matches_the_evaluation_report(label, part):
+    r = EVALUATION["test"][part]
+    n, acc, auc, missed, false_alarms = RESULTS[label]
+    assert (int(n), acc, int(missed), int(false_alarms)) == (r["n"], pct(r["accuracy"]), r["missed_defects"],
+                                                             r["false_alarms"])
+    assert float(auc) == pytest.approx(r["roc_auc"], abs=5e-6)
+
+
+@pytest.mark.parametrize("label, key", SHIFT_ROWS.items())
+def test_robustness_table_matches_the_evaluation_report(label, key):
+    r = EVALUATION["robustness"][key]
+    assert ROBUSTNESS[label] == [pct(r["accuracy"]), str(r["missed_defects"]), str(r["false_alarms"])]
+
+
+def test_stated_threshold_and_misses_are_the_committed_models():
+    from inspectkit.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(REPO / "final_best_model.pt")
+    assert f"Decision threshold **{ckpt['threshold']:.4f}**" in README
+    assert EVALUATION["model"]["threshold"] == ckpt["threshold"]
+    for m in EVALUATION["misclassified"]:
+        name = Path(m["file"]).stem
+        assert f"`{name}`, p(defect) {m['probabilities']['def_front']:.3f}" in README or \
+            f"`{name}`, {m['probabilities']['def_front']:.3f}" in README, name
+
+
+def test_selection_table_matches_the_round_5_comparison():
+    res = json.loads((REPO / "reports" / "model_selection_casting_round5.json").read_text())
+    letter = {m["checkpoint"]: re.search(r"casting-224(\w)/", m["checkpoint"]).group(1).upper() for m in res["models"]}
+    rows = {k.split()[0]: v for k, v in ROUND5.items()}  # "J (committed)" -> "J"
+    assert set(rows) == set(letter.values())
+    assert f"{letter[res['best']]} (committed)" in ROUND5
+    for m in res["models"]:
+        name = letter[m["checkpoint"]]
+        assert rows[name][1:] == [f"{m['robust_score']:.4f}", f"{m['selection_loss']:.4f}", pct(m["accuracy"]),
+                                  str(m["missed_defects"]), str(m["false_alarms"]),
+                                  pct(m["robustness_worst_accuracy"]), f"{m['threshold']:.4f}"], name
+
+
+def test_stated_training_time_is_the_committed_models():
+    total = EVALUATION["timing"]["total_s"]
+    assert f"The committed run took **{total:,.0f} s" in README
