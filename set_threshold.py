@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from inspectkit.checkpoint import load_checkpoint, save_checkpoint
-    from inspectkit.training import rethreshold
+    from inspectkit.evaluation import rethreshold
 
     try:
         new = rethreshold(load_checkpoint(a.checkpoint), a.data, a.target_recall)

@@ -1,4 +1,5 @@
-"""Evaluation of a checkpoint on its test split: whole and twin-free, plus framing and lighting shifts.
+"""Evaluation of a checkpoint on its test split: whole and twin-free, plus framing and lighting shifts; and the
+validation-side tools that choose between checkpoints and re-choose a threshold.
 
 The test split is only measured here, never used to choose anything.
 """
@@ -202,3 +203,25 @@ def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Pa
     best = min(rows, key=lambda r: r[key])["checkpoint"]  # min keeps the first of equals
     return {"data": str(data_root), "split": "validation", "n": len(labels), "models": rows, "best": best,
             "rule": RULES[rule]}
+
+
+def rethreshold(ckpt: dict, data_root: str | Path, target_recall: float | None = None) -> dict:
+    """A copy of a binary checkpoint with its threshold chosen again on its own validation split (re-derived and
+    checked against the record), by the current rule and ``target_recall`` (default: the one it was trained with).
+
+    The weights do not change. Test metrics measured at the old threshold are dropped (evaluate again). For a new
+    operating point without retraining, and to bring a checkpoint up to a corrected threshold rule.
+    """
+    from .training import validation_split, validation_threshold
+
+    if ckpt.get("defect_index") is None:
+        raise ValueError("only a binary checkpoint (with a defect class) has a threshold to choose")
+    target = float(target_recall if target_recall is not None else ckpt["train_config"].get("target_recall", 0.995))
+    val, images = D.decode_all(validation_split(ckpt, data_root))
+    probs = predict_probs(model_from_checkpoint(ckpt), images, ckpt["preprocessing"])
+    threshold, found = validation_threshold(val.labels, probs, ckpt["class_names"], ckpt["defect_index"], target)
+    metrics = {k: v for k, v in ckpt["metrics"].items() if k not in ("test", "robustness")}
+    metrics.update(found)
+    metrics["rethresholded"] = {"from": ckpt["threshold"], "to": threshold, "target_recall": target}
+    return {**ckpt, "threshold": threshold, "metrics": metrics,
+            "train_config": {**ckpt["train_config"], "target_recall": target}}

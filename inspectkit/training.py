@@ -30,9 +30,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import data as D
-from .checkpoint import make_checkpoint, model_from_checkpoint, save_checkpoint
-from .evaluation import predict_probs
-from .metrics import choose_threshold, classification_report, fbeta, recall_weighted_loss, softmax, threshold_sweep
+from .checkpoint import make_checkpoint, save_checkpoint
+from .metrics import choose_threshold, classification_report, fbeta, selection_loss, softmax, threshold_sweep
 from .model import build_model, head, set_trainable, split_at, train_mode
 from .preprocess import augment, default_spec, preprocess
 
@@ -150,26 +149,6 @@ def validation_threshold(labels: np.ndarray, probs: np.ndarray, names: list[str]
         out["validation_sweep"] = threshold_sweep(is_def, probs[:, defect_index])
     out["validation"] = classification_report(labels, probs, names, defect_index, threshold)
     return threshold, out
-
-
-def rethreshold(ckpt: dict, data_root: str | Path, target_recall: float | None = None) -> dict:
-    """A copy of a binary checkpoint with its threshold chosen again on its own validation split (re-derived and
-    checked against the record), by the current rule and ``target_recall`` (default: the one it was trained with).
-
-    The weights do not change. Test metrics measured at the old threshold are dropped (evaluate again). For a new
-    operating point without retraining, and to bring a checkpoint up to a corrected threshold rule.
-    """
-    if ckpt.get("defect_index") is None:
-        raise ValueError("only a binary checkpoint (with a defect class) has a threshold to choose")
-    target = float(target_recall if target_recall is not None else ckpt["train_config"].get("target_recall", 0.995))
-    val, images = D.decode_all(validation_split(ckpt, data_root))
-    probs = predict_probs(model_from_checkpoint(ckpt), images, ckpt["preprocessing"])
-    threshold, found = validation_threshold(val.labels, probs, ckpt["class_names"], ckpt["defect_index"], target)
-    metrics = {k: v for k, v in ckpt["metrics"].items() if k not in ("test", "robustness")}
-    metrics.update(found)
-    metrics["rethresholded"] = {"from": ckpt["threshold"], "to": threshold, "target_recall": target}
-    return {**ckpt, "threshold": threshold, "metrics": metrics,
-            "train_config": {**ckpt["train_config"], "target_recall": target}}
 
 
 def load_regions(ds: D.Dataset, root: str | Path, images: list[np.ndarray]) -> list[np.ndarray | None]:
@@ -323,7 +302,7 @@ def _val_score(logits: torch.Tensor, labels: np.ndarray, defect_index: int | Non
         # Binary: the defect-weighted log-loss (a missed defect costs beta^2 = 4 false alarms, as in F2). F2 at a
         # fixed 0.5 moved in steps of one image on the near-perfect validation split and ignored the threshold
         # chosen afterwards: it threw away a stage 2 whose validation loss was a third of stage 1's.
-        score = -recall_weighted_loss(labels, probs, defect_index, beta=2.0)
+        score = -selection_loss(labels, probs, defect_index)
         extra["val_f2"] = fbeta(labels == defect_index, probs[:, defect_index] >= 0.5, beta=2.0)
     else:
         score = acc

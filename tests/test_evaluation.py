@@ -184,7 +184,7 @@ def test_set_threshold_chooses_again_on_the_validation_split_and_keeps_the_weigh
 
 def test_set_threshold_names_what_it_cannot_do(trained, tmp_path, capsys):
     import set_threshold
-    from inspectkit.training import rethreshold
+    from inspectkit.evaluation import rethreshold
 
     root, first = trained
     assert set_threshold.main(["--checkpoint", str(first), "--data", str(root), "--target-recall", "1.5",
