@@ -16,28 +16,12 @@ import torch
 
 from . import data as D
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from .metrics import (classification_report, predict_labels, selection_loss, softmax, threshold_sweep,
+from .metrics import (classification_report, predict_labels, selection_loss, threshold_sweep,
                       weighted_log_loss)
-from .preprocess import ROBUSTNESS_SHIFTS, apply_shift, preprocess
+from .model import predict_probs
+from .preprocess import ROBUSTNESS_SHIFTS, apply_shift
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def predict_probs(model: torch.nn.Module, images: Sequence[np.ndarray], spec: dict, batch_size: int = 16) -> np.ndarray:
-    """Class probabilities (N x C, float64) of decoded RGB images, with the checkpoint's preprocessing."""
-    model.eval()
-    s = int(spec["size"])
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        x = np.empty((len(chunk), 3, s, s), dtype=np.float32)
-        for i, im in enumerate(chunk):
-            preprocess(im, spec, out=x[i])
-        out.append(model(torch.from_numpy(x)).numpy())
-    if not out:
-        return np.zeros((0, 0))
-    return softmax(np.concatenate(out))
 
 
 def test_split(ckpt: dict, data_root: str | Path) -> tuple[D.Dataset, D.Dataset]:

@@ -8,10 +8,15 @@ and Grad-CAM agree.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
+
+from .metrics import softmax
+from .preprocess import preprocess
 
 ARCHS = ("mobilenet_v2", "resnet18")
 #: Where the offline weights live in this project's layout; named in the error when 'imagenet' is unreachable.
@@ -152,3 +157,20 @@ def split_at(model: nn.Module, arch: str, last_blocks: int) -> tuple[nn.Module, 
     prefix = nn.Sequential(*layers[:cut])
     suffix = nn.Sequential(*layers[cut:], model.avgpool, nn.Flatten(1), model.fc)
     return prefix, suffix
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, images: Sequence[np.ndarray], spec: dict, batch_size: int = 16) -> np.ndarray:
+    """Class probabilities (N x C, float64) of decoded RGB images, with the checkpoint's preprocessing."""
+    model.eval()
+    s = int(spec["size"])
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        x = np.empty((len(chunk), 3, s, s), dtype=np.float32)
+        for i, im in enumerate(chunk):
+            preprocess(im, spec, out=x[i])
+        out.append(model(torch.from_numpy(x)).numpy())
+    if not out:
+        return np.zeros((0, 0))
+    return softmax(np.concatenate(out))

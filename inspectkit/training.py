@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import data as D
 from .checkpoint import make_checkpoint, save_checkpoint
 from .metrics import choose_threshold, classification_report, fbeta, selection_loss, softmax, threshold_sweep
-from .model import build_model, head, set_trainable, split_at, train_mode
+from .model import build_model, head, predict_probs, set_trainable, split_at, train_mode
 from .preprocess import augment, default_spec, preprocess
 
 log = logging.getLogger(__name__)
@@ -516,12 +516,17 @@ def train(cfg: TrainConfig) -> dict:
     metrics: dict = {"stage1_best": best1, "stage2_best": best2}
     if len(member_best) > 1:
         metrics["stage2_members"] = member_best
-    if regions is None:
-        val_logits = _logits(suffix, val_feats)
-    else:  # one pass gives the logits and the region share
-        val_logits, reg = _logits_and_region(*_maps_and_head(suffix), linear, val_feats, y_va, regions[1])
+    if regions is not None:
+        _, reg = _logits_and_region(*_maps_and_head(suffix), linear, val_feats, y_va, regions[1])
         metrics["validation_region_energy"] = 1.0 - reg  # share of the true class's map inside the region
-    threshold, found = validation_threshold(y_va, softmax(val_logits.numpy()), names, defect_index, cfg.target_recall)
+    # The threshold and the validation report come from the scores the app serves: full precision, from the decoded
+    # image. The float16 feature cache that training validates on moves a score in its 4th digit, enough to shift a
+    # threshold that sits between two validation scores (set_threshold.py, which rereads the images, would then
+    # choose another one).
+    # (in the layout a loaded checkpoint has: the channels_last prefix takes other kernels, other last digits)
+    model.to(memory_format=torch.contiguous_format)
+    val_probs = predict_probs(model, [images[i] for i in va], spec)
+    threshold, found = validation_threshold(y_va, val_probs, names, defect_index, cfg.target_recall)
     metrics.update(found)
     timing = {"cache_s": round(cache_s, 1), "stage1_s": round(stage1_s, 1), "stage2_s": round(stage2_s, 1),
               "total_s": round(time.perf_counter() - t_start, 1)}

@@ -160,6 +160,20 @@ def test_average_states_averages_what_differs_and_copies_what_is_shared():
         average_states([])
 
 
+def test_training_chooses_the_threshold_set_threshold_would_choose(casting_tree, tmp_path):
+    """The threshold and the validation report come from the scores the app computes (full precision, from the
+    images, in the layout a loaded checkpoint has), not from the float16 feature cache: choosing again on the same
+    split and target gives the same threshold to the last digit. (ResNet-18: a randomly initialised MobileNetV2
+    gives every image the same score, which cannot tell the two apart.)"""
+    from inspectkit.evaluation import rethreshold
+
+    ckpt = train(_cfg(casting_tree, tmp_path, arch="resnet18", last_blocks=1, stage1_epochs=2, stage2_epochs=1))
+    again = rethreshold(load_checkpoint(tmp_path / "m.pt"), casting_tree)
+    assert again["threshold"] == ckpt["threshold"]
+    assert again["metrics"]["threshold_choice"] == ckpt["metrics"]["threshold_choice"]
+    assert again["metrics"]["validation"] == ckpt["metrics"]["validation"]
+
+
 def test_training_is_seeded(casting_tree, tmp_path):
     a = train(_cfg(casting_tree, tmp_path / "a", stage1_epochs=2, stage2_epochs=1))
     b = train(_cfg(casting_tree, tmp_path / "b", stage1_epochs=2, stage2_epochs=1))
