@@ -14,6 +14,7 @@ the model is actually loaded, so ``python app.py`` serves its page in about the 
 """
 
 import base64
+import collections
 import io
 import logging
 import os
@@ -57,9 +58,73 @@ MAX_API_WAITING = 8
 #: Multipart overhead allowed on top of MAX_UPLOAD_BYTES before a request body is refused unread.
 BODY_SLACK_BYTES = 64 * 1024
 
+class FairLock:
+    """A lock handed to its waiters in arrival order.
+
+    ``threading.Lock`` wakes an arbitrary waiter, and the thread that just released it often takes it straight back:
+    under load the JSON endpoint's requests kept overtaking the Gradio worker, whose jobs then waited several times
+    longer. Here ``release`` passes ownership directly to the longest waiter, so nobody can barge in between.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: collections.deque = collections.deque()
+
+    def acquire(self) -> bool:
+        """Wait for the lock, behind everyone who asked before."""
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        try:
+            turn.acquire()  # released by release(), which has already made us the owner
+        except BaseException:
+            with self._mutex:
+                if turn in self._waiters:
+                    self._waiters.remove(turn)
+                else:  # ownership reached us as we were interrupted: pass it on, or the queue would stall
+                    self._hand_over()
+            raise
+        return True
+
+    def release(self) -> None:
+        """Pass the lock to the longest waiter, or free it."""
+        with self._mutex:
+            if not self._held:
+                raise RuntimeError("release of a FairLock that is not held")
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().release()  # stays held: the waiter owns it now
+        else:
+            self._held = False
+
+    def locked(self) -> bool:
+        """Whether someone holds the lock."""
+        with self._mutex:
+            return self._held
+
+    def waiting(self) -> int:
+        """How many threads are waiting for the lock."""
+        with self._mutex:
+            return len(self._waiters)
+
+    def __enter__(self) -> "FairLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 # One forward pass at a time: torch already spreads one pass over all cores, and the Gradio queue and the
-# JSON endpoint would otherwise run passes side by side and slow each other down.
-INFERENCE_LOCK = threading.Lock()
+# JSON endpoint would otherwise run passes side by side and slow each other down. First come, first served.
+INFERENCE_LOCK = FairLock()
 
 _API_SLOTS = threading.BoundedSemaphore(MAX_API_WAITING)
 

@@ -156,6 +156,92 @@ def test_queue_and_concurrency_are_set_on_purpose(handler):
     assert isinstance(q.default_concurrency_limit, int) and q.default_concurrency_limit >= 1
 
 
+def _wait_until(cond, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_inference_lock_serves_waiters_in_arrival_order(n):
+    """The Gradio worker and the JSON endpoint share the model: whoever asked first runs first."""
+    from inspectkit.service import FairLock
+
+    lock, order = FairLock(), []
+
+    def worker(i):
+        with lock:
+            order.append(i)
+
+    lock.acquire()
+    threads = []
+    for i in range(n):
+        threads.append(threading.Thread(target=worker, args=(i,)))
+        threads[-1].start()
+        _wait_until(lambda: lock.waiting() == i + 1)
+    lock.release()
+    for t in threads:
+        t.join(10)
+    assert order == list(range(n))
+    assert not lock.locked() and lock.waiting() == 0
+
+
+def test_inference_lock_releaser_cannot_barge_in_ahead_of_a_waiter():
+    """A thread that releases and asks again at once (the next request on a busy endpoint) queues behind the
+    one already waiting; a plain threading.Lock usually lets it take the lock straight back."""
+    from inspectkit.service import FairLock
+
+    lock, order = FairLock(), []
+    lock.acquire()
+    waiter = threading.Thread(target=lambda: (lock.acquire(), order.append("waiter"), lock.release()))
+    waiter.start()
+    _wait_until(lambda: lock.waiting() == 1)
+    for _ in range(3):
+        lock.release()
+        lock.acquire()
+        order.append("releaser")
+    lock.release()
+    waiter.join(10)
+    assert order[0] == "waiter" and order.count("releaser") == 3
+
+
+def test_inference_lock_survives_an_interrupted_waiter_and_refuses_a_stray_release():
+    import signal
+
+    from inspectkit.service import FairLock
+
+    class Interrupted(Exception):
+        pass
+
+    lock = FairLock()
+    holder_may_go, got = threading.Event(), []
+    holder = threading.Thread(target=lambda: (lock.acquire(), holder_may_go.wait(10), lock.release()))
+    holder.start()
+    _wait_until(lock.locked)
+
+    def interrupt(*_):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Interrupted):
+            lock.acquire()  # the main thread waits, then a signal breaks the wait
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert lock.waiting() == 0  # it left the queue instead of holding a place nobody will take
+    later = threading.Thread(target=lambda: (lock.acquire(), got.append(1), lock.release()))
+    later.start()
+    _wait_until(lambda: lock.waiting() == 1)
+    holder_may_go.set()
+    holder.join(10), later.join(10)
+    assert got == [1]
+    with pytest.raises(RuntimeError, match="not held"):
+        lock.release()
+
+
 def test_full_gradio_queue_answers_busy_and_accepted_jobs_complete(gated):
     """Model held up; 40 jobs to /predict: the ones beyond the queue get gradio's clear 'Queue is full' at
     once (QueueError, HTTP 503), not a hang; after the model is free, every accepted job returns a verdict."""
