@@ -7,9 +7,10 @@ loading checks it when present.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 import os
+import re
 import pickle
 import platform
 import tempfile
@@ -64,6 +65,20 @@ def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_
     }
     validate(ckpt, "checkpoint")
     return ckpt
+
+
+def weights_digest(state_dict: dict) -> str:
+    """SHA-256 of a state_dict's names, dtypes, shapes and values, in name order.
+
+    Two trainings with the same weights have the same digest even though their files differ (the file also holds
+    timings, history and library versions): this is how a rerun shows it reproduced a model.
+    """
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def digest_path(path: str | Path) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import data as D
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint, weights_digest
 from .metrics import (classification_report, predict_labels, selection_loss, threshold_sweep,
                       weighted_log_loss)
 from .model import predict_probs
@@ -142,7 +142,8 @@ def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Pa
 
     The first checkpoint's validation files are re-derived from its train config (and checked against its record);
     every other checkpoint must record the same validation files, otherwise the comparison would not be like for
-    like. Per checkpoint: accuracy, missed defects and false alarms at its own stored threshold, ROC-AUC, log-loss
+    like. Per checkpoint: the digest of its weights (:func:`inspectkit.checkpoint.weights_digest`, equal for a
+    reproduced model), accuracy, missed defects and false alarms at its own stored threshold, ROC-AUC, log-loss
     and the selection loss training early-stops on (binary: the defect-weighted log-loss). The rows come back in
     the order given. With ``robustness`` each row also holds the framing and light changes of
     :func:`robustness_report` on the validation images, their worst accuracy and the robust score (the mean of the
@@ -171,7 +172,8 @@ def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Pa
         probs = predict_probs(model, images, ckpt["preprocessing"])
         d = ckpt["defect_index"]
         rep = classification_report(labels, probs, ckpt["class_names"], d, ckpt["threshold"])
-        row = {"checkpoint": str(path), "input_size": ckpt["preprocessing"]["size"], "threshold": ckpt["threshold"],
+        row = {"checkpoint": str(path), "weights_sha256": weights_digest(ckpt["state_dict"]),
+               "input_size": ckpt["preprocessing"]["size"], "threshold": ckpt["threshold"],
                "n": rep["n"], "accuracy": rep["accuracy"], "roc_auc": rep["roc_auc"],
                "log_loss": weighted_log_loss(labels, probs, np.ones(probs.shape[1]))}
         if d is not None:

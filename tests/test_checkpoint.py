@@ -29,6 +29,25 @@ def test_round_trip_keeps_classes_preprocessing_threshold(tmp_path, names, defec
     assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), model.state_dict().values()))
 
 
+def test_weights_digest_names_the_weights_not_the_file(tmp_path):
+    """Same weights in two files that differ elsewhere: same digest; any change to a value, a name or a dtype:
+    another digest. Integer and 0-d buffers (num_batches_tracked) count too."""
+    a = C.load_checkpoint(write_checkpoint(tmp_path / "a.pt", threshold=0.3))
+    b = C.load_checkpoint(write_checkpoint(tmp_path / "b.pt", threshold=0.7))
+    assert C.sha256_file(tmp_path / "a.pt") != C.sha256_file(tmp_path / "b.pt")
+    sd = a["state_dict"]
+    digest = C.weights_digest(sd)
+    assert digest == C.weights_digest(b["state_dict"]) == C.weights_digest(dict(reversed(list(sd.items()))))
+    counter = next(k for k, v in sd.items() if v.dim() == 0)
+    changed = [
+        {**sd, "classifier.1.bias": sd["classifier.1.bias"] + 1e-3},
+        {**sd, counter: sd[counter] + 1},
+        {**sd, "classifier.1.bias": sd["classifier.1.bias"].double()},
+        {("x" + k if k == "classifier.1.bias" else k): v for k, v in sd.items()},
+    ]
+    assert len({digest, *(C.weights_digest(c) for c in changed)}) == 1 + len(changed)
+
+
 def test_save_is_atomic_and_records_digest(tmp_path):
     p = write_checkpoint(tmp_path / "m.pt")
     assert [f.name for f in tmp_path.iterdir() if f.name.endswith(".tmp")] == []

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from inspectkit.checkpoint import load_checkpoint
+from inspectkit.checkpoint import load_checkpoint, weights_digest
 from inspectkit.training import TrainConfig, train
 
 
@@ -85,6 +85,9 @@ def test_compare_models_scores_checkpoints_on_their_shared_validation_split(trai
     assert res["split"] == "validation" and res["n"] == len(val) > 0
     assert [m["checkpoint"] for m in res["models"]] == [str(first), str(second)]
     assert [m["input_size"] for m in res["models"]] == [64, 80]
+    assert [m["weights_sha256"] for m in res["models"]] == [weights_digest(load_checkpoint(c)["state_dict"])
+                                                         for c in (first, second)]
+    assert res["models"][0]["weights_sha256"] != res["models"][1]["weights_sha256"]
     for m in res["models"]:
         assert m["missed_defects"] + m["false_alarms"] == round((1 - m["accuracy"]) * m["n"])
         assert m["selection_loss"] > 0 and m["log_loss"] > 0
