@@ -87,3 +87,17 @@ def test_selection_table_matches_the_round_5_comparison():
 def test_stated_training_time_is_the_committed_models():
     total = EVALUATION["timing"]["total_s"]
     assert f"The committed run took **{total:,.0f} s" in README
+
+
+def test_reproduction_claim_matches_its_report():
+    """The rerun of the training command gave the committed weights and threshold, as README says."""
+    from inspectkit.checkpoint import load_checkpoint, weights_digest
+
+    rep = json.loads((REPO / "reports" / "reproduction_casting.json").read_text())
+    committed, rerun = rep["models"]
+    assert committed["checkpoint"] == "final_best_model.pt"
+    assert committed["weights_sha256"] == rerun["weights_sha256"]
+    assert committed["threshold"] == rerun["threshold"]
+    ckpt = load_checkpoint(REPO / "final_best_model.pt")
+    assert weights_digest(ckpt["state_dict"]) == committed["weights_sha256"]
+    assert f"the same threshold {ckpt['threshold']!r}" in " ".join(README.split())
