@@ -61,9 +61,9 @@ BODY_SLACK_BYTES = 64 * 1024
 class FairLock:
     """A lock handed to its waiters in arrival order.
 
-    ``threading.Lock`` wakes an arbitrary waiter, and the thread that just released it often takes it straight back:
-    under load the JSON endpoint's requests kept overtaking the Gradio worker, whose jobs then waited several times
-    longer. Here ``release`` passes ownership directly to the longest waiter, so nobody can barge in between.
+    ``threading.Lock`` promises no order: any waiter may win, and the thread that just released it can take it
+    straight back, so a burst of JSON requests could keep the Gradio worker waiting. Here ``release`` passes
+    ownership directly to the longest waiter, so nobody can barge in between.
     """
 
     def __init__(self) -> None:

@@ -101,3 +101,55 @@ def test_reproduction_claim_matches_its_report():
     ckpt = load_checkpoint(REPO / "final_best_model.pt")
     assert weights_digest(ckpt["state_dict"]) == committed["weights_sha256"]
     assert f"the same threshold {ckpt['threshold']!r}" in " ".join(README.split())
+
+
+RELIABILITY = REPO / "reports" / "reliability"
+FLAT = " ".join(README.split())  # line breaks as spaces: a figure may wrap
+
+
+def _reliability(name: str) -> dict:
+    return json.loads((RELIABILITY / f"{name}.json").read_text())
+
+
+def test_reliability_runs_were_made_on_the_committed_model():
+    digest = (REPO / "final_best_model.pt.sha256").read_text().split()[0]
+    for name in ("fuzz", "fuzz_torch"):
+        assert _reliability(name)["checkpoint_sha256"] == digest, name
+    for name in ("load", "soak", "load_first_start"):
+        assert _reliability(name)["environment"]["model"]["sha256"] == digest, name
+
+
+def test_fuzz_figures_match_their_reports():
+    fuzz, torch_fuzz = _reliability("fuzz"), _reliability("fuzz_torch")
+    o = fuzz["outcomes"]
+    assert (f"**{fuzz['cases']:,} cases in {fuzz['elapsed_s']:.0f} s, {fuzz['violations']} contract violations** "
+            f"({o['refused']:,} refused with a message, {o['accepted']:,} accepted, {o['batch']:,} mixed batches; "
+            f"`--seed {fuzz['seed']}`") in FLAT
+    assert (f"{torch_fuzz['cases']:,} cases in {torch_fuzz['elapsed_s']:.0f} s, {torch_fuzz['violations']} "
+            "violations") in FLAT
+
+
+def _ms(x: float) -> str:
+    return f"{x:,.0f} ms"
+
+
+def test_load_and_soak_table_matches_their_reports():
+    table = table_after("**Load and soak** on loopback")
+    load, soak = _reliability("load"), _reliability("soak")
+    rows = {"8 clients × 60 s, all": load, "· JSON API": load["per_target"]["api"],
+            "· Gradio `/predict`": load["per_target"]["gradio"], "soak, 1,000 sequential": soak}
+    for label, r in rows.items():
+        requests, errors, rate, p50, p95 = table[label][:5]
+        assert (requests, errors, rate) == (f"{r['requests']:,}", str(r["errors"]), f"{r['requests_per_s']:.1f}")
+        assert (p50, p95) == (_ms(r["latency_ms"]["p50"]), _ms(r["latency_ms"]["p95"]))
+    rss = load["server_rss_mb"]
+    assert table["8 clients × 60 s, all"][5] == f"{rss['before']:.1f} → {rss['after']:.1f} MB"
+    rss = soak["server_rss_mb"]
+    assert table["soak, 1,000 sequential"][5].replace("**", "") == (f"{rss['start']:.1f} → {rss['end']:.1f} MB (+{rss['growth']:.1f} MB)")
+
+
+def test_first_start_figures_match_their_report():
+    r = _reliability("load_first_start")
+    rss = r["server_rss_mb"]
+    assert (f"{r['requests_per_s']:.1f} req/s, p95 {_ms(r['latency_ms']['p95'])}, {r['errors']} errors, "
+            f"RSS {rss['before']:.0f} → {rss['after']:.0f} MB") in FLAT
