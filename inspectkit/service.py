@@ -58,6 +58,7 @@ MAX_API_WAITING = 8
 #: Multipart overhead allowed on top of MAX_UPLOAD_BYTES before a request body is refused unread.
 BODY_SLACK_BYTES = 64 * 1024
 
+
 class FairLock:
     """A lock handed to its waiters in arrival order.
 
