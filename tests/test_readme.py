@@ -84,6 +84,19 @@ def test_selection_table_matches_the_round_5_comparison():
                                   pct(m["robustness_worst_accuracy"]), f"{m['threshold']:.4f}"], name
 
 
+def test_earlier_rounds_table_matches_their_comparison():
+    res = json.loads((REPO / "reports" / "model_selection_casting.json").read_text())
+    letter = {m["checkpoint"]: re.search(r"casting-(?:224|300)(\w)/", m["checkpoint"]).group(1).upper()
+              for m in res["models"]}
+    table = table_after("**Earlier rounds.**")
+    assert set(table) == set(letter.values())
+    for m in res["models"]:
+        name = letter[m["checkpoint"]]
+        assert table[name][1:] == [
+            f"{m['selection_loss']:.4f}", f"{m['log_loss']:.4f}", f"{m['roc_auc']:.5f}", pct(m["accuracy"]),
+            str(m["missed_defects"]), str(m["false_alarms"])], name
+
+
 def test_stated_training_time_is_the_committed_models():
     total = EVALUATION["timing"]["total_s"]
     assert f"The committed run took **{total:,.0f} s" in README
