@@ -22,6 +22,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=d.data, help="casting layout (train/ and test/ of class folders) or folder-per-class")
+    p.add_argument("--extra-data", action="append", default=[], metavar="FOLDER",
+                   help="another line or photo session (folder-per-class, the same classes) to train and validate on "
+                        "too; each is split on its own by near-duplicate groups (repeatable)")
     p.add_argument("--arch", default=d.arch, choices=["mobilenet_v2", "resnet18"])
     p.add_argument("--weights", default=d.weights,
                    help="'imagenet' (torchvision's official weights; needs internet or the torch hub cache), "
@@ -58,6 +61,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
                    help="data with defect boxes or masks (NEU-DET, MVTec AD): weight of the stage-2 penalty on "
                         "heat-map mass outside the defect region (0: off)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--split-seed", type=int, default=d.split_seed,
+                   help="seed of the validation split (default: --seed); fix it to compare several seeds on one split")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
     p.add_argument("--limit", type=int, default=d.limit, help="at most this many images per class (smoke runs)")
     p.add_argument("--out", default=d.out, help="checkpoint path")

@@ -62,6 +62,19 @@ class Dataset:
                 "files_sha256": hashlib.sha256("\n".join(rel).encode()).hexdigest()}
 
 
+def concat(parts: Sequence[Dataset]) -> Dataset:
+    """One Dataset from several with the same classes (e.g. two photo sessions); root and defect class of the first."""
+    if not parts:
+        raise ValueError("concat needs at least one data set")
+    first = parts[0]
+    for ds in parts[1:]:
+        if ds.class_names != first.class_names:
+            raise ValueError(f"cannot join {ds.root} (classes {ds.class_names}) to {first.root} "
+                             f"(classes {first.class_names}): the classes must be the same")
+    return Dataset(first.root, [p for ds in parts for p in ds.paths], np.concatenate([ds.labels for ds in parts]),
+                   first.class_names, first.defect_index, [s for ds in parts for s in ds.skipped])
+
+
 def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 

@@ -34,6 +34,7 @@ from .checkpoint import make_checkpoint, save_checkpoint
 from .metrics import choose_threshold, classification_report, fbeta, selection_loss, softmax, threshold_sweep
 from .model import build_model, head, predict_probs, set_trainable, split_at, train_mode
 from .preprocess import augment, default_spec, preprocess
+from .review import review_band
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,13 @@ class TrainConfig:
     target_recall: float = 0.995
     region_weight: float = 0.0  # >0: stage 2 also penalises heat-map mass outside the defect boxes/masks
     seed: int = 0
+    split_seed: int | None = None  # seed of the validation (and test) split; None: ``seed``. Set it to compare
+    # runs of several seeds on one validation split
     threads: int = 0  # 0: torch's default
     limit: int = 0  # >0: use at most this many images per class (smoke runs and tests)
+    # other photo sessions or lines (folder-per-class, the same classes) joined to train and validation: each is
+    # split on its own by near-duplicate groups, so every line has its own validation part; none gives a test split
+    extra_data: list = field(default_factory=list)
     out: str = "final_best_model.pt"
     extra: dict = field(default_factory=dict)
 
@@ -102,15 +108,54 @@ def prepare_data(cfg: TrainConfig) -> dict:
     has_test = D.is_split_layout(Path(cfg.data)) and (Path(cfg.data) / "test").is_dir()
     test_idx = np.zeros(0, dtype=np.int64)
     pool_idx = np.arange(len(full))
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
     if not has_test:
-        pool_idx, test_idx = D.group_split(full.labels, groups, cfg.test_fraction, cfg.seed + 1,
+        pool_idx, test_idx = D.group_split(full.labels, groups, cfg.test_fraction, split_seed + 1,
                                            cfg.max_group_fraction)
-    tr, va = D.group_split(full.labels[pool_idx], groups[pool_idx], cfg.val_fraction, cfg.seed,
+    tr, va = D.group_split(full.labels[pool_idx], groups[pool_idx], cfg.val_fraction, split_seed,
                            cfg.max_group_fraction)
     train_idx, val_idx = pool_idx[tr], pool_idx[va]
     regions = load_regions(full, cfg.data, images) if cfg.region_weight > 0 else None
-    return {"full": full, "images": images, "groups": groups, "train_idx": train_idx, "val_idx": val_idx,
-            "test_idx": test_idx, "has_test_folder": has_test, "regions": regions}
+    prep = {"full": full, "images": images, "groups": groups, "train_idx": train_idx, "val_idx": val_idx,
+            "test_idx": test_idx, "has_test_folder": has_test, "regions": regions,
+            "lines": [{"root": str(cfg.data), "n": len(full), "train_idx": train_idx, "val_idx": val_idx}]}
+    for k, root in enumerate(cfg.extra_data):
+        if regions is not None:
+            raise ValueError("region_weight > 0 cannot be combined with extra_data (the extra lines carry no regions)")
+        _join_line(prep, root, cfg, desc, hashes, line=k + 1)
+    return prep
+
+
+def _join_line(prep: dict, root: str, cfg: TrainConfig, desc: np.ndarray, hashes: list[str], line: int) -> None:
+    """Append another line's photos (folder-per-class, the pool's classes) to ``prep``, split on their own.
+
+    A photo with an exact or near twin anywhere in the first line's pool stays in train, so no twin of a train
+    photo reaches this line's validation part.
+    """
+    full = prep["full"]
+    defect = full.class_names[full.defect_index] if full.defect_index is not None else None
+    ds = D.load_folder(root, None, defect, full.class_names)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    ds = _limit(ds, cfg.limit, split_seed + line)
+    ds, imgs = D.decode_all(ds)
+    d2, h2 = D.descriptors(imgs), D.file_hashes(ds.paths)
+    twins = D.find_twins(d2, h2, desc, hashes, cfg.twin_threshold)
+    has_twin = np.array([t["kind"] != "none" for t in twins], dtype=bool)
+    groups = D.duplicate_groups(d2, h2, cfg.twin_threshold)
+    free = np.nonzero(~has_twin)[0]
+    tr, va = D.group_split(ds.labels[free], groups[free], cfg.val_fraction, split_seed + line, cfg.max_group_fraction)
+    train_local = np.sort(np.concatenate([free[tr], np.nonzero(has_twin)[0]]))
+    val_local = free[va]
+    off = len(full)
+    log.info("line %d (%s): %d photos, %d with a twin in line 0 kept in train, %d validation", line, root, len(ds),
+             int(has_twin.sum()), len(val_local))
+    prep["full"] = D.concat([full, ds])
+    prep["images"] = prep["images"] + imgs
+    prep["groups"] = np.concatenate([prep["groups"], groups + prep["groups"].max() + 1])
+    prep["train_idx"] = np.concatenate([prep["train_idx"], train_local + off])
+    prep["val_idx"] = np.concatenate([prep["val_idx"], val_local + off])
+    prep["lines"].append({"root": str(root), "n": len(ds), "train_idx": train_local + off, "val_idx": val_local + off,
+                          "twins_in_line0": int(has_twin.sum())})
 
 
 def recorded_validation_hash(ckpt: dict) -> str | None:
@@ -373,7 +418,7 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
          train_labels: np.ndarray, val_feats: torch.Tensor, val_labels: np.ndarray, cfg: TrainConfig,
          defect_index: int | None, n_classes: int, stage: str, history: list,
          regions: tuple[torch.Tensor, torch.Tensor] | None = None, linear: nn.Linear | None = None,
-         member: int = 0) -> dict:
+         member: int = 0, keep_start: bool = False, tick=None) -> dict:
     """One stage: AdamW + cosine decay, a random cached view per image each epoch, early stopping, best kept.
 
     With ``cfg.ema_epochs`` > 0 the validated (and kept) weights are an exponential moving average of the trained
@@ -402,8 +447,9 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
     def validate() -> dict:
         return _validate(net, val_feats, val_labels, defect_index, loss_fn, cfg, None if regions is None else regions[1])
 
-    # the starting point competes too: stage 2 is only kept where it beats the stage-1 head on validation
-    best = validate() if stage != "stage1" else None
+    # the starting point competes too: stage 2 is only kept where it beats the stage-1 head on validation (and an
+    # adapted model's head only where it beats the parent's)
+    best = validate() if stage != "stage1" or keep_start else None
     best_state, bad = copy.deepcopy(net.state_dict()), 0
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
@@ -432,6 +478,8 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
         row = {"stage": stage, "member": member, "epoch": epoch, "train_loss": total / seen, **val,
                "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
         history.append(row)
+        if tick is not None:
+            tick()
         improved = _better(val, best)
         log.info("%s epoch %d/%d train_loss %.4f val_loss %.4f val_acc %.4f val_score %.4f%s %.1fs%s", stage, epoch,
                  epochs, row["train_loss"], val["val_loss"], val["val_acc"], val["val_score"],
@@ -448,40 +496,41 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
     return best
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run both stages, pick the threshold on validation, save the checkpoint; returns it."""
-    if cfg.members < 1:
-        raise ValueError(f"members must be at least 1 (one stage-2 run), got {cfg.members}")
-    if cfg.ema_epochs < 0:
-        raise ValueError(f"ema_epochs must be >= 0 (0: no weight averaging), got {cfg.ema_epochs}")
-    t_start = time.perf_counter()
-    _seed_all(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    prep = prepare_data(cfg)
-    full, images = prep["full"], prep["images"]
-    tr, va = prep["train_idx"], prep["val_idx"]
-    names, defect_index = full.class_names, full.defect_index
-    spec = default_spec(cfg.size)
-    model = build_model(cfg.arch, len(names), cfg.weights)
+def fit_stages(model: nn.Module, cfg: TrainConfig, train_images: list[np.ndarray], y_tr: np.ndarray,
+               val_images: list[np.ndarray], y_va: np.ndarray, names: list[str], defect_index: int | None,
+               spec: dict, masks: tuple[list, list] | None = None, keep_start: bool = False,
+               progress=None) -> tuple[dict, list]:
+    """Both stages on cached prefix features: the machinery shared by training and adaptation.
+
+    ``model`` is trained in place (left in eval mode) and its last ``cfg.last_blocks`` blocks and head are what
+    changes. ``masks`` (train, validation: one region mask or None per image) turns on the region loss.
+    ``keep_start``: the model's starting head competes in stage 1 too, so adapting a good model never keeps a
+    worse head (training from ImageNet has a random head, which must always be replaced). ``progress(fraction,
+    text)`` is called as the work advances (for a UI). Returns (metrics with stage bests and timing, history).
+    """
+    say = progress or (lambda f, t: None)
     set_trainable(model, cfg.arch, cfg.last_blocks)
     prefix, suffix = split_at(model, cfg.arch, cfg.last_blocks)
     t0 = time.perf_counter()
-    masks = prep["regions"]
+    say(0.0, "caching features")
     # batch 16 is the fastest frozen-prefix throughput measured on the 2-core CPU (64 is 50% slower)
-    train_feats = cache_prefix(prefix, [images[i] for i in tr], spec, cfg.views, cfg.aug_strength, cfg.seed,
-                               16, "cache train", None if masks is None else [masks[i] for i in tr])
-    val_feats = cache_prefix(prefix, [images[i] for i in va], spec, 1, 0.0, cfg.seed, 16, "cache val",
-                             None if masks is None else [masks[i] for i in va])
+    train_feats = cache_prefix(prefix, train_images, spec, cfg.views, cfg.aug_strength, cfg.seed,
+                               16, "cache train", None if masks is None else masks[0])
+    val_feats = cache_prefix(prefix, val_images, spec, 1, 0.0, cfg.seed, 16, "cache val",
+                             None if masks is None else masks[1])
     regions = None
     if masks is not None:
         (train_feats, train_regions), (val_feats, val_regions) = train_feats, val_feats
         regions = (train_regions, val_regions[:, 0])
     val_feats = val_feats[:, 0]
     cache_s = time.perf_counter() - t0
-    y_tr, y_va = full.labels[tr], full.labels[va]
     history: list[dict] = []
+    epochs_total = cfg.stage1_epochs + cfg.stage2_epochs * cfg.members
 
+    def tick():
+        say(0.3 + 0.7 * min(1.0, len(history) / max(1, epochs_total)), f"epoch {len(history)} of at most {epochs_total}")
+
+    say(0.3, "stage 1")
     # Stage 1: the head alone on pooled features of the frozen network (pooled once, so epochs take a second).
     t1 = time.perf_counter()
     body = nn.Sequential(*list(suffix.children())[:-1]).eval()
@@ -490,7 +539,7 @@ def train(cfg: TrainConfig) -> dict:
         pooled_va = _logits(body, val_feats)
     hd = head(model, cfg.arch)
     best1 = _fit(hd, hd.train, list(hd.parameters()), cfg.lr1, cfg.stage1_epochs, pooled_tr, y_tr, pooled_va,
-                 y_va, cfg, defect_index, len(names), "stage1", history)
+                 y_va, cfg, defect_index, len(names), "stage1", history, keep_start=keep_start, tick=tick)
     stage1_s = time.perf_counter() - t1
 
     # Stage 2: the last K blocks and the head at a lower learning rate; frozen BatchNorm stays in eval.
@@ -506,7 +555,8 @@ def train(cfg: TrainConfig) -> dict:
     for k in range(cfg.members):
         suffix.load_state_dict(start)
         member_best.append(_fit(suffix, mode, params, cfg.lr2, cfg.stage2_epochs, train_feats, y_tr, val_feats, y_va,
-                                cfg, defect_index, len(names), "stage2", history, regions, linear, member=k))
+                                cfg, defect_index, len(names), "stage2", history, regions, linear, member=k,
+                                tick=tick))
         states.append(copy.deepcopy(suffix.state_dict()))
     best2 = member_best[0]
     if len(states) > 1:
@@ -528,6 +578,32 @@ def train(cfg: TrainConfig) -> dict:
     if regions is not None:
         _, reg = _logits_and_region(*_maps_and_head(suffix), linear, val_feats, y_va, regions[1])
         metrics["validation_region_energy"] = 1.0 - reg  # share of the true class's map inside the region
+    metrics["timing"] = {"cache_s": round(cache_s, 1), "stage1_s": round(stage1_s, 1), "stage2_s": round(stage2_s, 1)}
+    say(1.0, "trained")
+    return metrics, history
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run both stages, pick the threshold on validation, save the checkpoint; returns it."""
+    if cfg.members < 1:
+        raise ValueError(f"members must be at least 1 (one stage-2 run), got {cfg.members}")
+    if cfg.ema_epochs < 0:
+        raise ValueError(f"ema_epochs must be >= 0 (0: no weight averaging), got {cfg.ema_epochs}")
+    t_start = time.perf_counter()
+    _seed_all(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    prep = prepare_data(cfg)
+    full, images = prep["full"], prep["images"]
+    tr, va = prep["train_idx"], prep["val_idx"]
+    names, defect_index = full.class_names, full.defect_index
+    spec = default_spec(cfg.size)
+    model = build_model(cfg.arch, len(names), cfg.weights)
+    masks = prep["regions"]
+    metrics, history = fit_stages(
+        model, cfg, [images[i] for i in tr], full.labels[tr], [images[i] for i in va], full.labels[va], names,
+        defect_index, spec, None if masks is None else ([masks[i] for i in tr], [masks[i] for i in va]))
+    y_va = full.labels[va]
     # The threshold and the validation report come from the scores the app serves: full precision, from the decoded
     # image. The float16 feature cache that training validates on moves a score in its 4th digit, enough to shift a
     # threshold that sits between two validation scores (set_threshold.py, which rereads the images, would then
@@ -535,19 +611,33 @@ def train(cfg: TrainConfig) -> dict:
     val_probs = predict_probs(model, [images[i] for i in va], spec)
     threshold, found = validation_threshold(y_va, val_probs, names, defect_index, cfg.target_recall)
     metrics.update(found)
-    timing = {"cache_s": round(cache_s, 1), "stage1_s": round(stage1_s, 1), "stage2_s": round(stage2_s, 1),
-              "total_s": round(time.perf_counter() - t_start, 1)}
+    if len(prep["lines"]) > 1:  # each line's own validation figures at the one threshold
+        pos = {int(i): k for k, i in enumerate(va)}
+        metrics["validation_lines"] = [
+            {"root": ln["root"], **classification_report(full.labels[ln["val_idx"]],
+                                                         val_probs[[pos[int(i)] for i in ln["val_idx"]]],
+                                                         names, defect_index, threshold)}
+            for ln in prep["lines"]]
+    timing = {**metrics["timing"], "total_s": round(time.perf_counter() - t_start, 1)}
     metrics["timing"] = timing
-    split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "twin_threshold": cfg.twin_threshold,
+    split = {"seed": cfg.seed if cfg.split_seed is None else cfg.split_seed, "val_fraction": cfg.val_fraction, "twin_threshold": cfg.twin_threshold,
              "max_group_fraction": cfg.max_group_fraction,
              "train": full.subset(tr).fingerprint(), "validation": full.subset(va).fingerprint(),
              "groups": int(prep["groups"].max() + 1), "skipped": full.skipped,
              "has_test_folder": prep["has_test_folder"]}
+    if len(prep["lines"]) > 1:
+        split["lines"] = [{"root": ln["root"], "n": ln["n"], "train": full.subset(ln["train_idx"]).fingerprint(),
+                           "validation": full.subset(ln["val_idx"]).fingerprint(),
+                           **({"twins_in_line0": ln["twins_in_line0"]} if "twins_in_line0" in ln else {})}
+                          for ln in prep["lines"]]
     if len(prep["test_idx"]):
         split["test_fraction"] = cfg.test_fraction
         split["test_files"] = [str(full.paths[i].relative_to(full.root)) for i in prep["test_idx"]]
+    # the needs-review band, from the same validation scores as the threshold (rule: inspectkit/review.py)
+    band = None if threshold is None else review_band(y_va == defect_index, val_probs[:, defect_index], threshold)
     ckpt = make_checkpoint(model, cfg.arch, names, defect_index, spec, threshold, metrics=metrics,
-                           train_config=asdict(cfg), data={**full.fingerprint(), "split": split}, history=history)
+                           train_config=asdict(cfg), data={**full.fingerprint(), "split": split}, history=history,
+                           review_band=band)
     save_checkpoint(ckpt, cfg.out)
     log.info("saved %s (threshold %s, val acc %.4f) in %.0fs: %s", cfg.out, threshold,
              metrics["validation"]["accuracy"], timing["total_s"], timing)
