@@ -23,6 +23,7 @@ from torch import nn
 from .digest import sha256_file  # noqa: F401 (part of this module's API)
 from .model import ARCHS, build_model
 from .preprocess import validate_spec
+from .review import check_band
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "arch", "state_dict", "class_names", "defect_index", "preprocessing",
@@ -47,8 +48,13 @@ def plain(obj: Any) -> Any:
 def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_index: int | None,
                     preprocessing: dict, threshold: float | None, metrics: dict | None = None,
                     train_config: dict | None = None, data: dict | None = None,
-                    history: list | None = None) -> dict:
-    """Assemble the checkpoint dict (tensors on the CPU, contiguous)."""
+                    history: list | None = None, review_band: dict | None = None) -> dict:
+    """Assemble the checkpoint dict (tensors on the CPU, contiguous).
+
+    ``review_band``: the needs-review band derived on validation (:func:`inspectkit.review.review_band`), stored
+    as the optional key ``"review_band"`` (plain floats, ints and strings); a checkpoint without it gets the
+    fallback band around its threshold when loaded (:func:`inspectkit.review.band_for_checkpoint`).
+    """
     ckpt = {
         "format_version": FORMAT_VERSION,
         "arch": arch,
@@ -63,6 +69,8 @@ def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_
         "history": plain(history or []),
         "versions": library_versions(),
     }
+    if review_band is not None:
+        ckpt["review_band"] = plain(review_band)
     validate(ckpt, "checkpoint")
     return ckpt
 
@@ -170,6 +178,11 @@ def validate(ckpt: Any, name: str) -> None:
         validate_spec(ckpt["preprocessing"])
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
+    band = ckpt.get("review_band")
+    if band is not None:  # optional: older checkpoints have none
+        check_band(band, f"{name} review_band")
+        if not all(isinstance(v, (str, int, float)) for v in band.values()):
+            raise ValueError(f"{name} review_band must hold only numbers and strings")
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
