@@ -33,6 +33,9 @@ CSS = """
 .badge-text {font-size:1.05em; line-height:1.5; word-break:break-all}
 .summary {font-size:1.1em; padding:6px 2px}
 .count {font-weight:700} .count.defect {color:#b91c1c} .count.ok {color:#15803d} .count.error {color:#6b7280}
+.count.review {color:#b45309}
+.flag.review {font-size:.9em; font-weight:800; letter-spacing:.04em; padding:4px 10px; border-radius:8px;
+  color:#78350f; background:#fde68a; border:1px solid #d97706; white-space:nowrap}
 .errors {color:#b91c1c; margin:4px 0 0 0}
 .muted {color:#6b7280}
 .status {padding:6px 10px; border-radius:8px; font-size:.95em}
@@ -59,7 +62,7 @@ from gradio_client import Client, handle_file
 
 client = Client("http://localhost:7860/")          # or the Space id, e.g. Client("<user>/casting-inspection")
 r = client.predict(handle_file("casting.jpg"), None, False, api_name="/predict")
-print(r["verdict"], r["defect_probability"], r["threshold"], r["latency_ms"]["total"])
+print(r["verdict"], r["defect_probability"], r["threshold"], r["needs_review"], r["latency_ms"]["total"])
 # several at once (at most {MAX_BATCH}); a bad file gets "error" and the others still complete:
 rs = client.predict([handle_file("a.jpg"), handle_file("b.jpg")], None, api_name="/predict_batch")
 ```
@@ -71,7 +74,10 @@ as a base64 PNG).
 curl -F "file=@casting.jpg" "http://localhost:7860/api/inspect?heatmap=true"
 ```
 Answers `{{"verdict": "DEFECT", "defect_probability": 0.97, "probabilities": {{...}}, "threshold": ...,
-"latency_ms": {{"decode": ..., "total": ...}}, "heatmap_png_base64": "..."}}`; a file that is not an image gets
+"needs_review": false, "review_band": {{"low": ..., "high": ...}}, "latency_ms": {{"decode": ..., "total": ...}},
+"heatmap_png_base64": "..."}}`. `needs_review` is true when the defect probability lies in the review band around
+the threshold (the model's band, moved with `threshold`; `review_margin=2` sets it to 2 logits either side). The
+Gradio endpoints return the same two fields. A file that is not an image gets
 422 with a message, one over {MAX_UPLOAD_MB} MB gets 413. The schema is at `/docs` and `/openapi.json`;
 `GET /api/health` says whether the model is loaded.
 """
@@ -110,6 +116,10 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
     def redecide(state, threshold):
         """New verdicts at the slider's threshold, from the stored probabilities."""
         return ui.ui_call(ui.redecide, handler, state, threshold)
+
+    def rereview(state, margin):
+        """Needs-review flags for a review band of ``margin`` logits either side of the threshold."""
+        return ui.ui_call(ui.rereview, handler, state, margin)
 
     def reblend(state, opacity):
         """Overlays redrawn at the slider's opacity, from the stored heat maps."""
@@ -157,6 +167,11 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                                               label="Decision threshold on p(defect)", elem_id="threshold",
                                               info="DEFECT when p(defect) \u2265 threshold. Starts at the model's "
                                                    "threshold; moving it re-decides at once, without running the model.")
+                        review_margin = gr.Slider(
+                            0.0, ui.MAX_REVIEW_MARGIN, value=ui.initial_review_margin(handler), step=0.1,
+                            label="Needs-review band, logits either side of the threshold", elem_id="review-margin",
+                            info="Photos this close to the threshold are flagged NEEDS REVIEW. Until moved, the "
+                                 "model's own band is used (derived on validation); 0 turns flagging off.")
                         opacity = gr.Slider(0.0, 1.0, value=ui.DEFAULT_OPACITY, step=0.05, label="Heat-map opacity",
                                             elem_id="opacity")
                         if examples:
@@ -185,6 +200,7 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                         table = gr.Dataframe(headers=ui.TABLE_HEADERS, interactive=False, wrap=True, label="Results",
                                              elem_id="results")
                         csv_file = gr.File(label="Results as CSV", interactive=False, elem_id="csv")
+                        label_next = gr.Markdown(elem_id="label-next")
             with gr.Tab("Model", id="model"):
                 gr.Markdown("## The model in use")
                 loaded = gr.Markdown("The model is loading...", elem_id="loaded-model")
@@ -219,7 +235,8 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
             api_go = gr.Button("predict")
             api_go_batch = gr.Button("predict_batch")
 
-        view = [session, summary, gallery, badge, original, overlay, probabilities, latency, table, csv_file]
+        view = [session, summary, gallery, badge, original, overlay, probabilities, latency, table, csv_file,
+                label_next]
         detail = [session, badge, original, overlay, probabilities, latency]
         hidden = dict(api_visibility="undocumented")
         files.upload(inspect_files, [files, opacity, session], view, api_name="inspect_upload", **hidden)
@@ -232,6 +249,7 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         # Re-deciding, re-blending and selecting never run the network: no need to wait behind an inspection.
         light = dict(api_visibility="private", concurrency_limit=None)
         threshold.release(redecide, [session, threshold], view, **light)
+        review_margin.release(rereview, [session, review_margin], view, **light)
         opacity.release(reblend, [session, opacity], view, **light)
         gallery.select(select, [session], detail, **light)
         demo.load(model_status, None, [status, threshold, loaded], concurrency_limit=None, api_visibility="private")

@@ -9,6 +9,12 @@ Everything the handler needs (architecture, classes, preprocessing, decision thr
 checkpoint; decoding and preprocessing are the functions training and evaluation use, and the verdict is
 ``inspectkit.metrics.predict_labels`` (defect when p_defect >= threshold).
 
+Needs review: each result of a model with a defect class carries ``needs_review``, true when p_defect lies in the
+review band around the threshold (``handler.review_band``: the checkpoint's band derived on validation, or for a
+checkpoint without one ``inspectkit.review.DEFAULT_MARGIN`` logits either side of its threshold; see
+``inspectkit/review.py``). At another threshold the band moves with it in logit space (``review_band_at``);
+``set_review_band`` changes it.
+
 Backends: ``"onnx"`` runs an ONNX Runtime graph generated from the checkpoint (cached by its SHA-256) that
 returns logits and last-block features, and computes the heat map from them without a backward pass (exact
 Grad-CAM for a global-pool + linear head); ``"torch"`` runs the PyTorch model with autograd Grad-CAM
@@ -34,6 +40,7 @@ from inspectkit.heatmap import cam_from_features, check_opacity, heatmap_at, ove
 from inspectkit.imageio import load_rgb, source_name
 from inspectkit.metrics import predict_labels, softmax
 from inspectkit.preprocess import preprocess, validate_spec
+from inspectkit.review import band_at, band_for_checkpoint, check_band, in_band, symmetric_band
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,9 @@ class InspectionResult:
     error: str | None = None
     target: str | None = None  # the class the heat map explains
     backend: str | None = None  # "onnx", "torch" (or "onnx-int8")
+    needs_review: bool | None = None  # p_defect in the review band (None: error, or no defect class)
+    review_band: dict | None = None  # {"low": ..., "high": ...} the band it was judged against
+
 
     def to_dict(self, include_arrays: bool = False) -> dict:
         """A JSON-ready dict. Arrays are left out (their shapes are given) unless ``include_arrays``,
@@ -75,6 +85,8 @@ class InspectionResult:
             "threshold": None if self.threshold is None else float(self.threshold),
             "timings_ms": {k: float(v) for k, v in self.timings_ms.items()},
             "error": self.error, "target": self.target, "backend": self.backend,
+            "needs_review": self.needs_review,
+            "review_band": None if self.review_band is None else {k: float(v) for k, v in self.review_band.items()},
         }
         for key in ("heatmap", "overlay", "image"):
             arr = getattr(self, key)
@@ -163,6 +175,10 @@ class InferenceHandler:
         self.threshold: float | None = None if info["threshold"] is None else float(info["threshold"])
         self.preprocessing: dict = validate_spec(info["preprocessing"])
         self.input_size = int(self.preprocessing["size"])
+        # the checkpoint's needs-review band (or the stated fallback); replaced whole by set_review_band, so a
+        # thread reading it never sees half an update
+        self._checkpoint_band: dict | None = band_for_checkpoint(info) if self.threshold is not None else None
+        self._review_band: dict | None = self._checkpoint_band
         self.load_time_s = time.perf_counter() - t0
 
     # -- loading ----------------------------------------------------------------------------------------------
@@ -235,6 +251,57 @@ class InferenceHandler:
             if not 0.0 <= t <= 1.0:
                 raise ValueError(f"threshold {threshold!r} must be in [0, 1]")
         return self._verdict(int(predict_labels(p, self.defect_index, t)[0]))
+
+    # -- needs review -----------------------------------------------------------------------------------------
+    @property
+    def review_band(self) -> dict | None:
+        """The needs-review band in force around the model's threshold: ``threshold``, ``low``, ``high``,
+        ``source`` ("validation", "fallback" or "user"), ``rule`` and, when derived on validation, its counts there.
+        None for a model without a defect class. A copy: change it with :meth:`set_review_band`."""
+        return None if self._review_band is None else dict(self._review_band)
+
+    def set_review_band(self, margin: float | None = None, low: float | None = None,
+                        high: float | None = None) -> dict | None:
+        """Change the band around the model's threshold and return it: ``margin`` logits either side of it, or the
+        explicit edges ``low`` <= threshold <= ``high``; with no argument, back to the checkpoint's band."""
+        if self.threshold is None:
+            raise ValueError("this model has no defect class and no threshold, so it has no review band")
+        if margin is not None and (low is not None or high is not None):
+            raise ValueError("give either margin or low and high, not both")
+        if margin is not None:
+            lo, hi = symmetric_band(self.threshold, margin)
+            band = {"threshold": self.threshold, "low": lo, "high": hi, "margin": float(margin), "source": "user",
+                    "rule": f"{float(margin):g} logits either side of the threshold, set by the user"}
+        elif low is not None or high is not None:
+            if low is None or high is None:
+                raise ValueError("give both low and high")
+            check_band({"threshold": self.threshold, "low": low, "high": high}, "the review band")
+            band = {"threshold": self.threshold, "low": float(low), "high": float(high), "source": "user",
+                    "rule": "edges set by the user"}
+        else:
+            band = self._checkpoint_band
+        self._review_band = band
+        return self.review_band
+
+    def review_band_at(self, threshold: float | None = None, margin: float | None = None) -> dict | None:
+        """``{"low", "high", "threshold"}`` of the band around ``threshold`` (default: the model's): the band in
+        force moved there in logit space, or with ``margin`` a band of that many logits either side of it.
+        None for a model without a defect class."""
+        band = self._review_band
+        if band is None:
+            return None
+        t = self.threshold if threshold is None else float(threshold)
+        lo, hi = symmetric_band(t, margin) if margin is not None else band_at(band, t)
+        return {"low": lo, "high": hi, "threshold": t}
+
+    def needs_review(self, defect_probability: float | None, threshold: float | None = None,
+                     margin: float | None = None) -> bool | None:
+        """Whether ``defect_probability`` lies in the band around ``threshold`` (see :meth:`review_band_at`);
+        None when there is no probability or no band."""
+        band = self.review_band_at(threshold, margin)
+        if band is None or defect_probability is None:
+            return None
+        return in_band(float(defect_probability), band["low"], band["high"])
 
     def _target_index(self, target) -> int | None:
         if target is None:
@@ -438,6 +505,7 @@ class InferenceHandler:
             return hm, ov, (tb - ta) * 1e3, (time.perf_counter() - tb) * 1e3
 
         rendered = self._map(render, list(range(n))) if heatmap else [(None, None, 0.0, 0.0)] * n
+        band = self.review_band_at()  # once per chunk: the same band for the whole chunk even if it is changed now
         for j, i in enumerate(slots):
             rgb = rgbs[j]
             label = int(labels[j])
@@ -457,6 +525,9 @@ class InferenceHandler:
                 heatmap=hm, overlay=ov, image=rgb, timings_ms=tm,
                 target=self.class_names[int(targets[j])] if heatmap else None,
                 backend=self.backend,
+                needs_review=None if band is None else in_band(float(probs[j, self.defect_index]), band["low"],
+                                                               band["high"]),
+                review_band=None if band is None else {"low": band["low"], "high": band["high"]},
             )
         if n == 1 and len(idx) == 1:
             # a single image: the wall time of the whole call, overheads included

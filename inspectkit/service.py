@@ -358,15 +358,41 @@ def label_for(handler: Any, probabilities: dict, verdict: str | None) -> str | N
     return max(others, key=others.get) if others else None
 
 
-def result_json(result: Any, handler: Any, threshold: float | None = None, heatmap_png: bool = False) -> dict:
+def review_band_for(handler: Any, threshold: float | None = None, margin: float | None = None) -> dict | None:
+    """``{"low", "high"}`` of the needs-review band around ``threshold`` (default: the model's), or with ``margin``
+    that many logits either side of it; None for a model without a threshold. A handler without review support
+    (older or stand-in handlers) gets the fallback band of inspectkit.review around its threshold."""
+    from . import review
+
+    fn = getattr(handler, "review_band_at", None)
+    if callable(fn):
+        band = fn(threshold, margin)
+        return None if band is None else {"low": float(band["low"]), "high": float(band["high"])}
+    t = threshold if threshold is not None else getattr(handler, "threshold", None)
+    if t is None or getattr(handler, "defect_class", None) is None:
+        return None
+    low, high = review.symmetric_band(t, review.DEFAULT_MARGIN if margin is None else margin)
+    return {"low": low, "high": high}
+
+
+def result_json(result: Any, handler: Any, threshold: float | None = None, heatmap_png: bool = False,
+                review_margin: float | None = None) -> dict:
     """The JSON answer for one InspectionResult: name, verdict, label, probabilities, defect probability,
-    threshold, latency in ms per stage, error; with ``heatmap_png``, the Grad-CAM heat map drawn over the
-    photo as a base64 PNG. ``threshold`` re-decides the verdict from the probabilities (no new forward pass).
+    threshold, ``needs_review`` and the ``review_band`` it was judged against, latency in ms per stage, error;
+    with ``heatmap_png``, the Grad-CAM heat map drawn over the photo as a base64 PNG. ``threshold`` re-decides the
+    verdict from the probabilities (no new forward pass), and the band moves with it; ``review_margin`` (logits)
+    replaces the band by a symmetric one.
     """
     verdict, used, label = result.verdict, result.threshold, result.label
     if result.error is None and threshold is not None and result.defect_probability is not None:
         verdict, used = handler.decide(result.probabilities, threshold), float(threshold)
         label = label_for(handler, result.probabilities, verdict)
+    band = needs = None
+    if result.error is None and result.defect_probability is not None:
+        band = review_band_for(handler, used, review_margin)
+        if band is not None:
+            needs = bool(band["low"] <= float(result.defect_probability) <= band["high"])
+            band = {k: round(v, 6) for k, v in band.items()}
     out = {
         "name": safe_name(result.name),
         "verdict": verdict,
@@ -374,6 +400,8 @@ def result_json(result: Any, handler: Any, threshold: float | None = None, heatm
         "probabilities": {str(k): round_or_none(v) for k, v in (result.probabilities or {}).items()},
         "defect_probability": round_or_none(result.defect_probability),
         "threshold": round_or_none(used),
+        "needs_review": needs,
+        "review_band": band,
         "latency_ms": {str(k): round(float(v), 2) for k, v in (result.timings_ms or {}).items()},
         "error": None if result.error is None else error_message(result.error, result.name, safe_name(result.name)),
     }
@@ -413,6 +441,10 @@ class InspectResponse(BaseModel):
     probabilities: dict[str, float] = Field(description="probability of each class")
     defect_probability: Optional[float] = Field(description="probability of the defect class")
     threshold: Optional[float] = Field(description="DEFECT when defect_probability >= threshold")
+    needs_review: Optional[bool] = Field(
+        default=None, description="defect_probability lies in review_band: a person should look at this part")
+    review_band: Optional[dict[str, float]] = Field(
+        default=None, description="low and high edge of the needs-review band around the threshold in use")
     latency_ms: dict[str, float] = Field(
         description="milliseconds per stage: decode, preprocess, forward, gradcam, overlay, total")
     error: Optional[str] = None
@@ -520,6 +552,9 @@ def create_api(handler: Any):
         threshold: Optional[float] = Query(None, gt=0.0, lt=1.0,
                                         description="decision threshold on p(defect); default: the model's"),
         opacity: float = Query(0.45, ge=0.0, le=1.0, description="heat-map opacity in the overlay"),
+        review_margin: Optional[float] = Query(
+            None, ge=0.0, le=20.0, description="needs-review band, logits either side of the threshold; default: "
+                                               "the model's band (derived on validation), moved to the threshold"),
     ):
         """Inspect one image sent as multipart form field `file`: verdict (OK/DEFECT), class probabilities,
         the threshold used, latency per stage in ms and, with `heatmap=true`, the Grad-CAM overlay as a base64 PNG.
@@ -529,7 +564,7 @@ def create_api(handler: Any):
             raise HTTPException(503, f"server busy: {MAX_API_WAITING} inspections are already waiting for the "
                                      "model; retry in a few seconds", headers={"Retry-After": "5"})
         try:
-            return _inspect_upload(handler, file, heatmap, threshold, opacity)
+            return _inspect_upload(handler, file, heatmap, threshold, opacity, review_margin)
         finally:
             _API_SLOTS.release()
 
@@ -543,7 +578,8 @@ def create_api(handler: Any):
     return api
 
 
-def _inspect_upload(handler: Any, file: UploadFile, heatmap: bool, threshold: Optional[float], opacity: float) -> dict:
+def _inspect_upload(handler: Any, file: UploadFile, heatmap: bool, threshold: Optional[float], opacity: float,
+                    review_margin: Optional[float] = None) -> dict:
     """The body of POST /api/inspect: size checks, one inspection, the JSON answer or an HTTP error."""
     name = safe_name(file.filename)
     data = file.file.read(MAX_UPLOAD_BYTES + 1)  # at most one byte past the limit
@@ -561,7 +597,8 @@ def _inspect_upload(handler: Any, file: UploadFile, heatmap: bool, threshold: Op
     except Exception as exc:
         log.exception("inspecting %s failed", name)
         raise HTTPException(500, f"internal error while inspecting {name}: {type(exc).__name__}") from None
-    return result_json(result, get_handler(handler), threshold=threshold, heatmap_png=heatmap)
+    return result_json(result, get_handler(handler), threshold=threshold, heatmap_png=heatmap,
+                       review_margin=review_margin)
 
 
 def create_app(handler: Any, demo: Any, **mount_kwargs):

@@ -4,6 +4,10 @@ A session's results live in a plain dict (kept in ``gr.State``): per image the c
 copy of the photo and its heat map. Moving the threshold slider re-decides from the stored probabilities
 (``handler.decide``), moving the opacity slider re-blends the stored heat maps: neither runs the network again.
 
+Needs review: a photo whose p(defect) lies in the review band around the threshold in force is flagged in the
+badge, the summary, the table and the CSV, and "Label these next" lists the batch closest to the threshold first
+(inspectkit/review.py). The band follows the threshold slider; the band slider replaces it by a symmetric one.
+
 Every function that renders returns the outputs in the order of :data:`VIEW_OUTPUTS` (after the state), so
 the UI wiring and these functions cannot drift apart.
 """
@@ -23,14 +27,22 @@ from typing import Any, Callable
 import numpy as np
 
 from . import service
+from .review import DEFAULT_MARGIN, review_order, uncertainty
 from .service import MAX_BATCH, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, get_handler, upload_name
 
 #: The outputs every render returns, in order (the session state comes first, then these).
-VIEW_OUTPUTS = ("summary", "gallery", "badge", "original", "overlay", "probabilities", "latency", "table", "csv")
+VIEW_OUTPUTS = ("summary", "gallery", "badge", "original", "overlay", "probabilities", "latency", "table", "csv",
+                "label_next")
 #: The detail panel's outputs (a subset of VIEW_OUTPUTS), in order.
 DETAIL_OUTPUTS = ("badge", "original", "overlay", "probabilities", "latency")
-TABLE_HEADERS = ["file", "verdict", "defect probability", "threshold", "latency ms", "note"]
-CSV_HEADERS = ["file", "verdict", "label", "defect_probability", "threshold", "latency_ms", "error"]
+TABLE_HEADERS = ["file", "verdict", "defect probability", "threshold", "latency ms", "note", "review"]
+#: review_rank: 1 for the photo to label first (closest to the threshold), empty for files without a probability
+CSV_HEADERS = ["file", "verdict", "label", "defect_probability", "threshold", "latency_ms", "error", "needs_review",
+               "review_low", "review_high", "review_rank"]
+#: Rows shown in "Label these next" (the CSV ranks the whole batch).
+LABEL_NEXT_ROWS = 10
+#: The band slider's range, logits either side of the threshold.
+MAX_REVIEW_MARGIN = 6.0
 STAGES = ("decode", "preprocess", "forward", "gradcam", "overlay", "total")
 #: Longest side of the copies kept for display: enough for a 300 px casting photo at 2x, small per session.
 DISPLAY_SIDE = 640
@@ -48,8 +60,9 @@ _CSV_MAX_AGE_S = 3600.0
 
 
 def new_state() -> dict:
-    """An empty session: no results, the model's threshold, the default opacity."""
-    return {"items": [], "threshold": None, "opacity": DEFAULT_OPACITY, "selected": 0, "run_ms": 0.0}
+    """An empty session: no results, the model's threshold and review band, the default opacity."""
+    return {"items": [], "threshold": None, "opacity": DEFAULT_OPACITY, "selected": 0, "run_ms": 0.0,
+            "review_margin": None}
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -216,6 +229,54 @@ def verdict_of(handler: Any, item: dict, threshold: float | None) -> str:
     return get_handler(handler).decide(item["probabilities"], threshold)
 
 
+def band_of(handler: Any, state: dict, thr: float | None = None) -> dict | None:
+    """The needs-review band in force (``{"low", "high"}``): the model's band moved to the threshold in force, or
+    the band slider's margin either side of it once the user moved that slider; None without a threshold."""
+    thr = threshold_of(handler, state) if thr is None else thr
+    if thr is None:
+        return None
+    return service.review_band_for(get_handler(handler), thr, state.get("review_margin"))
+
+
+def needs_review_of(item: dict, band: dict | None) -> bool | None:
+    """Whether a stored result's p(defect) lies in ``band``; None for a failed file or without a band."""
+    p = item.get("defect_probability")
+    if item.get("error") or p is None or band is None:
+        return None
+    return bool(band["low"] <= p <= band["high"])
+
+
+def review_ranks(items: list, thr: float | None) -> list[int | None]:
+    """Per item its place in the labelling order (1: closest to the threshold), None where there is no p(defect)."""
+    ranks: list[int | None] = [None] * len(items)
+    if thr is None:
+        return ranks
+    probs = [None if it.get("error") else it.get("defect_probability") for it in items]
+    for rank, i in enumerate(review_order(probs, thr), start=1):
+        ranks[i] = rank
+    return ranks
+
+
+def rereview(handler: Any, state: dict, margin: float) -> tuple:
+    """A new review band of ``margin`` logits either side of the threshold (no forward pass)."""
+    state = dict(state or new_state())
+    m = float(margin)
+    if not 0.0 <= m <= 20.0:
+        raise ValueError(f"review band {margin!r} must be 0 to 20 logits")
+    state["review_margin"] = m
+    return (state, *render(handler, state))
+
+
+def initial_review_margin(handler: Any) -> float:
+    """Where the band slider starts: the model's band margin once loaded (the default rule's otherwise). The
+    model's own band (maybe widened on one side by validation errors) stays in force until the slider moves."""
+    if service.model_state(handler) == "ready":
+        band = getattr(get_handler(handler), "review_band", None)
+        if isinstance(band, dict) and isinstance(band.get("margin"), (int, float)):
+            return float(min(band["margin"], MAX_REVIEW_MARGIN))
+    return DEFAULT_MARGIN
+
+
 def redecide(handler: Any, state: dict, threshold: float) -> tuple:
     """New verdicts at ``threshold`` from the stored probabilities (no forward pass)."""
     state = dict(state or new_state())
@@ -255,18 +316,21 @@ def render(handler: Any, state: dict) -> tuple:
     if not items:
         empty_summary = ("<div class='summary muted'>Drop one or more casting photos on the left (or pick an "
                          "example) to inspect them.</div>")
-        return (empty_summary, [], _badge(None, None, None), None, None, None, "", [], None)
+        return (empty_summary, [], _badge(None, None, None), None, None, None, "", [], None, "")
     thr = threshold_of(handler, state)
+    band = band_of(handler, state, thr)
     verdicts = [verdict_of(handler, it, thr) for it in items]
     cmap = _colormap(handler)
-    gallery = [_gallery_entry(it, v, state["opacity"], cmap) for it, v in zip(items, verdicts)]
-    rows = table_rows(handler, items, verdicts, thr)
-    return (_summary(items, verdicts, thr, state.get("run_ms", 0.0)), gallery,
-            *detail(handler, state, thr=thr, verdicts=verdicts), _table_view(rows),
-            write_csv(rows))
+    gallery = [_gallery_entry(it, v, state["opacity"], cmap, needs_review_of(it, band))
+               for it, v in zip(items, verdicts)]
+    rows = table_rows(handler, items, verdicts, thr, band)
+    return (_summary(items, verdicts, thr, state.get("run_ms", 0.0), band), gallery,
+            *detail(handler, state, thr=thr, verdicts=verdicts, band=band), _table_view(rows),
+            write_csv(rows), label_next_markdown(items, verdicts, thr, band))
 
 
-def detail(handler: Any, state: dict, thr: float | None = None, verdicts: list | None = None) -> tuple:
+def detail(handler: Any, state: dict, thr: float | None = None, verdicts: list | None = None,
+           band: dict | None = None) -> tuple:
     """The detail panel (see DETAIL_OUTPUTS) for the selected image."""
     items = [it for it in state.get("items", []) if it]
     if not items:
@@ -274,12 +338,13 @@ def detail(handler: Any, state: dict, thr: float | None = None, verdicts: list |
     i = int(np.clip(state.get("selected", 0), 0, len(items) - 1))
     it = items[i]
     thr = threshold_of(handler, state) if thr is None else thr
+    band = band_of(handler, state, thr) if band is None else band
     v = verdicts[i] if verdicts is not None else verdict_of(handler, it, thr)
     if it.get("error"):
         return (_badge(it, v, thr), None, None, None, "")
     overlay = blend(it["image"], it["heat"], state.get("opacity", DEFAULT_OPACITY), _colormap(handler))
     probs = {k: round(p, 4) for k, p in it["probabilities"].items()}
-    return (_badge(it, v, thr), it["image"], overlay, probs, latency_html(it["timings_ms"]))
+    return (_badge(it, v, thr, band), it["image"], overlay, probs, latency_html(it["timings_ms"]))
 
 
 def _colormap(handler: Any) -> Any:
@@ -290,7 +355,11 @@ def _verdict_class(v: str) -> str:
     return {"DEFECT": "defect", "OK": "ok", "ERROR": "error"}.get(str(v).upper(), "other")
 
 
-def _badge(item: dict | None, verdict: str | None, thr: float | None) -> str:
+def _band_text(band: dict | None) -> str:
+    return "" if band is None else f"{_fmt_p(band['low'])}\u2013{_fmt_p(band['high'])}"
+
+
+def _badge(item: dict | None, verdict: str | None, thr: float | None, band: dict | None = None) -> str:
     if item is None:
         return "<div class='badge-box muted'>No image inspected yet.</div>"
     name = _esc(item["name"])
@@ -300,7 +369,13 @@ def _badge(item: dict | None, verdict: str | None, thr: float | None) -> str:
     p = item.get("defect_probability")
     line = (f"p(defect) = <b>{_fmt_p(p)}</b> &middot; threshold {_fmt_p(thr)}" if p is not None
             else f"label <b>{_esc(item.get('label'))}</b>")
-    return (f"<div class='badge-box'><span class='badge {_verdict_class(verdict)}'>{_esc(verdict)}</span>"
+    flag = ""
+    if needs_review_of(item, band):
+        # the verdict stays as decided; the flag says it is too close to the threshold to trust without a look
+        flag = (f"<span class='flag review' title='p(defect) is inside the review band {_band_text(band)}'>"
+                f"NEEDS REVIEW</span>")
+        line += f" &middot; review band {_band_text(band)}"
+    return (f"<div class='badge-box'><span class='badge {_verdict_class(verdict)}'>{_esc(verdict)}</span>{flag}"
             f"<div class='badge-text'><b>{name}</b><br>{line}</div></div>")
 
 
@@ -315,7 +390,7 @@ def latency_html(timings: dict) -> str:
             f"<tr>{cells}</tr></table>")
 
 
-def _summary(items: list, verdicts: list, thr: float | None, run_ms: float) -> str:
+def _summary(items: list, verdicts: list, thr: float | None, run_ms: float, band: dict | None = None) -> str:
     n = len(items)
     n_def = sum(1 for v in verdicts if str(v).upper() == "DEFECT")
     n_ok = sum(1 for v in verdicts if str(v).upper() == "OK")
@@ -329,6 +404,10 @@ def _summary(items: list, verdicts: list, thr: float | None, run_ms: float) -> s
         parts.append(f"{other} other")
     if bad:
         parts.append(f"<span class='count error'>{len(bad)} not inspected</span>")
+    if band is not None:
+        n_rev = sum(1 for it in items if needs_review_of(it, band))
+        parts.append(f"<span class='count review'>{n_rev} need{'s' if n_rev == 1 else ''} review</span> "
+                     f"(band {_band_text(band)})")
     parts.append(f"threshold {_fmt_p(thr)}")
     if done:
         parts.append(f"{run_ms / 1000:.2f} s in all, {per:.0f} ms per image")
@@ -338,34 +417,63 @@ def _summary(items: list, verdicts: list, thr: float | None, run_ms: float) -> s
     return out
 
 
-def _gallery_entry(item: dict, verdict: str, opacity: float, colormap: Any = "jet") -> tuple:
+def _gallery_entry(item: dict, verdict: str, opacity: float, colormap: Any = "jet",
+                   review: bool | None = None) -> tuple:
     if item.get("error"):
         return (_placeholder(), f"{item['name']} \u2014 ERROR")
     p = item.get("defect_probability")
-    caption = f"{item['name']} \u2014 {verdict}" + (f" (p={p:.3f})" if p is not None else "")
+    caption = (f"{item['name']} \u2014 {verdict}" + (f" (p={p:.3f})" if p is not None else "")
+               + (", needs review" if review else ""))
     return (blend(item["image"], item["heat"], opacity, colormap), caption)
 
 
 # ----------------------------------------------------------------------------------- table and CSV
 
 
-def table_rows(handler: Any, items: list, verdicts: list, thr: float | None) -> list[list]:
-    """One row per file: file, verdict, defect probability, threshold, total latency in ms, error, label."""
+def table_rows(handler: Any, items: list, verdicts: list, thr: float | None, band: dict | None = None) -> list[list]:
+    """One row per file: file, verdict, defect probability, threshold, total latency in ms, error, label, needs
+    review, the review band's low and high edge, and the labelling rank (1: closest to the threshold)."""
     rows = []
-    for it, v in zip(items, verdicts):
+    ranks = review_ranks(items, thr)
+    for it, v, rank in zip(items, verdicts, ranks):
         p = it.get("defect_probability")
         total = it.get("timings_ms", {}).get("total")
         label = it.get("label") if it.get("error") or p is None else service.label_for(
             get_handler(handler), it["probabilities"], v)
         shown_thr = None if thr is None or it.get("error") else round(thr, 4)
+        review = needs_review_of(it, band)
         rows.append([it["name"], v, None if p is None else round(p, 4), shown_thr,
-                     None if total is None else round(total, 1), it.get("error") or "", label])
+                     None if total is None else round(total, 1), it.get("error") or "", label, review,
+                     None if review is None else round(band["low"], 4),
+                     None if review is None else round(band["high"], 4), rank])
     return rows
 
 
 def _table_view(rows: list[list]) -> list[list]:
     return [[r[0], r[1], "" if r[2] is None else f"{r[2]:.4f}", "" if r[3] is None else f"{r[3]:.4f}",
-             "" if r[4] is None else f"{r[4]:.1f}", r[5]] for r in rows]
+             "" if r[4] is None else f"{r[4]:.1f}", r[5], "needs review" if r[7] else ""] for r in rows]
+
+
+def label_next_markdown(items: list, verdicts: list, thr: float | None, band: dict | None,
+                        limit: int = LABEL_NEXT_ROWS) -> str:
+    """"Label these next": the batch's photos closest to the threshold first (|logit p - logit threshold|, in
+    logits), at most ``limit`` rows; the ones inside the review band are marked. Empty without a threshold."""
+    ranks = review_ranks(items, thr)
+    order = sorted((r, i) for i, r in enumerate(ranks) if r is not None)
+    if not order:
+        return ""
+    n_rev = sum(1 for it in items if needs_review_of(it, band))
+    out = [f"**Label these next** (closest to the threshold {_fmt_p(thr)} first; {n_rev} of {len(order)} inside "
+           f"the review band {_band_text(band) or 'n/a'})", "",
+           "| # | file | p(defect) | verdict | logits from threshold | needs review |", "|---:|---|---:|---|---:|---|"]
+    for r, i in order[:limit]:
+        it = items[i]
+        p = it["defect_probability"]
+        out.append(f"| {r} | {md_cell(it['name'])} | {p:.4f} | {md_cell(verdicts[i])} | "
+                   f"{uncertainty(p, thr):.2f} | {'yes' if needs_review_of(it, band) else ''} |")
+    if len(order) > limit:
+        out += ["", f"*{len(order) - limit} more in the CSV (column `review_rank`).*"]
+    return "\n".join(out)
 
 
 def spreadsheet_safe(value: Any) -> Any:
@@ -386,8 +494,9 @@ def csv_text(rows: list[list]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
     w.writerow(CSV_HEADERS)
-    for name, verdict, p, thr, ms, err, label in rows:
-        w.writerow([spreadsheet_safe(x) for x in (name, verdict, label, p, thr, ms, err)])
+    for name, verdict, p, thr, ms, err, label, review, low, high, rank in rows:
+        flag = None if review is None else ("yes" if review else "no")
+        w.writerow([spreadsheet_safe(x) for x in (name, verdict, label, p, thr, ms, err, flag, low, high, rank)])
     return buf.getvalue()
 
 
@@ -440,6 +549,10 @@ def loaded_model_markdown(h: Any) -> str:
              f"| defect class | {md_cell(getattr(h, 'defect_class', None))} |",
              f"| threshold | {'n/a' if h.threshold is None else f'{h.threshold:.4f}'} |",
              f"| input | {md_cell(pre.get('size'))} px square, whole frame resized ({md_cell(pre.get('resize', 'stretch'))}) |"]
+    band = getattr(h, "review_band", None)
+    if isinstance(band, dict):
+        how = "derived on validation" if band.get("source") == "validation" else md_cell(band.get("source", ""))
+        lines.append(f"| needs-review band | {band['low']:.4f} to {band['high']:.4f} ({how}: {md_cell(band.get('rule', ''))}) |")
     weights = (info.get("train_config") or {}).get("weights")
     if weights:
         lines.append(f"| started from | {md_cell(Path(str(weights)).name)} |")
@@ -695,7 +808,8 @@ def api_predict_batch(handler: Any, images: Any, threshold: Any = None) -> list[
                 size = os.path.getsize(paths[i])
                 why = "is empty (0 bytes)" if size == 0 else f"is {size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB"
                 out.append({"name": n, "verdict": None, "label": None, "probabilities": {}, "defect_probability": None,
-                            "threshold": t, "latency_ms": {}, "error": f"{n} {why}"})
+                            "threshold": t, "needs_review": None, "review_band": None, "latency_ms": {},
+                            "error": f"{n} {why}"})
         return out
     except (ValueError, OSError, service.ModelUnavailable) as exc:
         raise _api_error(exc) from None

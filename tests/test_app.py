@@ -7,6 +7,7 @@ import base64
 import csv
 import io
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from app_server import EXAMPLES, REPO, FakeHandler, running_server
 import app
 from inspectkit import service
 from inspectkit import ui_support as ui
+from inspectkit.review import DEFAULT_MARGIN, symmetric_band
 
 FORMULA_NAME = '=HYPERLINK("x")|cmd.jpg'
 
@@ -119,7 +121,7 @@ def test_examples_are_unmodified_dataset_images():
 def test_batch_with_a_bad_file_completes_the_rest(upload_dir):
     good, bad, _ = upload_dir
     h = FakeHandler()
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path = ui.run_inspection(
+    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
         h, [str(good[0]), str(bad), str(good[1])], 0.45, None)
     assert [r[1] for r in table] == ["DEFECT", "ERROR", "OK"]
     assert "broken.jpg" in table[1][5] and "not a readable image" in table[1][5]
@@ -146,6 +148,70 @@ def test_threshold_re_decides_without_the_network(upload_dir):
     state, *view = ui.reblend(h, state, 1.0)
     assert h.images_seen == seen  # neither slider ran the network again
     assert not np.array_equal(view[4], view[3])
+
+
+def _zdist(p: float, t: float) -> float:
+    """|logit(p) - logit(t)|: how far p is from deciding the other way."""
+    return abs(math.log(p / (1 - p)) - math.log(t / (1 - t)))
+
+
+def _csv_rows(path) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(Path(path).read_text(encoding="utf-8-sig"))))[1:]
+
+
+def test_needs_review_in_badge_summary_table_csv_and_label_next(upload_dir):
+    """The fake handler scores the defect example 0.9 and the OK one 0.2, threshold 0.5, no band of its own: the
+    fallback band is DEFAULT_MARGIN logits either side, so 0.2 (1.39 logits away) needs review and 0.9 (2.20) not."""
+    good, _, _ = upload_dir
+    h = FakeHandler()
+    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
+        h, [str(good[0]), str(good[1])], 0.45, None)
+    want = [_zdist(p, 0.5) <= DEFAULT_MARGIN for p in (0.9, 0.2)]
+    assert want == [False, True]
+    assert [r[6] for r in table] == ["needs review" if w else "" for w in want]
+    assert "1 needs review" in summary and "NEEDS REVIEW" not in badge  # the selected first image is outside
+    assert [r[7] for r in _csv_rows(csv_path)] == ["no", "yes"]
+    assert [r[10] for r in _csv_rows(csv_path)] == ["2", "1"]  # 0.2 is closer to the threshold: label it first
+    assert "needs review" in gallery[1][1] and "needs review" not in gallery[0][1]
+    # "Label these next": closest first, with its distance in logits
+    assert label_next.index(good[1].name) < label_next.index(good[0].name)
+    assert f"{_zdist(0.2, 0.5):.2f}" in label_next and f"{_zdist(0.9, 0.5):.2f}" in label_next
+    assert "1 of 2 inside" in label_next
+    state, badge, *_ = ui.select(h, state, 1)
+    assert "NEEDS REVIEW" in badge
+
+    # the band follows the threshold slider (same logit distances around the new threshold)
+    _, summary, *view = ui.redecide(h, state, 0.85)
+    want = [_zdist(p, 0.85) <= DEFAULT_MARGIN for p in (0.9, 0.2)]
+    assert want == [True, False]
+    assert [r[7] for r in _csv_rows(view[7])] == ["yes" if w else "no" for w in want]
+    assert [r[10] for r in _csv_rows(view[7])] == ["1", "2"]
+
+    # the band slider: a symmetric band of that many logits, no forward pass
+    seen = h.images_seen
+    for margin in (3.0, 1.0, 0.0):
+        _, summary, *view = ui.rereview(h, state, margin)
+        want = [_zdist(p, 0.5) <= margin for p in (0.9, 0.2)]
+        assert [r[7] for r in _csv_rows(view[7])] == ["yes" if w else "no" for w in want]
+        assert f"{sum(want)} need" in summary
+    assert h.images_seen == seen
+    with pytest.raises(ValueError, match="logits"):
+        ui.rereview(h, state, -1.0)
+
+
+def test_label_next_lists_at_most_ten_closest_first(tmp_path):
+    names = [f"part_{i:02d}.jpg" for i in range(12)]
+    items = [{"name": n, "error": None, "defect_probability": p, "label": "def_front"}
+             for n, p in zip(names, np.linspace(0.05, 0.95, 12))]
+    items.append({"name": "broken.jpg", "error": "not an image", "defect_probability": None, "label": None})
+    thr = 0.6
+    band = dict(zip(("low", "high"), symmetric_band(thr, 1.0)))
+    md = ui.label_next_markdown(items, ["x"] * len(items), thr, band)
+    order = sorted(range(12), key=lambda i: _zdist(items[i]["defect_probability"], thr))
+    shown = [n for n in names if n in md]
+    assert len(shown) == ui.LABEL_NEXT_ROWS and "broken.jpg" not in md and "2 more in the CSV" in md
+    assert sorted(shown, key=md.index) == [names[i] for i in order[:ui.LABEL_NEXT_ROWS]]
+    assert ui.label_next_markdown(items[-1:], ["ERROR"], thr, band) == ""
 
 
 def test_opacity_zero_shows_the_photo(upload_dir):
@@ -190,12 +256,17 @@ def test_csv_is_correct_and_formula_names_stay_text(upload_dir):
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
     assert rows[0] == ui.CSV_HEADERS
     assert len(rows) == 4
-    name, verdict, label, p, thr, ms, err = rows[1]
+    name, verdict, label, p, thr, ms, err, review, low, high, rank = rows[1]
     assert name == "'" + FORMULA_NAME  # shown as text by Excel, LibreOffice and Sheets
     assert verdict == "OK" and label == "ok_front" and float(p) == pytest.approx(0.2) and float(thr) == 0.5
     assert float(ms) == pytest.approx(9.0) and err == ""
     assert rows[2][:2] == [good[1].name, "OK"]
     assert rows[3][1] == "ERROR" and "not a readable image" in rows[3][6]
+    # needs review: both readable files have p(defect) 0.2, inside the fallback band around 0.5 (no band on the
+    # fake handler); ranked in batch order on the tie; the failed file has no flag, band or rank
+    lo, hi = symmetric_band(0.5, DEFAULT_MARGIN)
+    assert (review, float(low), float(high), rank) == ("yes", pytest.approx(lo, abs=1e-4), pytest.approx(hi, abs=1e-4), "1")
+    assert rows[2][7] == "yes" and rows[2][10] == "2" and rows[3][7:] == ["", "", "", ""]
     for row in rows[1:]:
         for cell in row:
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
@@ -337,6 +408,7 @@ def test_gradio_client_gets_the_handlers_verdict(server, handler):
     assert set(got["latency_ms"]) >= {"decode", "preprocess", "forward", "gradcam", "overlay", "total"}
     png = Image.open(io.BytesIO(base64.b64decode(got["heatmap_png_base64"])))
     assert png.size == Image.open(example).size
+    assert got["needs_review"] is want.needs_review and got["review_band"] == pytest.approx(want.review_band, abs=1e-6)
 
     # another threshold re-decides from the same probabilities
     p = want.defect_probability
@@ -354,6 +426,7 @@ def test_gradio_client_batch_with_a_bad_file(server, upload_dir):
     assert [r["name"] for r in out] == [good[0].name, "broken.jpg", good[1].name]
     assert out[0]["verdict"] in ("OK", "DEFECT") and out[2]["verdict"] in ("OK", "DEFECT")
     assert out[1]["verdict"] is None and "not a readable image" in out[1]["error"]
+    assert out[1]["needs_review"] is None and isinstance(out[0]["needs_review"], bool)
 
 
 def test_json_endpoint_good_and_bad_files(server, handler):
@@ -390,6 +463,45 @@ def test_json_endpoint_good_and_bad_files(server, handler):
     assert httpx.get(server + "api/health", timeout=30).json() == {"status": "ok", "model": "ready", "error": None}
 
 
+def test_model_tab_states_the_review_band(handler):
+    md = ui.loaded_model_markdown(handler)
+    band = handler.review_band
+    assert f"| needs-review band | {band['low']:.4f} to {band['high']:.4f} (fallback:" in md
+    assert ui.initial_review_margin(handler) == band["margin"]
+
+
+def test_json_endpoint_says_needs_review(server, handler):
+    """needs_review is p(defect) inside the band returned with it: the model's band by default, moved with the
+    threshold parameter, or review_margin logits either side."""
+    example = EXAMPLES[1]
+    p = handler.predict(str(example), heatmap=False).defect_probability
+    t0 = handler.threshold
+
+    def ask(**params):
+        r = httpx.post(server + "api/inspect", params=params, files={"file": (example.name, example.read_bytes())},
+                       timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    body = ask()
+    band = handler.review_band_at()
+    assert body["review_band"] == pytest.approx({"low": band["low"], "high": band["high"]}, abs=1e-6)
+    assert body["needs_review"] is (band["low"] <= p <= band["high"])
+    # margins either side of p's own distance: just outside, then just inside
+    d = _zdist(p, t0)
+    assert ask(review_margin=d * 0.9)["needs_review"] is False
+    assert ask(review_margin=d * 1.1 + 1e-6)["needs_review"] is True
+    # another threshold: the band moves with it (the fallback band here: DEFAULT_MARGIN logits either side)
+    t = 0.2 if p > 0.5 else 0.8
+    moved = ask(threshold=t)
+    lo, hi = symmetric_band(t, DEFAULT_MARGIN)
+    assert moved["review_band"] == pytest.approx({"low": lo, "high": hi}, abs=1e-6)
+    assert moved["needs_review"] is (_zdist(p, t) <= DEFAULT_MARGIN)
+    bad = httpx.post(server + "api/inspect", params={"review_margin": "-1"},
+                     files={"file": (example.name, example.read_bytes())}, timeout=60)
+    assert bad.status_code == 422 and "review_margin" in bad.text
+
+
 def test_json_endpoint_is_in_the_openapi_schema(server):
     schema = httpx.get(server + "openapi.json", timeout=30).json()
     op = schema["paths"]["/api/inspect"]["post"]
@@ -399,7 +511,7 @@ def test_json_endpoint_is_in_the_openapi_schema(server):
 
 def test_ui_pipeline_with_the_real_handler(handler, upload_dir):
     good, bad, _ = upload_dir
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path = ui.run_inspection(
+    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
         handler, [str(good[0]), str(bad)], 0.45, None)
     want = handler.predict(str(good[0]))
     assert table[0][1] == want.verdict and table[1][1] == "ERROR"
@@ -410,7 +522,7 @@ def test_ui_pipeline_with_the_real_handler(handler, upload_dir):
 def test_error_messages_quote_the_harmless_name(tmp_path):
     p = tmp_path / "line\nbreak\u202e.jpg"
     p.write_bytes(b"not an image")
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path = ui.run_inspection(
+    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
         FakeHandler(), [str(p)], 0.45, None)
     note = table[0][5]
     assert "linebreak.jpg" in note and "\n" not in note and "\u202e" not in note

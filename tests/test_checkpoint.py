@@ -29,6 +29,24 @@ def test_round_trip_keeps_classes_preprocessing_threshold(tmp_path, names, defec
     assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), model.state_dict().values()))
 
 
+def test_review_band_round_trips_weights_only_and_is_optional(tmp_path):
+    """A band given to make_checkpoint is stored as plain numbers and strings (weights-only loading accepts it);
+    a checkpoint without one has no key, and the fallback around its threshold applies."""
+    from inspectkit.review import band_for_checkpoint, fallback_band, review_band
+
+    band = review_band([True, True, False], [0.95, 0.03, 0.2], 0.37)  # one missed defect widens it below
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v2", 2, weights=None)
+    ckpt = C.make_checkpoint(model, "mobilenet_v2", ["def_front", "ok_front"], 0, default_spec(64), 0.37,
+                             review_band=band)
+    C.save_checkpoint(ckpt, tmp_path / "b.pt")
+    loaded = C.load_checkpoint(tmp_path / "b.pt")  # weights_only=True inside
+    assert loaded["review_band"] == band and band_for_checkpoint(loaded) == band
+    assert loaded["review_band"]["low"] == 0.03  # the missed defect's own score
+    old = C.load_checkpoint(write_checkpoint(tmp_path / "old.pt", threshold=0.37))
+    assert "review_band" not in old and band_for_checkpoint(old) == fallback_band(0.37)
+
+
 def test_weights_digest_names_the_weights_not_the_file(tmp_path):
     """Same weights in two files that differ elsewhere: same digest; any change to a value, a name or a dtype:
     another digest. Integer and 0-d buffers (num_batches_tracked) count too."""
@@ -92,6 +110,9 @@ def test_expected_digest_is_checked(tmp_path):
     (lambda c: c.update(defect_index=7), "defect_index 7"),
     (lambda c: c["preprocessing"].update(size=3), "size 3"),
     (lambda c: c.update(state_dict={}), "state_dict"),
+    (lambda c: c.update(review_band={"threshold": 0.5, "low": 0.7, "high": 0.9}), "must contain its threshold"),
+    (lambda c: c.update(review_band={"threshold": 0.5, "low": 0.0, "high": 0.9}), r"low 0.0 must be .* in \(0, 1\)"),
+    (lambda c: c.update(review_band=[0.1, 0.9]), "review_band must be a dict"),
 ])
 def test_malformed_checkpoints_name_the_problem(tmp_path, mutate, message):
     p = write_checkpoint(tmp_path / "m.pt")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import sys
 import threading
@@ -335,6 +336,99 @@ def test_multiclass_verdict_is_the_class(tmp_path):
         assert r.defect_probability is None and r.threshold is None and h.defect_class is None
         assert r.label == max(r.probabilities, key=r.probabilities.get)
         assert h.decide({"crazing": 0.2, "inclusion": 0.5, "patches": 0.3}) == "inclusion"
+        # no defect class, no threshold: nothing to review against
+        assert h.review_band is None and h.review_band_at() is None and r.needs_review is None
+        assert r.to_dict()["needs_review"] is None and r.to_dict()["review_band"] is None
+
+
+def _z(p: float) -> float:
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
+
+
+def _sig(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_results_carry_needs_review_from_the_fallback_band(handlers, backend):
+    """A checkpoint without a stored band (like the committed model) gets DEFAULT_MARGIN logits either side of
+    its threshold; every result says whether its p(defect) is inside, and to_dict carries both fields."""
+    from inspectkit.review import DEFAULT_MARGIN
+
+    h = handlers[backend]
+    t = h.threshold
+    low, high = _sig(_z(t) - DEFAULT_MARGIN), _sig(_z(t) + DEFAULT_MARGIN)
+    assert h.review_band["source"] == "fallback" and h.review_band["threshold"] == t
+    assert h.review_band["low"] == pytest.approx(low) and h.review_band["high"] == pytest.approx(high)
+    results = h.predict_batch(_images(8, seed=5), heatmap=False)
+    for r in results:
+        assert r.needs_review is (low <= r.defect_probability <= high)
+        assert r.review_band == pytest.approx({"low": low, "high": high})
+        d = r.to_dict()
+        assert d["needs_review"] is r.needs_review and d["review_band"] == pytest.approx({"low": low, "high": high})
+    assert h.predict(_images(1)[0]).needs_review is not None  # the one-image path too
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_set_review_band_changes_which_results_are_flagged(handlers, backend):
+    h = handlers[backend]
+    imgs = _images(8, seed=5)
+    t = h.threshold
+    dist = sorted(abs(_z(r.defect_probability) - _z(t)) for r in h.predict_batch(imgs, heatmap=False))
+    assert dist[3] < dist[4], dist  # a margin between them puts exactly half of the images inside
+    margin = (dist[3] + dist[4]) / 2
+    try:
+        band = h.set_review_band(margin=margin)
+        assert band["source"] == "user" and band["low"] == pytest.approx(_sig(_z(t) - margin))
+        again = h.predict_batch(imgs, heatmap=False)
+        flags = [r.needs_review for r in again]
+        assert flags == [abs(_z(r.defect_probability) - _z(t)) <= margin for r in again] and sum(flags) == 4
+        assert [h.needs_review(r.defect_probability) for r in again] == flags
+        h.set_review_band(low=t, high=t)  # explicit edges: only p == t would be flagged
+        assert not any(r.needs_review for r in h.predict_batch(imgs, heatmap=False))
+        for bad, message in ((dict(low=0.9, high=0.95), "contain its threshold"), (dict(margin=-1), "margin -1"),
+                             (dict(margin=1, low=0.1, high=0.9), "not both"), (dict(low=0.1), "both low and high")):
+            with pytest.raises(ValueError, match=message):
+                h.set_review_band(**bad)
+    finally:
+        h.set_review_band()  # back to the checkpoint's band: the module's other tests share this handler
+    assert h.review_band["source"] == "fallback"
+
+
+def test_a_stored_band_is_used_and_follows_the_threshold(tmp_path):
+    """The band train() stores (here lopsided by a missed validation defect) is the handler's, on both backends
+    (the ONNX path reads it from its cache's copy of the checkpoint); at another threshold it keeps its logit
+    distances below and above."""
+    import torch
+
+    from inspectkit.checkpoint import make_checkpoint, save_checkpoint
+    from inspectkit.model import build_model
+    from inspectkit.preprocess import default_spec
+    from inspectkit.review import review_band
+
+    band = review_band([True, False, True], [0.9, 0.1, 0.01], 0.5)
+    assert band["low"] == 0.01  # the missed defect's score
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v2", 2, weights=None).eval()
+    ck = tmp_path / "banded.pt"
+    save_checkpoint(make_checkpoint(model, "mobilenet_v2", ["def_front", "ok_front"], 0, default_spec(64), 0.5,
+                                    review_band=band), ck)
+    below, above = _z(0.5) - _z(band["low"]), _z(band["high"]) - _z(0.5)
+    for backend in BACKENDS:
+        h = InferenceHandler(ck, backend=backend, cache_dir=tmp_path / "cache")
+        assert h.review_band == band
+        r = h.predict(_images(1, (64, 64))[0], heatmap=False)
+        assert r.review_band == {"low": band["low"], "high": band["high"]}
+        assert r.needs_review is (band["low"] <= r.defect_probability <= band["high"])
+        at = h.review_band_at(0.8)
+        assert at["threshold"] == 0.8 and at["low"] == pytest.approx(_sig(_z(0.8) - below))
+        assert at["high"] == pytest.approx(_sig(_z(0.8) + above))
+        for p in (0.005, 0.02, 0.3, 0.95):
+            assert h.needs_review(p) is (band["low"] <= p <= band["high"])
+            assert h.needs_review(p, threshold=0.8) is (at["low"] <= p <= at["high"])
+            assert h.needs_review(p, margin=1.0) is (abs(_z(p) - _z(0.5)) <= 1.0)
+        assert h.needs_review(None) is None
 
 
 def test_loading_errors(tiny_checkpoint, tmp_path):

@@ -416,7 +416,7 @@ def test_ui_gallery_html_table_and_csv_show_hostile_names_harmlessly(tmp_path, r
     from inspectkit import service, ui_support as ui
 
     paths = _hostile_batch(tmp_path)
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path = ui.run_inspection(
+    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
         real_handler, paths, 0.45, None)
     assert len(gallery) == len(paths) == len(table)
     assert sum(r[1] == "ERROR" for r in table) == sum(1 for i in range(len(paths)) if i % 4 == 0)
@@ -444,7 +444,7 @@ def test_error_messages_show_hostile_names_harmlessly(tmp_path, real_handler):
 
     paths = _hostile_batch(tmp_path)
     bad = [p for i, p in enumerate(paths) if i % 4 == 0]
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path = ui.run_inspection(
+    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
         real_handler, bad, 0.45, None)
     rows = list(csv.reader(io.StringIO(Path(csv_path).read_text(encoding="utf-8-sig"), newline="")))
     api = ui.api_predict_batch(real_handler, bad, None)

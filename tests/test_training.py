@@ -97,6 +97,13 @@ def test_checkpoint_from_training_is_complete_and_loads(casting_tree, tmp_path):
     assert [r["threshold"] for r in sweep][0] == 0.05 and [r["threshold"] for r in sweep][-1] == 0.95
     assert ckpt["versions"]["torch"].startswith("2.")
     assert model_from_checkpoint(ckpt)(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
+    # the needs-review band, derived on the same validation images as the threshold
+    band = ckpt["review_band"]
+    assert band["source"] == "validation" and band["threshold"] == ckpt["threshold"]
+    assert 0 < band["low"] <= ckpt["threshold"] <= band["high"] < 1
+    assert band["validation_n"] == ckpt["metrics"]["validation"]["n"]
+    val = ckpt["metrics"]["validation"]
+    assert band["validation_errors"] == val["missed_defects"] + val["false_alarms"]
 
 
 def test_ema_keeps_an_average_not_the_last_weights(casting_tree, tmp_path):
