@@ -552,7 +552,8 @@ def loaded_model_markdown(h: Any) -> str:
     band = getattr(h, "review_band", None)
     if isinstance(band, dict):
         how = "derived on validation" if band.get("source") == "validation" else md_cell(band.get("source", ""))
-        lines.append(f"| needs-review band | {band['low']:.4f} to {band['high']:.4f} ({how}: {md_cell(band.get('rule', ''))}) |")
+        lines.append(f"| needs-review band | {band['low']:.4f} to {band['high']:.4f} "
+                     f"({how}: {md_cell(band.get('rule', ''))}) |")
     weights = (info.get("train_config") or {}).get("weights")
     if weights:
         lines.append(f"| started from | {md_cell(Path(str(weights)).name)} |")
