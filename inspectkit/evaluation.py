@@ -1,7 +1,8 @@
-"""Evaluation of a checkpoint on its test split: whole and twin-free, plus framing and lighting shifts; and the
-validation-side tools that choose between checkpoints and re-choose a threshold.
+"""Evaluation of a checkpoint on its test split (whole and twin-free, plus framing and lighting shifts) or on every
+image of another labelled folder-per-class set (another line or camera); and the validation-side tools that choose
+between checkpoints and re-choose a threshold.
 
-The test split is only measured here, never used to choose anything.
+The test split and the other sets are only measured here, never used to choose anything.
 """
 
 from __future__ import annotations
@@ -62,11 +63,69 @@ def robustness_report(model: torch.nn.Module, images: list[np.ndarray], labels: 
     return out
 
 
+def report_on_images(ckpt: dict, model: torch.nn.Module | None, images: Sequence[np.ndarray],
+                     labels: Sequence[int] | np.ndarray, files: Sequence[str],
+                     twins: Sequence[str] | None = None) -> dict:
+    """The report on already-decoded images at the checkpoint's stored threshold, without touching the disk.
+
+    ``images`` are RGB uint8 arrays (as :func:`inspectkit.data.decode_all` returns them), ``labels`` their class
+    indices into ``ckpt["class_names"]`` and ``files`` the names to report them by (e.g. paths relative to the data
+    root). ``model`` is the checkpoint's network (None builds it from ``ckpt``; pass it to score the same images with
+    many checkpoints without decoding them again). ``twins``, when given, is each image's twin kind against the
+    training data (``"exact"``, ``"near"`` or ``"none"``, as :func:`inspectkit.data.find_twins` names them): the
+    report then also has a ``twin_free`` section and every misclassified image its twin kind.
+
+    Returns ``{"test": {"all": report[, "twin_free": report]}, "test_sweep": [...] (binary only),
+    "misclassified": [...], "predictions": [...]}``: the reports are
+    :func:`inspectkit.metrics.classification_report`, the sweep :func:`inspectkit.metrics.threshold_sweep` of
+    p(defect), and each prediction ``{"file", "label", "predicted", "p_defect"}`` (``p_defect`` for a binary
+    checkpoint only), in the order given.
+    """
+    names, d, thr = ckpt["class_names"], ckpt["defect_index"], ckpt["threshold"]
+    y = np.asarray(labels, dtype=np.int64)
+    if not (len(images) == len(y) == len(files)) or (twins is not None and len(twins) != len(y)):
+        raise ValueError(f"images ({len(images)}), labels ({len(y)}), files ({len(files)})"
+                         + (f" and twins ({len(twins)})" if twins is not None else "")
+                         + " must be as many")
+    if not len(y):
+        raise ValueError("no images to evaluate")
+    if y.min() < 0 or y.max() >= len(names):
+        raise ValueError(f"labels must be class indices 0..{len(names) - 1} of {names}, got {y.min()}..{y.max()}")
+    if model is None:
+        model = model_from_checkpoint(ckpt).to(memory_format=torch.channels_last)
+    probs = predict_probs(model, list(images), ckpt["preprocessing"])
+    out = {"test": {"all": classification_report(y, probs, names, d, thr)}}
+    if twins is not None:
+        kinds = np.asarray(twins, dtype=str)
+        free = kinds == "none"
+        out["test"]["twin_free"] = classification_report(y[free], probs[free], names, d, thr)
+    if d is not None:
+        out["test_sweep"] = threshold_sweep(y == d, probs[:, d])
+    pred = predict_labels(probs, d, thr)
+    out["misclassified"] = [
+        {"file": str(files[i]), "true": names[y[i]], "predicted": names[pred[i]],
+         "probabilities": {c: round(float(probs[i, j]), 6) for j, c in enumerate(names)},
+         **({"twin": str(kinds[i])} if twins is not None else {})}
+        for i in np.nonzero(pred != y)[0]
+    ]
+    out["predictions"] = [
+        {"file": str(files[i]), "label": names[y[i]], "predicted": names[pred[i]],
+         **({"p_defect": round(float(probs[i, d]), 6)} if d is not None else {})}
+        for i in range(len(y))
+    ]
+    return out
+
+
+def _checkpoint_summary(ckpt: dict) -> dict:
+    names, d = ckpt["class_names"], ckpt["defect_index"]
+    return {"arch": ckpt["arch"], "class_names": names, "threshold": ckpt["threshold"],
+            "defect_class": names[d] if d is not None else None}
+
+
 def evaluate(ckpt: dict, data_root: str | Path, robustness: bool = True) -> dict:
     """Every metric on the whole test split and on its twin-free part, the sweep, the errors and the shifts."""
     t0 = time.perf_counter()
     model = model_from_checkpoint(ckpt).to(memory_format=torch.channels_last)
-    spec, names, d, thr = ckpt["preprocessing"], ckpt["class_names"], ckpt["defect_index"], ckpt["threshold"]
     ref, test = test_split(ckpt, data_root)
     test, test_images = D.decode_all(test)
     ref, ref_images = D.decode_all(ref)
@@ -74,34 +133,93 @@ def evaluate(ckpt: dict, data_root: str | Path, robustness: bool = True) -> dict
     twins = D.find_twins(D.descriptors(test_images), D.file_hashes(test.paths), D.descriptors(ref_images),
                          D.file_hashes(ref.paths), twin_threshold)
     kinds = np.array([t["kind"] for t in twins])
-    probs = predict_probs(model, test_images, spec)
-    y = test.labels
-    free = kinds == "none"
     result = {
-        "checkpoint": {"arch": ckpt["arch"], "class_names": names, "threshold": thr,
-                       "defect_class": names[d] if d is not None else None},
+        "checkpoint": _checkpoint_summary(ckpt),
         "data": {"root": str(data_root), "test": test.fingerprint(), "skipped": test.skipped,
                  "twins": {k: int((kinds == k).sum()) for k in ("exact", "near", "none")},
                  "twin_threshold": twin_threshold},
-        "test": {"all": classification_report(y, probs, names, d, thr),
-                 "twin_free": classification_report(y[free], probs[free], names, d, thr)},
     }
-    if d is not None:
-        result["test_sweep"] = threshold_sweep(y == d, probs[:, d])
-    pred = predict_labels(probs, d, thr)
-    result["misclassified"] = [
-        {"file": str(test.paths[i].relative_to(test.root)), "true": names[y[i]], "predicted": names[pred[i]],
-         "probabilities": {c: round(float(probs[i, j]), 6) for j, c in enumerate(names)},
-         "twin": str(kinds[i])}
-        for i in np.nonzero(pred != y)[0]
-    ]
-    result["predictions"] = [
-        {"file": str(test.paths[i].relative_to(test.root)), "label": names[y[i]], "predicted": names[pred[i]],
-         **({"p_defect": round(float(probs[i, d]), 6)} if d is not None else {})}
-        for i in range(len(test))
-    ]
+    files = [str(p.relative_to(test.root)) for p in test.paths]
+    result.update(report_on_images(ckpt, model, test_images, test.labels, files, twins=kinds))
     if robustness:
-        result["robustness"] = robustness_report(model, test_images, y, ckpt)
+        result["robustness"] = robustness_report(model, test_images, test.labels, ckpt)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def check_folder_classes(ckpt: dict, data_root: str | Path) -> Path:
+    """``data_root`` as a Path once it is a folder-per-class set whose class folders are exactly the checkpoint's
+    classes; otherwise a ValueError naming the classes expected and found (or the layout found instead)."""
+    from .layouts import detect_layout
+
+    root = Path(data_root)
+    layout = detect_layout(root)  # ValueError for a missing folder
+    names = list(ckpt["class_names"])
+    if layout != "folders":
+        raise ValueError(f"{root} is a {layout} data set, not a folder-per-class set <root>/<class>/* with the "
+                         f"checkpoint's classes {names}; evaluate the test split of a {layout} set instead")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if sorted(found) != sorted(names):
+        missing, extra = sorted(set(names) - set(found)), sorted(set(found) - set(names))
+        raise ValueError(f"the class folders of {root} do not match the checkpoint: expected {names}, found {found}"
+                         + (f" (missing {missing})" if missing else "") + (f" (not a class of the model: {extra})"
+                                                                           if extra else ""))
+    return root
+
+
+def evaluate_folder(ckpt: dict, data_root: str | Path, robustness: bool = False,
+                    train_data: str | Path | None = None) -> dict:
+    """Every metric on ALL images of a labelled folder-per-class set, e.g. photos of another line or camera.
+
+    ``data_root`` must hold one folder per class of the checkpoint, named as its ``class_names`` (no more, no fewer;
+    otherwise a ValueError names the classes expected and found). Unreadable images are skipped: they are listed
+    (path relative to ``data_root``, reason) in ``data.skipped`` and counted in ``data.n_skipped``, and the metrics
+    are over the ``data.n_listed - data.n_skipped`` images that were read.
+
+    The result has the structure of :func:`evaluate` (the report writer reads both): ``split`` is ``"all"``,
+    ``test.all`` the classification report, ``test_sweep``, ``misclassified`` and ``predictions`` as in
+    :func:`report_on_images`, ``robustness`` with ``robustness``. A twin-free part only comes with ``train_data``,
+    the data the checkpoint was trained from (read as :func:`test_split` reads it: ``train/`` of a split layout):
+    each image is then matched against it (exact bytes or near twin, the checkpoint's twin threshold), which costs
+    decoding that data once. ``data.same_as_training`` is true when the folder holds exactly the files the checkpoint
+    records as its training data: then nothing here was unseen.
+    """
+    t0 = time.perf_counter()
+    root = check_folder_classes(ckpt, data_root)
+    names, d = ckpt["class_names"], ckpt["defect_index"]
+    listed = D.load_folder(root, None, names[d] if d is not None else None, names)
+    ds, images = D.decode_all(listed)
+    skipped = [(str(Path(p).relative_to(root)), err) for p, err in ds.skipped]
+    if not len(ds):
+        raise ValueError(f"none of the {len(listed)} images in {root} could be read: "
+                         + "; ".join(f"{f}: {e}" for f, e in skipped[:5]))
+    files = [str(p.relative_to(root)) for p in ds.paths]
+    data = {"root": str(data_root), "test": ds.fingerprint(), "n_listed": len(listed), "n_skipped": len(skipped),
+            "skipped": skipped}
+    trained_on = ckpt.get("data", {}).get("files_sha256")
+    data["same_as_training"] = bool(trained_on) and listed.fingerprint()["files_sha256"] == trained_on
+    if data["same_as_training"]:
+        log.warning("%s holds exactly the files %s was trained from: these are not unseen images", root,
+                    ckpt["arch"])
+    kinds = None
+    if train_data is not None:
+        ref, _ = test_split(ckpt, train_data)
+        ref, ref_images = D.decode_all(ref)
+        twin_threshold = ckpt.get("train_config", {}).get("twin_threshold", D.TWIN_SIMILARITY)
+        found = D.find_twins(D.descriptors(images), D.file_hashes(ds.paths), D.descriptors(ref_images),
+                             D.file_hashes(ref.paths), twin_threshold)
+        kinds = np.array([t["kind"] for t in found])
+        data["twins"] = {k: int((kinds == k).sum()) for k in ("exact", "near", "none")}
+        data["twin_threshold"] = twin_threshold
+        data["train_data"] = {"root": str(train_data), **ref.fingerprint()}
+        data["twin_files"] = [{"file": files[t["index"]], "kind": t["kind"], "similarity": t["similarity"],
+                               "train_file": str(ref.paths[t["match"]].relative_to(ref.root))}
+                              for t in found if t["kind"] != "none"]
+    model = model_from_checkpoint(ckpt).to(memory_format=torch.channels_last)
+    result = {"checkpoint": _checkpoint_summary(ckpt), "split": "all", "data": data}
+    result.update(report_on_images(ckpt, model, images, ds.labels, files, twins=kinds))
+    if robustness:
+        result["robustness"] = robustness_report(model, images, ds.labels, ckpt)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -126,6 +244,28 @@ def run_evaluation(checkpoint: str | Path, data_root: str | Path, reports_dir: s
     log.info("test accuracy %.4f (twin-free %.4f, n=%d), missed defects %s, false alarms %s",
              t["all"]["accuracy"], t["twin_free"]["accuracy"], t["twin_free"]["n"],
              t["all"].get("missed_defects"), t["all"].get("false_alarms"))
+    return result
+
+
+def run_folder_evaluation(checkpoint: str | Path, data_root: str | Path, reports_dir: str | Path | None = "reports",
+                          robustness: bool = False, train_data: str | Path | None = None,
+                          misclassified_images: bool = False) -> dict:
+    """:func:`evaluate_folder` on a checkpoint file, then the same report as the test split's into ``reports_dir``.
+
+    The checkpoint is never changed: its stored test metrics describe its own test split, not this set. The
+    mosaic of misclassified images is off unless ``misclassified_images``: it copies the set's photos into the
+    report, which their licence may forbid.
+    """
+    from .reports import write_report
+
+    ckpt = load_checkpoint(checkpoint)
+    result = evaluate_folder(ckpt, data_root, robustness=robustness, train_data=train_data)
+    if reports_dir is not None:
+        write_report(ckpt, result, reports_dir, data_root, misclassified_images=misclassified_images)
+    a = result["test"]["all"]
+    log.info("all %d images of %s: accuracy %.4f, missed defects %s, false alarms %s, ROC-AUC %.4f (%d skipped)",
+             a["n"], data_root, a["accuracy"], a.get("missed_defects"), a.get("false_alarms"), a["roc_auc"],
+             result["data"]["n_skipped"])
     return result
 
 

@@ -46,7 +46,7 @@ def test_evaluate_cli_writes_report_and_updates_checkpoint(trained, tmp_path, ca
     assert rep["test"]["twin_free"]["n"] == 11
     assert set(rep["robustness"]) >= {"zoom_out_0.85", "shift_+8%", "darker_0.75"}
     assert {p.name for p in reports.iterdir()} >= {"evaluation.md", "training_curves.png", "confusion_matrix.png",
-                                                   "threshold_curve.png"}
+                                                   "threshold_curve.png", "scores.png"}
     assert "twin-free" in (reports / "evaluation.md").read_text()
     ckpt = load_checkpoint(ckpt_path)
     assert ckpt["metrics"]["test"]["all"]["n"] == 12 and ckpt["data"]["twins"]["exact"] == 1
@@ -196,3 +196,172 @@ def test_set_threshold_names_what_it_cannot_do(trained, tmp_path, capsys):
     assert not (tmp_path / "x.pt").exists()
     with pytest.raises(ValueError, match="only a binary checkpoint"):
         rethreshold({**load_checkpoint(first), "defect_index": None}, root)
+
+
+# ------------------------------------------------------------------------- every image of another labelled set
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    """A checkpoint with trained weights (tests/trained_tiny.py): random weights score every image alike."""
+    from trained_tiny import train_tiny
+
+    return train_tiny(tmp_path_factory.mktemp("scorer"))
+
+
+@pytest.fixture
+def line_folder(tmp_path):
+    """A folder-per-class set (another 'line'): 5 def_front, 4 ok_front generated photos and one broken file."""
+    import numpy as np
+
+    from tests.conftest import write_images
+
+    root = tmp_path / "line-x"
+    r = np.random.default_rng(11)
+    write_images(root / "def_front", r, 5, True, prefix="d")
+    write_images(root / "ok_front", r, 4, False, prefix="o")
+    (root / "ok_front" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def _split_threshold(ckpt, root):
+    """The checkpoint with its threshold in the widest gap between the middle scores on ``root``: the model then
+    predicts both classes, so the per-class checks are not vacuous, and no image sits within rounding of it."""
+    import numpy as np
+
+    from inspectkit.evaluation import evaluate_folder
+
+    p = np.sort([e["p_defect"] for e in evaluate_folder(ckpt, root)["predictions"]])
+    k = 2 + int(np.argmax(np.diff(p[2:-2])))
+    assert p[k + 1] - p[k] > 1e-4, p
+    return {**ckpt, "threshold": float((p[k] + p[k + 1]) / 2)}
+
+
+def test_evaluate_folder_scores_every_readable_image_and_names_the_broken_one(line_folder, scorer):
+    import numpy as np
+
+    from inspectkit import data as D
+    from inspectkit.evaluation import evaluate_folder, report_on_images
+    from inspectkit.metrics import roc_auc
+
+    ckpt = _split_threshold(load_checkpoint(scorer), line_folder)
+    names, thr = ckpt["class_names"], ckpt["threshold"]
+    res = evaluate_folder(ckpt, line_folder)
+    a, preds = res["test"]["all"], res["predictions"]
+    written = {str(p.relative_to(line_folder)) for p in line_folder.rglob("*.jpg")}
+    assert res["split"] == "all" and "twin_free" not in res["test"] and "twins" not in res["data"]
+    assert res["data"]["n_listed"] == 10 and res["data"]["n_skipped"] == 1
+    assert [f for f, _ in res["data"]["skipped"]] == ["ok_front/broken.jpg"]
+    assert {p["file"] for p in preds} == written - {"ok_front/broken.jpg"} and a["n"] == len(preds) == 9
+    assert {p["predicted"] for p in preds} == set(names)
+    for p in preds:  # the stored threshold decides, and each file is labelled by its class folder
+        assert p["predicted"] == ("def_front" if p["p_defect"] >= thr else "ok_front")
+        assert p["label"] == p["file"].split("/")[0]
+    cm = np.array(a["confusion_matrix"])
+    assert cm.sum() == a["n"]
+    for i, t in enumerate(names):
+        for j, q in enumerate(names):
+            assert cm[i, j] == sum(p["label"] == t and p["predicted"] == q for p in preds)
+    assert a["accuracy"] == pytest.approx(np.mean([p["label"] == p["predicted"] for p in preds]))
+    assert a["missed_defects"] == sum(p["label"] == "def_front" != p["predicted"] for p in preds)
+    assert a["false_alarms"] == sum(p["label"] == "ok_front" != p["predicted"] for p in preds)
+    scores = [p["p_defect"] for p in preds]
+    if len(set(scores)) == len(scores):  # the stored scores are rounded; ties would make the two AUCs differ
+        assert a["roc_auc"] == pytest.approx(roc_auc([p["label"] == "def_front" for p in preds], scores))
+    assert sorted(e["file"] for e in res["misclassified"]) == sorted(p["file"] for p in preds
+                                                                    if p["label"] != p["predicted"])
+    assert all("twin" not in e for e in res["misclassified"])
+    # the lower-level helper gives the same report from images decoded once
+    ds, images = D.decode_all(D.load_folder(line_folder, None, "def_front", names))
+    again = report_on_images(ckpt, None, images, ds.labels, [str(p.relative_to(line_folder)) for p in ds.paths])
+    assert again["test"] == res["test"] and again["predictions"] == preds
+    with pytest.raises(ValueError, match=r"images \(9\), labels \(8\), files \(9\)"):
+        report_on_images(ckpt, None, images, ds.labels[:8], [p.name for p in ds.paths])
+
+
+def test_evaluate_folder_with_the_training_data_finds_twins_there(line_folder, casting_tree, scorer):
+    from inspectkit.evaluation import evaluate_folder
+
+    shutil.copy(casting_tree / "train" / "ok_front" / "cast_ok_train_003.jpg", line_folder / "ok_front" / "seen.jpg")
+    res = evaluate_folder(load_checkpoint(scorer), line_folder, train_data=casting_tree)
+    tw = res["data"]["twins"]
+    assert tw["exact"] == 1 and sum(tw.values()) == res["test"]["all"]["n"] == 10
+    assert {"file": "ok_front/seen.jpg", "kind": "exact", "similarity": 1.0,
+            "train_file": "train/ok_front/cast_ok_train_003.jpg"} in res["data"]["twin_files"]
+    assert res["test"]["twin_free"]["n"] == tw["none"]
+    assert res["data"]["train_data"]["n"] == 48  # train/ only: the test split is no training data
+    assert all("twin" in e for e in res["misclassified"])
+
+
+def test_evaluate_folder_names_the_classes_expected_and_found(line_folder, casting_tree, tiny_checkpoint, capsys):
+    import evaluate
+    from inspectkit.evaluation import evaluate_folder
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    (line_folder / "ok_front").rename(line_folder / "scratch")
+    with pytest.raises(ValueError, match=r"expected \['def_front', 'ok_front'\], found \['def_front', 'scratch'\]"):
+        evaluate_folder(ckpt, line_folder)
+    # a split-layout set is not read as one pool (its train images would count as unseen)
+    with pytest.raises(ValueError, match="is a casting data set, not a folder-per-class set"):
+        evaluate_folder(ckpt, casting_tree)
+    out = line_folder.parent / "r"
+    assert evaluate.main(["--checkpoint", str(tiny_checkpoint), "--data", str(line_folder), "--split", "all",
+                          "--reports", str(out)]) == 2
+    assert "found ['def_front', 'scratch']" in capsys.readouterr().err and not out.exists()
+    assert evaluate.main(["--checkpoint", str(tiny_checkpoint), "--data", str(line_folder), "--split", "all",
+                          "--update-checkpoint"]) == 2
+    assert "--update-checkpoint goes with --split test only" in capsys.readouterr().err
+
+
+def test_evaluate_cli_split_all_writes_the_report_files(line_folder, scorer, tmp_path, capsys):
+    import evaluate
+    from inspectkit.preprocess import ROBUSTNESS_SHIFTS
+
+    reports = tmp_path / "reports"
+    before = load_checkpoint(scorer)["metrics"]
+    assert evaluate.main(["--checkpoint", str(scorer), "--data", str(line_folder), "--split", "all",
+                          "--reports", str(reports)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rep = json.loads((reports / "evaluation.json").read_text())
+    preds = json.loads((reports / "predictions.json").read_text())
+    assert {p.name for p in reports.iterdir()} == {"evaluation.json", "evaluation.md", "predictions.json",
+                                                   "confusion_matrix.png", "scores.png"}
+    assert rep["split"] == "all" and list(rep["test"]) == ["all"] and len(preds) == rep["test"]["all"]["n"] == 9
+    assert summary["all"] == {k: rep["test"]["all"][k] for k in summary["all"]}
+    assert summary["skipped"] == ["ok_front/broken.jpg"]
+    assert set(rep["robustness"]) == set(ROBUSTNESS_SHIFTS)
+    assert sum(v["n"] for v in rep["scores"].values()) == 9
+    assert sum(v["at_or_above_threshold"] for v in rep["scores"].values()) == sum(
+        p["predicted"] == "def_front" for p in preds)
+    md = (reports / "evaluation.md").read_text()
+    assert "every image of `line-x`" in md and "| line-x, all images | 9 |" in md
+    assert "`ok_front/broken.jpg`" in md and "twin-free" not in md and "twin in" not in md
+    assert load_checkpoint(scorer)["metrics"] == before  # the checkpoint is left alone
+    # the mosaic of the set's own photos only on request
+    ckpt = _split_threshold(load_checkpoint(scorer), line_folder)
+    moved = tmp_path / "moved.pt"
+    from inspectkit.checkpoint import save_checkpoint
+
+    save_checkpoint(ckpt, moved)
+    assert evaluate.main(["--checkpoint", str(moved), "--data", str(line_folder), "--split", "all",
+                          "--reports", str(tmp_path / "with"), "--no-robustness", "--misclassified-images"]) == 0
+    assert (tmp_path / "with" / "misclassified.png").is_file()
+
+
+def test_report_writer_reads_a_folder_result_with_and_without_twins(line_folder, casting_tree, scorer,
+                                                                    tmp_path):
+    from inspectkit.evaluation import evaluate_folder
+    from inspectkit.reports import write_report
+
+    ckpt = load_checkpoint(scorer)
+    ckpt["metrics"]["validation_sweep"] = [{"threshold": 0.5, "recall": 1.0, "false_alarm_rate": 0.1}]
+    plain = evaluate_folder(ckpt, line_folder)
+    rep = write_report(ckpt, plain, tmp_path / "a", line_folder, misclassified_images=False)
+    assert rep["split"] == "all" and rep["test_data"]["n_skipped"] == 1
+    assert {p.name for p in (tmp_path / "a").iterdir()} >= {"threshold_curve.png", "scores.png"}
+    assert "this set recall" in (tmp_path / "a" / "evaluation.md").read_text()
+    twins = evaluate_folder(ckpt, line_folder, train_data=casting_tree)
+    write_report(ckpt, twins, tmp_path / "b", line_folder, misclassified_images=False)
+    md = (tmp_path / "b" / "evaluation.md").read_text()
+    assert f"| line-x, twin-free | {twins['test']['twin_free']['n']} |" in md
+    assert "## Per class, line-x, twin-free" in md and "with a twin in the training data" in md
+    assert not (tmp_path / "b" / "misclassified.png").exists()
