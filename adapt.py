@@ -1,0 +1,93 @@
+"""Adapt a trained checkpoint to a new line from a few labelled photos of it; writes a normal checkpoint.
+
+    python adapt.py --checkpoint final_best_model.pt --data my_line/ --out my_line.pt [--seed 0]
+
+``my_line/`` holds one folder per class of the model (e.g. def_front/ and ok_front/). A near-duplicate-aware
+part of it is held out for validation (the threshold is chosen there, by the rule of train.py); the rest is
+trained on with the two-stage machinery, beside a replayed sample of the parent's own training photos (by
+default from the parent's recorded data folder, when it is on disk) so the model keeps what it knew. The new
+checkpoint records the parent's weights digest, the data fingerprint and the before/after validation figures;
+the app and the handler load it like any other. See inspectkit/adaptation.py for the design.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+
+from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig
+
+
+def parse_args(argv=None) -> AdaptConfig:
+    """Command-line options, one per AdaptConfig field (same names, dashes for underscores)."""
+    d = AdaptConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="the parent checkpoint (BASE.pt)")
+    p.add_argument("--data", required=True, help="the new line's photos: one folder per class of the parent")
+    p.add_argument("--out", required=True, help="where to write the adapted checkpoint (and its .sha256)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="share of the photos (by near-duplicate group) held out for validation and the threshold")
+    p.add_argument("--min-val-per-class", type=int, default=d.min_val_per_class,
+                   help="with fewer held-out photos than this in a class, adapt in-sample: train on all, keep the "
+                        f"parent's threshold (at least {MIN_PHOTOS_PER_CLASS} photos per class are needed at all)")
+    p.add_argument("--views", type=int, default=d.views, help="cached views per photo (1 clean + augmented)")
+    p.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs)
+    p.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs)
+    p.add_argument("--lr1", type=float, default=d.lr1, help="stage 1 (head) learning rate")
+    p.add_argument("--lr2", type=float, default=d.lr2, help="stage 2 (last blocks and head) learning rate")
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--ema-epochs", type=float, default=d.ema_epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--replay", default=d.replay,
+                   help="the parent's line to replay: 'auto' (its recorded training data, when on disk), a data "
+                        "folder, or 'none' (adapt to the new line alone; it may forget the old one)")
+    p.add_argument("--replay-per-class", type=int, default=d.replay_per_class)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
+    p.add_argument("--limit", type=int, default=d.limit, help="use at most this many new photos per class")
+    a = p.parse_args(argv)
+    return AdaptConfig(**{f.name: getattr(a, f.name) for f in fields(AdaptConfig) if hasattr(a, f.name)})
+
+
+def _row(label: str, r: dict) -> str:
+    if not r:
+        return f"| {label} | - | - | - | - |"
+    return (f"| {label} | {r['n']} | {100 * r['accuracy']:.2f} % | {r.get('missed_defects', '-')} | "
+            f"{r.get('false_alarms', '-')} |")
+
+
+def main(argv=None) -> int:
+    cfg = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from inspectkit.adaptation import adapt
+    from inspectkit.checkpoint import load_checkpoint
+
+    try:
+        parent = load_checkpoint(cfg.checkpoint)
+        ckpt = adapt(parent, cfg)
+    except ValueError as exc:
+        print(f"adapt.py: error: {exc}", file=sys.stderr)
+        return 2
+    a = ckpt["metrics"]["adaptation"]
+    where = "held-out photos of the new line" if a["mode"] == "held-out" else \
+        "the training photos themselves (too few photos to hold any out)"
+    print(f"\nwrote {cfg.out} (threshold {ckpt['threshold']:.4f}; {a['mode']}; before/after on {where})")
+    print("| model | n | accuracy | missed defects | false alarms |\n|---|---:|---:|---:|---:|")
+    print(_row("parent, new line", a["before"]["new_line"]))
+    print(_row("adapted, new line", a["after"]["new_line"]))
+    if a["replay"]:
+        print(_row("parent, replayed line", a["before"]["replay"]))
+        print(_row("adapted, replayed line", a["after"]["replay"]))
+    if a["data"]["skipped"]:
+        print(f"\nskipped {a['data']['n_skipped']} unreadable photo(s):")
+        for path, why in a["data"]["skipped"]:
+            print(f"  {path}: {why}")
+    print(json.dumps({"seconds": ckpt["metrics"]["timing"]["total_s"], "mode": a["mode"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Adaptation to a new line: fine-tune a trained checkpoint on a few labelled photos of another camera or session.
+
+The photos (folder-per-class, the parent's class names) are split by near-duplicate groups into an adaptation
+part and a held-out validation part. Both stages of :func:`inspectkit.training.fit_stages` then run from the
+parent's weights (the parent's head competes in stage 1 and the stage-1 model in stage 2, so a stage is only
+kept where it beats what came before on validation), and the threshold is chosen on validation by the rule of
+``train.py``.
+
+What the parent knew about its own line is kept by **replay**: a seeded sample of the parent's training photos
+(``replay_per_class`` per class, from ``replay``; by default the parent's training data where it is on disk) is
+trained on beside the new photos and has its own validation part, so early stopping and the threshold see both
+lines. Without replay data (e.g. a Space without the training set) the model adapts to the new line alone and
+may forget the old one; the checkpoint records which kind ran.
+
+With very few photos (fewer than ``min_val_per_class / val_fraction`` of some class) no validation part can be
+held out: the model trains on all of them, the parent's threshold is kept, and the before/after figures are
+measured on the training photos themselves (``mode: in-sample``): they show fit, not accuracy on the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import data as D
+from .checkpoint import make_checkpoint, model_from_checkpoint, save_checkpoint, weights_digest
+from .metrics import classification_report
+from .model import predict_probs
+from .review import review_band
+from .training import TrainConfig, fit_stages, validation_threshold
+
+log = logging.getLogger(__name__)
+
+#: Fewer photos than this in a class is an error: nothing useful can be learned or checked.
+MIN_PHOTOS_PER_CLASS = 4
+KIND = "two-stage fine-tuning of the last blocks and the head (torch)"
+
+
+@dataclass
+class AdaptConfig:
+    """Everything that decides an adaptation run; stored in the adapted checkpoint."""
+
+    data: str = ""
+    checkpoint: str = "final_best_model.pt"
+    out: str = "adapted_model.pt"
+    seed: int = 0
+    val_fraction: float = 0.3
+    min_val_per_class: int = 3  # below this many held-out photos per class, adapt in-sample (see module doc)
+    views: int = 8  # cached views per photo: the clean one and views-1 augmented ones
+    stage1_epochs: int = 20
+    stage2_epochs: int = 10
+    lr1: float = 1e-3
+    lr2: float = 3e-4
+    patience: int = 4
+    ema_epochs: float = 1.0
+    batch_size: int = 32
+    replay: str = "auto"  # the parent's line: 'auto' (its training data when on disk), a folder, or 'none'
+    replay_per_class: int = 100
+    threads: int = 0
+    limit: int = 0  # >0: use at most this many new photos per class (learning curves)
+
+
+def content_fingerprint(ds: D.Dataset, hashes: list[str]) -> dict:
+    """Counts, the hash of the class/file-name list, and a hash of the files' bytes (order-free): which photos."""
+    fp = ds.fingerprint()
+    fp["content_sha256"] = hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()
+    return fp
+
+
+def load_new_line(root: str | Path, parent: dict) -> D.Dataset:
+    """The new line's photos, folder-per-class with exactly the parent's classes; ValueError names both lists."""
+    root = Path(root)
+    names = parent["class_names"]
+    if not root.is_dir():
+        raise ValueError(f"adaptation data folder not found: {root}")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if found != sorted(names):
+        raise ValueError(f"{root} must hold one folder per class of the model: expected {sorted(names)}, "
+                         f"found {found or 'no class folders'}")
+    defect = names[parent["defect_index"]] if parent["defect_index"] is not None else None
+    return D.load_folder(root, None, defect, names)
+
+
+def _check_counts(ds: D.Dataset, what: str) -> None:
+    small = {c: n for c, n in ds.counts().items() if n < MIN_PHOTOS_PER_CLASS}
+    if small:
+        raise ValueError(f"too few readable photos in {what}: {small}; adaptation needs at least "
+                         f"{MIN_PHOTOS_PER_CLASS} per class ({ds.counts()} found)")
+
+
+def _sample(ds: D.Dataset, per_class: int, seed: int) -> D.Dataset:
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in range(len(ds.class_names)):
+        idx = np.nonzero(ds.labels == c)[0]
+        keep += rng.permutation(idx)[:per_class].tolist()
+    return ds.subset(sorted(keep))
+
+
+def replay_pool(parent: dict, cfg: AdaptConfig) -> D.Dataset | None:
+    """A seeded sample of the parent's training photos, or None (``replay='none'``, or 'auto' without the data)."""
+    if cfg.replay in ("none", "") or cfg.replay_per_class <= 0:
+        return None
+    root = (parent.get("train_config") or {}).get("data") if cfg.replay == "auto" else cfg.replay
+    if not root or not Path(root).is_dir():
+        if cfg.replay == "auto":
+            log.warning("no replay: the parent's training data %s is not on disk; the model may forget its line", root)
+            return None
+        raise ValueError(f"replay data folder not found: {root}")
+    names = parent["class_names"]
+    defect = names[parent["defect_index"]] if parent["defect_index"] is not None else None
+    pool = D.load_folder(root, "train", defect, names)
+    test_files = set(((parent.get("data") or {}).get("split") or {}).get("test_files") or [])
+    if test_files:  # a folder-per-class parent carved its test split out of the same folder: never replay it
+        pool = pool.subset([i for i, p in enumerate(pool.paths) if str(p.relative_to(pool.root)) not in test_files])
+    return _sample(pool, cfg.replay_per_class, cfg.seed + 7)
+
+
+def _split(ds: D.Dataset, images: list, val_fraction: float, seed: int, twin: float):
+    hashes = D.file_hashes(ds.paths)
+    groups = D.duplicate_groups(D.descriptors(images), hashes, twin)
+    tr, va = D.group_split(ds.labels, groups, val_fraction, seed)
+    return tr, va, hashes
+
+
+def _reports(model, images, labels, names, d, thr, spec) -> tuple[dict, np.ndarray]:
+    if not len(labels):
+        return {}, np.zeros((0, len(names)))
+    probs = predict_probs(model, images, spec)
+    return classification_report(labels, probs, names, d, thr), probs
+
+
+def _short(rep: dict) -> dict:
+    keys = ("n", "accuracy", "roc_auc", "missed_defects", "false_alarms", "confusion_matrix", "threshold")
+    return {k: rep[k] for k in keys if k in rep}
+
+
+def adapt(parent: dict, cfg: AdaptConfig, progress: Callable[[float, str], None] | None = None,
+          save: bool = True) -> dict:
+    """Adapt ``parent`` (a loaded checkpoint) to the photos in ``cfg.data``; returns the new checkpoint (saved to
+    ``cfg.out`` unless ``save`` is False).
+
+    ValueError for data that does not fit: other class folders than the parent's, or fewer than
+    :data:`MIN_PHOTOS_PER_CLASS` readable photos in a class. Unreadable photos are skipped and listed in
+    ``metrics.adaptation.data.skipped``. ``progress(fraction, text)`` follows the work (for a progress bar).
+    """
+    say = progress or (lambda f, t: None)
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    names, d, spec = parent["class_names"], parent["defect_index"], parent["preprocessing"]
+    pcfg = parent.get("train_config") or {}
+    known = {f.name for f in fields(TrainConfig)}
+    tcfg = TrainConfig(**{k: v for k, v in pcfg.items() if k in known})
+    twin = tcfg.twin_threshold
+    say(0.0, "reading photos")
+    new = load_new_line(cfg.data, parent)
+    if cfg.limit > 0:
+        new = _sample(new, cfg.limit, cfg.seed)
+    new, new_images = D.decode_all(new)
+    _check_counts(new, str(cfg.data))
+    per_class = min(new.counts().values())
+    mode = "held-out" if per_class * cfg.val_fraction >= cfg.min_val_per_class else "in-sample"
+    if mode == "held-out":
+        tr, va, hashes = _split(new, new_images, cfg.val_fraction, cfg.seed, twin)
+        if min(np.bincount(new.labels[va], minlength=len(names))) < 1:
+            mode = "in-sample"  # near-duplicate groups left a class without held-out photos
+    if mode == "in-sample":
+        hashes = D.file_hashes(new.paths)
+        tr = va = np.arange(len(new))
+        log.warning("only %d photos in the smallest class: no held-out validation (needs %d per class); training on "
+                    "all, keeping the parent's threshold, before/after measured on the training photos themselves",
+                    per_class, math.ceil(cfg.min_val_per_class / cfg.val_fraction))
+    say(0.05, "reading replay photos")
+    rep = replay_pool(parent, cfg)
+    r_images, r_tr, r_va = [], np.zeros(0, int), np.zeros(0, int)
+    if rep is not None:
+        rep, r_images = D.decode_all(rep)
+        r_tr, r_va, _ = _split(rep, r_images, cfg.val_fraction, cfg.seed + 1, twin)
+    train_images = [new_images[i] for i in tr] + [r_images[i] for i in r_tr]
+    val_images = [new_images[i] for i in va] + [r_images[i] for i in r_va]
+    y_tr = np.concatenate([new.labels[tr], rep.labels[r_tr] if rep is not None else np.zeros(0, int)])
+    y_va = np.concatenate([new.labels[va], rep.labels[r_va] if rep is not None else np.zeros(0, int)])
+    n_new_va = len(va)
+
+    model = model_from_checkpoint(parent)
+    before_new, _ = _reports(model, val_images[:n_new_va], y_va[:n_new_va], names, d, parent["threshold"], spec)
+    before_rep, _ = _reports(model, val_images[n_new_va:], y_va[n_new_va:], names, d, parent["threshold"], spec)
+    fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, stage1_epochs=cfg.stage1_epochs,
+                   stage2_epochs=cfg.stage2_epochs, lr1=cfg.lr1, lr2=cfg.lr2, patience=cfg.patience,
+                   ema_epochs=cfg.ema_epochs, batch_size=cfg.batch_size, members=1, region_weight=0.0)
+    metrics, history = fit_stages(model, fcfg, train_images, y_tr, val_images, y_va, names, d, spec,
+                                  keep_start=True, progress=lambda f, t: say(0.1 + 0.8 * f, t))
+    say(0.92, "choosing the threshold")
+    val_probs = predict_probs(model, val_images, spec)
+    threshold = parent["threshold"]
+    if mode == "held-out" and d is not None:
+        threshold, found = validation_threshold(y_va, val_probs, names, d, tcfg.target_recall)
+        metrics.update(found)
+    else:
+        metrics["validation"] = classification_report(y_va, val_probs, names, d, threshold)
+        metrics["threshold_choice"] = {"threshold": threshold, "kept_from_parent": True,
+                                       "why": "no held-out validation photos (in-sample mode)"}
+    after_new = classification_report(y_va[:n_new_va], val_probs[:n_new_va], names, d, threshold)
+    after_rep = (classification_report(y_va[n_new_va:], val_probs[n_new_va:], names, d, threshold)
+                 if len(r_va) else {})
+    new_fp = content_fingerprint(new, hashes)
+    adaptation = {
+        "kind": KIND,
+        "mode": mode,
+        "parent": {"path": str(cfg.checkpoint), "weights_sha256": weights_digest(parent["state_dict"]),
+                   "threshold": parent["threshold"]},
+        "data": {"root": str(cfg.data), **new_fp, "skipped": new.skipped, "n_skipped": len(new.skipped)},
+        "split": {"train": new.subset(tr).counts(), "validation": new.subset(va).counts(),
+                  "validation_files": sorted(f"{names[new.labels[i]]}/{new.paths[i].name}" for i in va)},
+        "replay": None if rep is None else {"root": str(rep.root), "per_class": cfg.replay_per_class,
+                                            "train": rep.subset(r_tr).counts(), "validation": rep.subset(r_va).counts(),
+                                            "skipped": rep.skipped},
+        "before": {"new_line": _short(before_new), "replay": _short(before_rep)},
+        "after": {"new_line": _short(after_new), "replay": _short(after_rep)},
+        "config": asdict(cfg),
+    }
+    metrics["adaptation"] = adaptation
+    metrics["timing"]["total_s"] = round(time.perf_counter() - t_start, 1)
+    data = {**new_fp, "split": {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "mode": mode,
+                                "train": new.subset(tr).fingerprint(), "validation": new.subset(va).fingerprint()},
+            "parent_data": {k: v for k, v in (parent.get("data") or {}).items() if k != "split"}}
+    band = parent.get("review_band")
+    if mode == "held-out" and d is not None:  # the needs-review band, from the same validation scores as the threshold
+        band = review_band(y_va == d, val_probs[:, d], threshold)
+    ckpt = make_checkpoint(model, parent["arch"], names, d, spec, threshold, metrics=metrics,
+                           train_config={**pcfg, "adaptation": asdict(cfg)}, data=data, history=history,
+                           review_band=band)
+    if save:
+        save_checkpoint(ckpt, cfg.out)
+    say(1.0, "done")
+    log.info("adapted in %.0fs (%s): new-line validation accuracy %.4f -> %.4f", metrics["timing"]["total_s"], mode,
+             before_new.get("accuracy", float("nan")), after_new.get("accuracy", float("nan")))
+    return ckpt

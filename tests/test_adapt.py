@@ -1,0 +1,168 @@
+"""adapt.py: a trained checkpoint adapted to a new line from its own photos (small generated data, real code path).
+
+The parent is written by the real save function; adaptation runs both stages on a tiny budget (96 px, few views
+and epochs) so each case takes seconds on the CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import adapt as adapt_cli
+from conftest import write_checkpoint, write_images
+from inference_handler import InferenceHandler
+from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt
+from inspectkit.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, weights_digest
+from inspectkit.model import build_model
+from inspectkit.preprocess import default_spec
+
+TINY = dict(views=2, stage1_epochs=2, stage2_epochs=2, patience=2, threads=1, replay="none")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def new_line(root: Path, n_def: int, n_ok: int, seed: int = 5, sizes=((120, 100), (100, 100))) -> Path:
+    """A folder-per-class 'line B': photos of both shapes (not square and square)."""
+    r = np.random.default_rng(seed)
+    write_images(root / "def_front", r, n_def, True, prefix="b_def", size=sizes[0])
+    write_images(root / "ok_front", r, n_ok, False, prefix="b_ok", size=sizes[1])
+    return root
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("parent") / "base.pt", threshold=0.5)
+
+
+def run(parent: Path, data: Path, out: Path, **kw) -> dict:
+    cfg = AdaptConfig(data=str(data), checkpoint=str(parent), out=str(out), **{**TINY, **kw})
+    return adapt(load_checkpoint(parent), cfg)
+
+
+def test_adapted_checkpoint_records_its_parent_data_and_before_after(parent, tmp_path):
+    data = new_line(tmp_path / "lineb", 14, 14)
+    (data / "ok_front" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    out = tmp_path / "adapted.pt"
+    ckpt = run(parent, data, out)
+    saved = load_checkpoint(out)  # saved atomically with its .sha256, loads weights-only
+    assert weights_digest(saved["state_dict"]) == weights_digest(ckpt["state_dict"])
+    a = saved["metrics"]["adaptation"]
+    p = load_checkpoint(parent)
+    assert a["parent"]["weights_sha256"] == weights_digest(p["state_dict"])
+    assert a["mode"] == "held-out"
+    assert a["data"]["n"] == 28 and a["data"]["n_skipped"] == 1
+    assert a["data"]["skipped"][0][0].endswith("broken.jpg")
+    assert len(a["data"]["content_sha256"]) == 64
+    held_out = sum(a["split"]["validation"].values())
+    assert 0 < held_out < 28 and held_out + sum(a["split"]["train"].values()) == 28
+    for side in ("before", "after"):
+        r = a[side]["new_line"]
+        assert r["n"] == held_out == int(np.sum(r["confusion_matrix"]))
+    assert a["before"]["new_line"]["threshold"] == p["threshold"]
+    assert a["after"]["new_line"]["threshold"] == saved["threshold"]
+    assert saved["class_names"] == p["class_names"] and saved["preprocessing"] == p["preprocessing"]
+    # only the last blocks and the head may move: the frozen prefix is the parent's, bit for bit
+    frozen = [k for k in p["state_dict"] if k.startswith("features.") and int(k.split(".")[1]) < 11]
+    assert frozen and all(torch.equal(p["state_dict"][k], saved["state_dict"][k]) for k in frozen)
+    assert any(not torch.equal(p["state_dict"][k], saved["state_dict"][k]) for k in p["state_dict"] if k not in frozen)
+
+
+def test_adaptation_is_seeded(parent, tmp_path):
+    data = new_line(tmp_path / "lineb", 12, 12)
+    a = run(parent, data, tmp_path / "a.pt", seed=3)
+    b = run(parent, data, tmp_path / "b.pt", seed=3)
+    assert weights_digest(a["state_dict"]) == weights_digest(b["state_dict"])
+    assert a["threshold"] == b["threshold"]
+
+
+def test_the_handler_serves_an_adapted_checkpoint(parent, tmp_path, rng):
+    from conftest import synthetic_casting
+
+    data = new_line(tmp_path / "lineb", 12, 12)
+    out = tmp_path / "adapted.pt"
+    ckpt = run(parent, data, out)
+    h = InferenceHandler(out, backend="torch")
+    for shape in ((96, 96), (80, 130)):
+        r = h.predict(synthetic_casting(rng, True, shape), heatmap=True)
+        assert r.verdict in ("OK", "DEFECT") and r.threshold == pytest.approx(ckpt["threshold"])
+        assert r.heatmap is not None and r.heatmap.shape == shape
+
+
+@pytest.mark.parametrize("folders, message", [
+    (("def_front", "good"), "expected ['def_front', 'ok_front'], found ['def_front', 'good']"),
+    (("def_front",), "expected ['def_front', 'ok_front'], found ['def_front']"),
+    (("def_front", "ok_front", "scratch"), "found ['def_front', 'ok_front', 'scratch']"),
+])
+def test_class_folders_must_be_the_parents(parent, tmp_path, folders, message):
+    r = np.random.default_rng(0)
+    for f in folders:
+        write_images(tmp_path / "d" / f, r, 6, f == "def_front")
+    with pytest.raises(ValueError) as e:
+        run(parent, tmp_path / "d", tmp_path / "x.pt")
+    assert message in str(e.value)
+    assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("n_def, n_ok", [(MIN_PHOTOS_PER_CLASS - 1, 8), (8, 1)])
+def test_too_few_photos_is_an_error_that_names_the_counts(parent, tmp_path, n_def, n_ok):
+    data = new_line(tmp_path / "few", n_def, n_ok)
+    with pytest.raises(ValueError, match=f"too few readable photos.*at least {MIN_PHOTOS_PER_CLASS} per class"):
+        run(parent, data, tmp_path / "x.pt")
+
+
+def test_very_few_photos_adapt_in_sample_and_keep_the_parents_threshold(parent, tmp_path):
+    data = new_line(tmp_path / "few", 5, 5)  # 5 x 0.3 < 3 held-out photos per class: nothing can be held out
+    ckpt = run(parent, data, tmp_path / "x.pt")
+    a = ckpt["metrics"]["adaptation"]
+    assert a["mode"] == "in-sample"
+    assert ckpt["threshold"] == load_checkpoint(parent)["threshold"]
+    assert ckpt["metrics"]["threshold_choice"]["kept_from_parent"] is True
+    assert a["after"]["new_line"]["n"] == 10  # measured on the photos it trained on, and labelled so
+
+
+def test_replay_samples_the_parents_training_data(tmp_path, casting_tree):
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v2", 2, weights=None).eval()
+    ckpt = make_checkpoint(model, "mobilenet_v2", ["def_front", "ok_front"], 0, default_spec(96), 0.5,
+                           train_config={"data": str(casting_tree), "seed": 0}, data={"counts": {}})
+    parent = tmp_path / "parent.pt"
+    save_checkpoint(ckpt, parent)
+    data = new_line(tmp_path / "lineb", 12, 12)
+    out = run(parent, data, tmp_path / "x.pt", replay="auto", replay_per_class=10)
+    rp = out["metrics"]["adaptation"]["replay"]
+    assert Path(rp["root"]) == casting_tree
+    assert sum(rp["train"].values()) + sum(rp["validation"].values()) == 20
+    assert out["metrics"]["adaptation"]["after"]["replay"]["n"] == sum(rp["validation"].values()) > 0
+
+
+def test_cli_writes_a_checkpoint_and_prints_before_and_after(parent, tmp_path, capsys):
+    data = new_line(tmp_path / "lineb", 12, 12)
+    out = tmp_path / "cli.pt"
+    rc = adapt_cli.main(["--checkpoint", str(parent), "--data", str(data), "--out", str(out), "--views", "1",
+                         "--stage1-epochs", "1", "--stage2-epochs", "1", "--replay", "none", "--threads", "1"])
+    assert rc == 0 and out.is_file() and Path(str(out) + ".sha256").is_file()
+    text = capsys.readouterr().out
+    assert "parent, new line" in text and "adapted, new line" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "{missing}"], "adaptation data folder not found"),
+    (["--checkpoint", "{missing}"], "checkpoint not found"),
+])
+def test_cli_names_a_bad_path(parent, tmp_path, capsys, args, message):
+    data = new_line(tmp_path / "lineb", 6, 6)
+    base = {"--checkpoint": str(parent), "--data": str(data), "--out": str(tmp_path / "o.pt")}
+    base[args[0]] = str(tmp_path / "nope")
+    argv = [x for kv in base.items() for x in kv] + ["--replay", "none"]
+    assert adapt_cli.main(argv) == 2
+    assert message in capsys.readouterr().err
