@@ -24,16 +24,22 @@ def main(argv=None) -> int:
     p.add_argument("--robustness", action="store_true",
                    help="also score each model on the validation images with the framing and light changes that "
                         "evaluate.py applies to test (informational unless --rule robust)")
-    p.add_argument("--rule", choices=("clean", "robust"), default="clean",
+    p.add_argument("--split-from", help="with --rule lines: the checkpoint whose multi-line split is used (default: the "
+                                        "first one trained with --extra-data)")
+    p.add_argument("--rule", choices=("clean", "robust", "lines"), default="clean",
                    help="clean: lowest validation selection loss; robust: lowest (clean selection loss + its mean "
-                        "over the framing and light changes) / 2 (implies --robustness)")
+                        "over the framing and light changes) / 2 (implies --robustness); lines: lowest mean over the "
+                        "photo sessions of each one's validation selection loss (train.py --extra-data)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from inspectkit.data import save_json
-    from inspectkit.evaluation import compare_on_validation
+    from inspectkit.evaluation import compare_on_lines, compare_on_validation
 
     try:
-        res = compare_on_validation(a.checkpoints, a.data, robustness=a.robustness, rule=a.rule)
+        if a.rule == "lines":
+            res = compare_on_lines(a.checkpoints, a.split_from)
+        else:
+            res = compare_on_validation(a.checkpoints, a.data, robustness=a.robustness, rule=a.rule)
     except ValueError as exc:
         print(f"compare_models.py: error: {exc}", file=sys.stderr)
         return 2

@@ -247,3 +247,30 @@ def adapt(parent: dict, cfg: AdaptConfig, progress: Callable[[float, str], None]
     log.info("adapted in %.0fs (%s): new-line validation accuracy %.4f -> %.4f", metrics["timing"]["total_s"], mode,
              before_new.get("accuracy", float("nan")), after_new.get("accuracy", float("nan")))
     return ckpt
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, images: list[np.ndarray], spec: dict,
+                          batch_size: int = 16) -> torch.nn.Module:
+    """The cheapest adaptation, needing no labels: every BatchNorm layer's running statistics re-estimated on
+    ``images`` of the new line (a cumulative average over batches); the weights are untouched. In place, left in
+    eval mode. The baseline that labelled adaptation must beat."""
+    from torch import nn
+
+    from .preprocess import preprocess
+
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not images:
+        raise ValueError("batch-norm recalibration needs at least one image")
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: every batch counts the same
+    model.eval()
+    for m in bns:
+        m.train()
+    s = int(spec["size"])
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        x = np.stack([preprocess(im, spec) for im in chunk]).astype(np.float32)
+        model(torch.from_numpy(x.reshape(len(chunk), 3, s, s)))
+    return model.eval()

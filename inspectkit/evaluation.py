@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
@@ -273,6 +274,7 @@ RULES = {
     "clean": "lowest selection loss (binary: defect-weighted log-loss, beta^2 = 4; else log-loss)",
     "robust": "lowest robust score = (selection loss on the validation images + its mean over the framing and "
               "light changes) / 2",
+    "lines": "lowest mean over the lines (photo sessions) of the selection loss on each line's validation part",
 }
 
 
@@ -351,3 +353,65 @@ def rethreshold(ckpt: dict, data_root: str | Path, target_recall: float | None =
     metrics["rethresholded"] = {"from": ckpt["threshold"], "to": threshold, "target_recall": target}
     return {**ckpt, "threshold": threshold, "metrics": metrics,
             "train_config": {**ckpt["train_config"], "target_recall": target}}
+
+
+def compare_on_lines(checkpoints: Sequence[str | Path], split_from: str | Path | None = None) -> dict:
+    """Score checkpoints on each line's validation part of one multi-line split (train.py ``--extra-data``).
+
+    The split is re-derived from ``split_from`` (default: the first checkpoint that trained on extra lines) and
+    checked against its record. A checkpoint trained on line 0 alone (e.g. the model before the new line existed)
+    competes when its recorded validation files are line 0's part of that split, so no candidate was trained on
+    another's validation photos. Per checkpoint and line: accuracy, missed defects and false alarms at its own
+    threshold, ROC-AUC and the selection loss; the score is the mean of the lines' selection losses (each line
+    weighs the same), the lowest is ``best`` and a tie keeps the earlier checkpoint.
+    """
+    from .training import TrainConfig, prepare_data, recorded_validation_hash
+
+    ckpts = [(str(p), load_checkpoint(p)) for p in checkpoints]
+    if split_from is None:
+        multi = [p for p, c in ckpts if (c.get("train_config") or {}).get("extra_data")]
+        if not multi:
+            raise ValueError("none of the checkpoints was trained on extra lines (train.py --extra-data); "
+                             "name the split with split_from")
+        split_from = multi[0]
+    ref = load_checkpoint(split_from)
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in ref["train_config"].items() if k in known})
+    prep = prepare_data(cfg)
+    full = prep["full"]
+    if full.subset(prep["val_idx"]).fingerprint()["files_sha256"] != recorded_validation_hash(ref):
+        raise ValueError(f"the validation split re-derived for {split_from} is not the one it records")
+    lines = []
+    for ln in prep["lines"]:
+        lines.append({"root": ln["root"], "labels": full.labels[ln["val_idx"]],
+                      "images": [prep["images"][i] for i in ln["val_idx"]],
+                      "files_sha256": full.subset(ln["val_idx"]).fingerprint()["files_sha256"]})
+    rows = []
+    for path, ckpt in ckpts:
+        want = recorded_validation_hash(ckpt)
+        own = [((ckpt.get("data") or {}).get("split") or {}).get("lines")]
+        if (ckpt.get("train_config") or {}).get("extra_data"):
+            got = [x["validation"]["files_sha256"] for x in own[0] or []]
+            if got != [ln["files_sha256"] for ln in lines]:
+                raise ValueError(f"{path} was validated on other line splits than {split_from}")
+        elif want != lines[0]["files_sha256"]:
+            raise ValueError(f"{path} was trained on line 0 alone but its validation files are not line 0's part "
+                             f"of the split of {split_from}; it cannot be compared fairly")
+        model = model_from_checkpoint(ckpt)
+        d, names = ckpt["defect_index"], ckpt["class_names"]
+        per_line = []
+        for ln in lines:
+            probs = predict_probs(model, ln["images"], ckpt["preprocessing"])
+            rep = classification_report(ln["labels"], probs, names, d, ckpt["threshold"])
+            per_line.append({"root": ln["root"], "n": rep["n"], "accuracy": rep["accuracy"], "roc_auc": rep["roc_auc"],
+                             "missed_defects": rep.get("missed_defects"), "false_alarms": rep.get("false_alarms"),
+                             "selection_loss": selection_loss(ln["labels"], probs, d)})
+        rows.append({"checkpoint": path, "weights_sha256": weights_digest(ckpt["state_dict"]),
+                     "threshold": ckpt["threshold"], "trained_on_lines": 1 + len(ckpt["train_config"].get("extra_data") or []),
+                     "lines": per_line, "score": float(np.mean([x["selection_loss"] for x in per_line]))})
+        log.info("%s: score %.5f (%s)", path, rows[-1]["score"],
+                 ", ".join(f"{x['accuracy']:.4f}" for x in per_line))
+    best = min(rows, key=lambda r: r["score"])["checkpoint"]
+    return {"split_from": str(split_from), "split": "validation", "lines": [{"root": ln["root"], "n": len(ln["labels"])}
+                                                                           for ln in lines],
+            "models": rows, "best": best, "rule": RULES["lines"]}

@@ -1,0 +1,220 @@
+"""Learning curve of adaptation to line B: photos per class against accuracy on the line-B photos not used, and on
+the casting test split (forgetting). Writes JSON, markdown and a plot.
+
+    python benchmarks/learning_curve.py --checkpoint final_best_model.pt --line ../shared/data/casting-line-b \
+        --casting ../shared/data/casting --sizes 10 25 50 100 200 --seeds 0 1 2 --out reports/line-b/learning_curve
+
+For each seed, every class of the line is shuffled once; size n uses the first n photos of each class (so the sets
+are nested) and every model of that (seed, n) is measured on the same remaining photos. Per (seed, n):
+- ``parent``: the checkpoint as it is;
+- ``bn``: the parent with only its batch-norm statistics re-estimated on the n-per-class photos (no labels);
+- ``adapted``: ``adapt.py`` on those photos (its own held-out split, threshold and replay of the parent's line);
+- ``adapted_no_replay`` (sizes in ``--no-replay-at``): the same without replay, to measure what replay keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inspectkit import data as D  # noqa: E402
+from inspectkit.adaptation import AdaptConfig, adapt, recalibrate_batchnorm  # noqa: E402
+from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from inspectkit.metrics import classification_report  # noqa: E402
+from inspectkit.model import predict_probs  # noqa: E402
+
+KEYS = ("n", "accuracy", "roc_auc", "missed_defects", "false_alarms")
+log = logging.getLogger("learning_curve")
+
+
+def _short(r: dict) -> dict:
+    return {k: r[k] for k in KEYS}
+
+
+def _measure(ckpt, model, sets) -> dict:
+    """Reports of ``model`` (at the checkpoint's threshold) on each named (images, labels) set."""
+    out = {}
+    for name, (images, labels) in sets.items():
+        p = predict_probs(model, images, ckpt["preprocessing"])
+        out[name] = _short(classification_report(labels, p, ckpt["class_names"], ckpt["defect_index"],
+                                                 ckpt["threshold"]))
+    return out
+
+
+def _link_subset(ds: D.Dataset, idx: list[int], folder: Path) -> Path:
+    for i in idx:
+        cls = ds.class_names[ds.labels[i]]
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        dst = folder / cls / ds.paths[i].name
+        if not dst.exists():
+            os.symlink(ds.paths[i].resolve(), dst)
+    return folder
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="final_best_model.pt")
+    p.add_argument("--line", default="../shared/data/casting-line-b", help="the new line (folder-per-class)")
+    p.add_argument("--casting", default="../shared/data/casting", help="the parent's data (its test/ split measures forgetting)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10, 25, 50, 100, 200])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--no-replay-at", type=int, nargs="*", default=[50])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", default="runs/learning-curve", help="folder for the per-run photo subsets")
+    p.add_argument("--out", default="reports/line-b/learning_curve", help="writes OUT.json, OUT.md and OUT.png")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import torch
+
+    torch.set_num_threads(a.threads)
+    parent = load_checkpoint(a.checkpoint)
+    names = parent["class_names"]
+    line = D.load_folder(a.line, None, names[parent["defect_index"]], names)
+    line, line_images = D.decode_all(line)
+    test = D.load_folder(a.casting, "test", names[parent["defect_index"]], names)
+    test, test_images = D.decode_all(test)
+    base_model = model_from_checkpoint(parent)
+    spec = parent["preprocessing"]
+    p_line = predict_probs(base_model, line_images, spec)
+    base_test = _measure(parent, base_model, {"casting_test": (test_images, test.labels)})["casting_test"]
+    rows = []
+    t_all = time.perf_counter()
+    for seed in a.seeds:
+        rng = np.random.default_rng(1000 + seed)
+        order = {c: rng.permutation(np.nonzero(line.labels == c)[0]).tolist() for c in range(len(names))}
+        for n in a.sizes:
+            used = sorted(i for c in order for i in order[c][:n])
+            rest = np.setdiff1d(np.arange(len(line)), used)
+            rest_images, rest_labels = [line_images[i] for i in rest], line.labels[rest]
+            sets = {"line_rest": (rest_images, rest_labels), "casting_test": (test_images, test.labels)}
+            row = {"seed": seed, "per_class": n, "used": len(used)}
+            row["parent"] = {"line_rest": _short(classification_report(
+                rest_labels, p_line[rest], names, parent["defect_index"], parent["threshold"])),
+                "casting_test": base_test}
+            bn_model = recalibrate_batchnorm(copy.deepcopy(base_model), [line_images[i] for i in used], spec)
+            row["bn"] = _measure(parent, bn_model, sets)
+            folder = _link_subset(line, used, Path(a.work) / f"s{seed}" / f"n{n}")
+            variants = [("adapted", "auto")] + ([("adapted_no_replay", "none")] if n in a.no_replay_at else [])
+            for key, replay in variants:
+                cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, replay=replay,
+                                  threads=a.threads)
+                t0 = time.perf_counter()
+                ck = adapt(parent, cfg, save=False)
+                secs = time.perf_counter() - t0
+                m = model_from_checkpoint(ck)
+                ad = ck["metrics"]["adaptation"]
+                row[key] = {**_measure(ck, m, sets), "seconds": round(secs, 1), "threshold": ck["threshold"],
+                            "mode": ad["mode"], "validation_new_line": ad["after"]["new_line"].get("accuracy"),
+                            "validation_n": ad["after"]["new_line"].get("n")}
+            log.info("seed %d n %d: parent %.4f bn %.4f adapted %.4f (casting test %.4f) in %.0fs", seed, n,
+                     row["parent"]["line_rest"]["accuracy"], row["bn"]["line_rest"]["accuracy"],
+                     row["adapted"]["line_rest"]["accuracy"], row["adapted"]["casting_test"]["accuracy"],
+                     row["adapted"]["seconds"])
+            rows.append(row)
+            write(a, parent, rows, time.perf_counter() - t_all)  # after every run: a cut job keeps what it measured
+    return 0
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean, min and max over seeds for each size and model."""
+    out = []
+    for n in sorted({r["per_class"] for r in rows}):
+        rs = [r for r in rows if r["per_class"] == n]
+        s = {"per_class": n, "seeds": len(rs)}
+        for model in ("parent", "bn", "adapted", "adapted_no_replay"):
+            have = [r[model] for r in rs if model in r]
+            if not have:
+                continue
+            s[model] = {}
+            for where in ("line_rest", "casting_test"):
+                acc = [h[where]["accuracy"] for h in have]
+                s[model][where] = {"accuracy_mean": float(np.mean(acc)), "accuracy_min": float(np.min(acc)),
+                                   "accuracy_max": float(np.max(acc)),
+                                   "missed_mean": float(np.mean([h[where]["missed_defects"] for h in have])),
+                                   "false_alarms_mean": float(np.mean([h[where]["false_alarms"] for h in have]))}
+            if "seconds" in have[0]:
+                s[model]["seconds_mean"] = float(np.mean([h["seconds"] for h in have]))
+        out.append(s)
+    return out
+
+
+def write(a, parent, rows, seconds) -> None:
+    """OUT.json (every run and the summary), OUT.md (tables) and OUT.png (the curve)."""
+    from inspectkit.checkpoint import weights_digest
+
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = summarise(rows)
+    doc = {"command": "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:]),
+           "checkpoint": a.checkpoint, "parent_weights_sha256": weights_digest(parent["state_dict"]),
+           "line": a.line, "casting": a.casting, "seconds": round(seconds, 1), "summary": summary, "runs": rows}
+    D.save_json(doc, out.with_suffix(".json"))
+    lines = ["# Adapting to line B: the learning curve", "",
+             f"`{doc['command']}`", "",
+             "Accuracy on the line-B photos **not used** for adaptation (mean over seeds, [min, max]), and on the "
+             "casting test split (forgetting). parent: the model as it is; bn: batch-norm statistics re-estimated on the "
+             "unlabelled photos; adapted: `adapt.py` with replay of line A; no replay: the same without it.", "",
+             "| photos per class | seeds | parent | bn | adapted | adapted, casting test | no replay | no replay, casting test | adapt s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def f(s, model, where):
+        if model not in s:
+            return "-"
+        v = s[model][where]
+        return f"{100 * v['accuracy_mean']:.2f} % [{100 * v['accuracy_min']:.1f}, {100 * v['accuracy_max']:.1f}]"
+
+    for s in summary:
+        lines.append(f"| {s['per_class']} | {s['seeds']} | {f(s, 'parent', 'line_rest')} | {f(s, 'bn', 'line_rest')} | "
+                     f"{f(s, 'adapted', 'line_rest')} | {f(s, 'adapted', 'casting_test')} | "
+                     f"{f(s, 'adapted_no_replay', 'line_rest')} | {f(s, 'adapted_no_replay', 'casting_test')} | "
+                     f"{s['adapted']['seconds_mean']:.0f} |")
+    lines += ["", "Missed defects and false alarms on the unused line-B photos (mean over seeds):", "",
+              "| photos per class | parent missed / false alarms | bn | adapted |", "|---:|---:|---:|---:|"]
+    for s in summary:
+        cell = lambda m: (f"{s[m]['line_rest']['missed_mean']:.1f} / {s[m]['line_rest']['false_alarms_mean']:.1f}"
+                          if m in s else "-")
+        lines.append(f"| {s['per_class']} | {cell('parent')} | {cell('bn')} | {cell('adapted')} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    xs = [s["per_class"] for s in summary]
+    for model, label, style in (("parent", "parent (J)", "k--"), ("bn", "BN re-estimated", "C1-o"),
+                                ("adapted", "adapt.py (replay)", "C0-o"), ("adapted_no_replay", "no replay", "C3s")):
+        for k, where in enumerate(("line_rest", "casting_test")):
+            pts = [(s["per_class"], s[model][where]) for s in summary if model in s]
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            m = [100 * p[1]["accuracy_mean"] for p in pts]
+            lo = [100 * (p[1]["accuracy_mean"] - p[1]["accuracy_min"]) for p in pts]
+            hi = [100 * (p[1]["accuracy_max"] - p[1]["accuracy_mean"]) for p in pts]
+            ax[k].errorbar(x, m, yerr=[lo, hi], fmt=style, label=label, capsize=3)
+    for k, title in enumerate(("line B, photos not used", "casting test split (forgetting)")):
+        ax[k].set_xscale("log")
+        ax[k].set_xticks(xs, [str(x) for x in xs])
+        ax[k].set_xlabel("labelled line-B photos per class")
+        ax[k].set_ylabel("accuracy (%)")
+        ax[k].set_title(title)
+        ax[k].grid(alpha=0.3)
+    ax[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
