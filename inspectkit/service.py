@@ -57,6 +57,12 @@ ENV_MODEL_SHA256 = "INSPECT_MODEL_SHA256"    # expected digest, checked before l
 MAX_API_WAITING = 8
 #: Multipart overhead allowed on top of MAX_UPLOAD_BYTES before a request body is refused unread.
 BODY_SLACK_BYTES = 64 * 1024
+#: How often Gradio's queue looks for a new job, and for progress to send, in seconds. Gradio polls every 1 ms
+#: (10 ms for progress) on Linux: an idle server woke ~800 times a second and used 6-8 % of a core, and while
+#: the network runs on two intra-op threads over two cores, each wake-up takes a core from one of them and the
+#: other waits at the next barrier. 10 ms adds at most that to the start of a queued job (74 wake-ups/s, 1.5 %).
+QUEUE_POLL_S = 0.01
+PROGRESS_POLL_S = 0.05
 
 
 class FairLock:
@@ -240,9 +246,25 @@ def default_handler_factory(threads: int | None = None) -> Callable[[], Any]:
         path, expected = resolve_checkpoint()
         from inference_handler import InferenceHandler  # heavy (torch): only in the loading thread
 
-        return InferenceHandler(checkpoint=str(path), expected_sha256=expected, threads=threads)
+        return warm_up(InferenceHandler(checkpoint=str(path), expected_sha256=expected, threads=threads))
 
     return build
+
+
+def warm_up(handler: Any, calls: int = 3) -> Any:
+    """Run a few heat-map inspections of a plain grey frame, so the server's first requests do not pay for the
+    session's first runs (memory arena growth, first-touch pages, cold caches: the first calls after a load took
+    1.5x the steady forward time); returns the handler. A failure here is logged, not raised: the real requests
+    will report it."""
+    import numpy as np
+
+    frame = np.full((300, 300, 3), 128, np.uint8)
+    try:
+        for _ in range(calls):
+            handler.predict(frame, heatmap=True, name="warm-up")
+    except Exception as exc:
+        log.warning("warm-up inspection failed: %s: %s", type(exc).__name__, exc)
+    return handler
 
 
 class LazyHandler:
@@ -609,12 +631,23 @@ def create_app(handler: Any, demo: Any, **mount_kwargs):
     api = create_api(handler)
     # Bounded queue: at most 16 waiting jobs; one inspection at a time (two cores, and the model is shared).
     demo.queue(default_concurrency_limit=1, max_size=16)
+    calm_queue(demo)
     allowed = [str(REPO / "examples"), str(REPO / "reports")]
     # Client-side rendering, as tested, even where GRADIO_SSR_MODE=true (Spaces): SSR would start a Node server
     # at mount time, before the page can answer.
     mount_kwargs.setdefault("ssr_mode", False)
     return gr.mount_gradio_app(api, demo, path="/", max_file_size=MAX_UPLOAD_BYTES, allowed_paths=allowed,
                                show_error=True, footer_links=["api", "gradio"], **mount_kwargs)
+
+
+def calm_queue(demo: Any) -> None:
+    """Make Gradio's queue poll every QUEUE_POLL_S (progress every PROGRESS_POLL_S) instead of every 1 ms (10 ms):
+    see QUEUE_POLL_S. The attributes are Gradio internals (checked by tests/test_shift.py for the pinned version);
+    a Gradio without them is left as it is."""
+    queue = getattr(demo, "_queue", None)
+    for attr, value in (("sleep_when_free", QUEUE_POLL_S), ("progress_update_sleep_when_free", PROGRESS_POLL_S)):
+        if queue is not None and isinstance(getattr(queue, attr, None), (int, float)):
+            setattr(queue, attr, value)
 
 
 def server_address(host: str | None = None, port: int | str | None = None) -> tuple[str, int]:
