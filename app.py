@@ -4,9 +4,14 @@ Drop photos of cast pump impellers (top view) and get OK or DEFECT for each, the
 heat map over the photo and the time each stage took. The same server answers ``POST /api/inspect`` (JSON; see
 /docs) and the Gradio API (``gradio_client``, endpoints ``/predict`` and ``/predict_batch``).
 
+The Adapt tab adapts the model to a new line from labelled photos (or loads an uploaded checkpoint) and switches
+the browser session to it; other sessions and the APIs keep the default model.
+
 This file is the UI only: layout and one-line callbacks. What they call lives in ``inspectkit/ui_support.py``
-(what the UI shows) and ``inspectkit/service.py`` (lazy model loading, the JSON endpoint, the server). Importing
-it loads no model and no torch: the model loads in a background thread once the server is up.
+(what the UI shows), ``inspectkit/adapt_ui.py`` (the Adapt tab and the per-session model) and
+``inspectkit/service.py`` (lazy model loading, the JSON endpoint, the server). Importing it loads no model and
+no torch: the model loads in a background thread once the server is up.
+
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from inspectkit import adapt_ui as aui
 from inspectkit import service
 from inspectkit import ui_support as ui
 from inspectkit.service import MAX_BATCH, MAX_UPLOAD_MB
-from inspectkit import shift_ui as sh  # noqa: E402  (the Shift tab: any number of photos, in chunks)
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
@@ -47,6 +52,17 @@ table.latency caption {text-align:left; font-weight:600; padding-bottom:4px}
 #gallery, #gallery .gallery-container {height:auto !important}
 #gallery .grid-wrap {height:auto !important; min-height:0 !important; max-height:560px; overflow-y:auto}
 #gallery .caption-label {white-space:normal; overflow-wrap:anywhere; max-width:calc(100% - 12px); font-size:.8em}
+.status.session {background:#dbeafe}
+.adapt-cols {display:flex; gap:18px; flex-wrap:wrap} .adapt-col {flex:1 1 300px; min-width:280px}
+.adapt-mode {padding:6px 10px; border-radius:8px; margin:4px 0 8px 0}
+.adapt-mode.heldout {background:#dcfce7} .adapt-mode.insample {background:#fde68a; border:1px solid #d97706}
+table.adapt-metrics, table.cm {border-collapse:collapse; font-size:.9em; margin:6px 0}
+table.adapt-metrics th, table.adapt-metrics td, table.cm th, table.cm td {border:1px solid #d1d5db; padding:3px 8px;
+  text-align:right}
+table.cm caption {text-align:left; font-weight:600; padding-bottom:4px}
+table.cm td.diag {background:#dcfce7} table.cm td.off {background:#fee2e2}
+td.missed {font-weight:700; color:#b91c1c}
+ul.adapt-list {margin:0 0 6px 18px; font-size:.9em}
 """
 
 INTRO = f"""
@@ -95,40 +111,78 @@ def example_images(folder: Path = EXAMPLES_DIR, limit: int = MAX_EXAMPLES) -> li
 
 def launch_options() -> dict:
     """Theme and CSS: Gradio 6 takes them at launch/mount time, not in gr.Blocks()."""
-    return {"theme": gr.themes.Soft(primary_hue="blue", neutral_hue="slate"), "css": CSS + sh.CSS}
+    return {"theme": gr.themes.Soft(primary_hue="blue", neutral_hue="slate"), "css": CSS}
 
 
-def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str | Path = EXAMPLES_DIR) -> gr.Blocks:
+def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str | Path = EXAMPLES_DIR,
+               adapt_settings: aui.AdaptSettings | None = None) -> gr.Blocks:
     """The whole UI around ``handler`` (an InferenceHandler, or a service.LazyHandler that is still loading).
 
-    Builds only; nothing is launched and no model call is made.
+    ``adapt_settings``: the Adapt tab's budget (default: ``aui.AdaptSettings.from_env()``, i.e. the
+    ``INSPECT_ADAPT_*`` variables). Builds only; nothing is launched and no model call is made.
     """
     report, report_missing = ui.load_report(reports_dir)
     examples = example_images(Path(examples_dir))
+    settings = adapt_settings or aui.AdaptSettings.from_env()
 
-    def inspect_files(files, opacity, state, progress=gr.Progress()):
+    # The Inspect tab's callbacks run on the session's model (``model``: None for the shared one).
+    def inspect_files(model, files, opacity, state, progress=gr.Progress()):
         """Inspect the dropped photos."""
-        return ui.ui_call(ui.run_inspection, handler, files, opacity, state, progress)
+        return aui.inspect_call(ui.run_inspection, handler, model, files, opacity, state, progress)
 
-    def inspect_single(path, opacity, state, progress=gr.Progress()):
+    def inspect_single(model, path, opacity, state, progress=gr.Progress()):
         """Inspect the one uploaded, pasted or webcam photo (or a clicked example)."""
-        return ui.ui_call(ui.run_single, handler, path, opacity, state, progress)
+        return aui.inspect_call(ui.run_single, handler, model, path, opacity, state, progress)
 
-    def redecide(state, threshold):
+    def redecide(model, state, threshold):
         """New verdicts at the slider's threshold, from the stored probabilities."""
-        return ui.ui_call(ui.redecide, handler, state, threshold)
+        return aui.inspect_call(ui.redecide, handler, model, state, threshold)
 
-    def rereview(state, margin):
+    def rereview(model, state, margin):
         """Needs-review flags for a review band of ``margin`` logits either side of the threshold."""
-        return ui.ui_call(ui.rereview, handler, state, margin)
+        return aui.inspect_call(ui.rereview, handler, model, state, margin)
 
-    def reblend(state, opacity):
+    def reblend(model, state, opacity):
         """Overlays redrawn at the slider's opacity, from the stored heat maps."""
-        return ui.ui_call(ui.reblend, handler, state, opacity)
+        return aui.inspect_call(ui.reblend, handler, model, state, opacity)
 
-    def select(state, evt: gr.SelectData):
+    def select(model, state, evt: gr.SelectData):
         """Show the clicked gallery image in the detail panel."""
-        return ui.ui_call(ui.select, handler, state, evt.index)
+        return aui.inspect_call(ui.select, handler, model, state, evt.index)
+
+    def send_to_adapt(model, state, files, single):
+        """'Label these next' to the Adapt tab's 'to label' list, and show that tab."""
+        return aui.adapt_call(aui.send_to_adapt, handler, model, state, files, single)
+
+    def adapt_load(model):
+        """On page load: the drop zones named after the model's classes."""
+        return aui.on_load(handler, model)
+
+    def adapt_score(model, zips, progress=gr.Progress(), *zones):
+        """Check the labelled photos and score the session's model on them."""
+        return aui.adapt_call(aui.score, handler, model, zips, zones, progress)
+
+    def adapt_run(model, zips, progress=gr.Progress(), *zones):
+        """Adapt the session's model to the labelled photos (one adaptation at a time on the server)."""
+        return aui.adapt_call(aui.run_adaptation, handler, model, settings, zips, zones, progress)
+
+    def adapt_use(model, result):
+        """Switch this session to the model just adapted."""
+        return aui.adapt_call(aui.use_adapted, handler, model, result)
+
+    def adapt_default(model):
+        """Switch this session back to the default model."""
+        return aui.adapt_call(aui.use_default, handler, model)
+
+    def adapt_upload(model, files):
+        """Load an uploaded checkpoint (weights-only) and switch this session to it."""
+        return aui.adapt_call(aui.load_uploaded_checkpoint, handler, model, files, settings,
+                              title="Cannot load the checkpoint")
+
+    def adapt_label(model, to_label, *zones_and_ticks):
+        """Move the ticked 'to label' photos into their class zones."""
+        n = aui.MAX_CLASS_ZONES
+        return aui.adapt_call(aui.apply_labels, handler, model, to_label, zones_and_ticks[:n], zones_and_ticks[n:])
 
     def model_status():
         """On page load: the model's status and threshold once it is loaded."""
@@ -142,29 +196,25 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         """Inspect several images (at most MAX_BATCH): one result per image, bad files carry an error."""
         return ui.api_predict_batch(handler, images, threshold)
 
-    def inspect_shift(files, folder, opacity, state):
-        """Inspect any number of photos in chunks; the results arrive as they are computed."""
-        yield from sh.run_shift(handler, files, folder, opacity, state)
-
-    def shift_zip(state):
-        """A zip of the Shift job's heat-map overlays."""
-        return sh.ui_zip(state)
-
     # delete_cache: uploads and results older than 2 h are removed every hour, so a station left running on the
     # line does not fill its disk
     with gr.Blocks(title="Casting inspection", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         session = gr.State(ui.new_state())
+        model = gr.State(None)  # this session's adapted/uploaded model (adapt_ui.pick); None: the shared one
+        adapted = gr.State(None)  # the last adaptation of this session, until it is used
+        to_label = gr.State([])  # photos sent from "Label these next", not labelled yet
         with gr.Row(equal_height=True):
             gr.Markdown(INTRO)
         status = gr.HTML(ui.initial_status(handler), elem_id="model-status")
-        with gr.Tabs():
+        with gr.Tabs(elem_id="tabs") as tabs:
+
             with gr.Tab("Inspect", id="inspect"):
                 with gr.Row():
                     with gr.Column(scale=2, min_width=320):
                         files = gr.File(file_count="multiple", height=170, elem_id="batch-files",
                                         label="Casting photos")
                         gr.Markdown(f"<span class='muted'>Drag and drop up to {MAX_BATCH} photos, "
-                                    f"{MAX_UPLOAD_MB} MB each. More, a folder or a zip: the Shift tab.</span>")
+                                    f"{MAX_UPLOAD_MB} MB each.</span>")
                         inspect_btn = gr.Button("Inspect", variant="primary")
                         with gr.Accordion("One photo: upload, paste from the clipboard, or webcam", open=False):
                             # image_mode=None: Gradio hands over the uploaded file as it is (no conversion and
@@ -210,6 +260,52 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                                              elem_id="results")
                         csv_file = gr.File(label="Results as CSV", interactive=False, elem_id="csv")
                         label_next = gr.Markdown(elem_id="label-next")
+                        send_btn = gr.Button("Send 'Label these next' to the Adapt tab to label them", size="sm",
+                                             elem_id="send-to-adapt")
+            with gr.Tab("Adapt", id="adapt"):
+                gr.Markdown(aui.intro_markdown(settings), elem_id="adapt-intro")
+                adapt_session = gr.HTML(aui.session_line(None), elem_id="adapt-session")
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=320):
+                        gr.Markdown("### 1. Labelled photos of the new line")
+                        adapt_zip = gr.File(file_count="multiple", file_types=[".zip"], height=120,
+                                            label=f"Zip files, one folder per class (at most {aui.MAX_ZIP_MB} MB each)",
+                                            elem_id="adapt-zip")
+                        zones = [gr.File(file_count="multiple", file_types=list(aui.IMAGE_TYPES), height=120,
+                                         label=f"Photos of class {i + 1}", visible=i < 2, elem_id=f"adapt-zone-{i}")
+                                 for i in range(aui.MAX_CLASS_ZONES)]
+                        with gr.Accordion("To label: photos sent from 'Label these next'", open=False,
+                                          elem_id="to-label-box") as to_label_box:
+                            to_label_gallery = gr.Gallery(label="To label", columns=5, height="auto",
+                                                          allow_preview=False, interactive=False,
+                                                          elem_id="to-label-gallery")
+                            ticks = [gr.CheckboxGroup(choices=[], label=f"Label as class {i + 1}", visible=i < 2,
+                                                      elem_id=f"label-as-{i}") for i in range(aui.MAX_CLASS_ZONES)]
+                            label_btn = gr.Button("Add the ticked photos to their class", size="sm",
+                                                  elem_id="apply-labels")
+                        gr.Markdown("### 2. Score, then adapt")
+                        score_btn = gr.Button("Score the current model on these photos", elem_id="adapt-score-btn")
+                        adapt_btn = gr.Button("Adapt", variant="primary", elem_id="adapt-run-btn")
+                    with gr.Column(scale=5):
+                        adapt_before = gr.HTML(elem_id="adapt-score")
+                        adapt_result = gr.HTML(elem_id="adapt-results")
+                        gr.Markdown("### 3. Use it, download it")
+                        adapt_download = gr.File(label="Adapted checkpoint and its .sha256", interactive=False,
+                                                 file_count="multiple", elem_id="adapt-download")
+                        with gr.Row():
+                            use_btn = gr.Button("Use the adapted model in this session", variant="primary",
+                                                elem_id="adapt-use-btn")
+                            default_btn = gr.Button("Back to the default model", elem_id="adapt-default-btn")
+                gr.Markdown("### Load a checkpoint")
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=320):
+                        ckpt_files = gr.File(file_count="multiple", file_types=[".pt", ".pth", ".sha256"], height=120,
+                                             label=f"A checkpoint (.pt, at most {aui.MAX_CHECKPOINT_MB} MB), "
+                                                   "optionally with its .sha256", elem_id="ckpt-upload")
+                        load_btn = gr.Button("Load it and use it in this session", elem_id="ckpt-load-btn")
+                    with gr.Column(scale=5):
+                        ckpt_info = gr.Markdown("Loaded weights-only: a checkpoint cannot run code here. Its SHA-256 "
+                                                "and weights digest are shown once loaded.", elem_id="ckpt-info")
             with gr.Tab("Model", id="model"):
                 gr.Markdown("## The model in use")
                 loaded = gr.Markdown("The model is loading...", elem_id="loaded-model")
@@ -232,30 +328,6 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                 gr.Markdown(ui.provenance_markdown(report))
             with gr.Tab("API", id="api"):
                 gr.Markdown(API_DOC)
-            with gr.Tab("Shift", id="shift"):
-                gr.Markdown(sh.INTRO)
-                with gr.Row():
-                    with gr.Column(scale=2, min_width=320):
-                        shift_files = gr.File(file_count="multiple", height=150, elem_id="shift-files",
-                                              label="Photos or zip files of photos")
-                        shift_folder = gr.File(file_count="directory", height=110, elem_id="shift-folder",
-                                               label="Or a folder of photos")
-                        with gr.Row():
-                            shift_btn = gr.Button("Inspect", variant="primary", elem_id="shift-inspect")
-                            shift_stop = gr.Button("Stop", elem_id="shift-stop")
-                        gr.Markdown(sh.LIMITS, elem_id="shift-limits")
-                        shift_zip_btn = gr.Button("Zip the heat-map overlays", size="sm", elem_id="shift-zip-btn")
-                        shift_zip_file = gr.File(label="Overlays (zip)", interactive=False, elem_id="shift-zip")
-                    with gr.Column(scale=5):
-                        shift_progress = gr.HTML(elem_id="shift-progress")
-                        shift_summary = gr.HTML(elem_id="shift-summary")
-                        shift_gallery = gr.Gallery(label=f"Defects and needs-review photos first (at most "
-                                                         f"{sh.GALLERY_MAX})", columns=6, object_fit="contain",
-                                                   allow_preview=True, interactive=False, elem_id="shift-gallery")
-                        shift_table = gr.Dataframe(headers=sh.TABLE_HEADERS, interactive=False, wrap=True,
-                                                   label="Results (the gallery's photos)", elem_id="shift-results")
-                        shift_csv = gr.File(label="All results as CSV", interactive=False, elem_id="shift-csv")
-                shift_state = gr.State(sh.new_state())
 
         # Components of the programmatic endpoints only (gradio_client), never shown.
         with gr.Column(visible=False):
@@ -272,30 +344,37 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                 label_next]
         detail = [session, badge, original, overlay, probabilities, latency]
         hidden = dict(api_visibility="undocumented")
-        files.upload(inspect_files, [files, opacity, session], view, api_name="inspect_upload", **hidden)
-        inspect_btn.click(inspect_files, [files, opacity, session], view, api_name="inspect_files", **hidden)
+        files.upload(inspect_files, [model, files, opacity, session], view, api_name="inspect_upload", **hidden)
+        inspect_btn.click(inspect_files, [model, files, opacity, session], view, api_name="inspect_files", **hidden)
         # .change, not .input: an example click sets the value without user input and must inspect too
-        single.change(inspect_single, [single, opacity, session], view, api_name="inspect_single", **hidden)
+        single.change(inspect_single, [model, single, opacity, session], view, api_name="inspect_single", **hidden)
         if examples:
             all_examples.click(lambda: examples, None, files, api_visibility="private").then(
-                inspect_files, [files, opacity, session], view, api_visibility="private")
+                inspect_files, [model, files, opacity, session], view, api_visibility="private")
         # Re-deciding, re-blending and selecting never run the network: no need to wait behind an inspection.
         light = dict(api_visibility="private", concurrency_limit=None)
-        threshold.release(redecide, [session, threshold], view, **light)
-        review_margin.release(rereview, [session, review_margin], view, **light)
-        opacity.release(reblend, [session, opacity], view, **light)
-        gallery.select(select, [session], detail, **light)
+        threshold.release(redecide, [model, session, threshold], view, **light)
+        review_margin.release(rereview, [model, session, review_margin], view, **light)
+        opacity.release(reblend, [model, session, opacity], view, **light)
+        gallery.select(select, [model, session], detail, **light)
         demo.load(model_status, None, [status, threshold, loaded], concurrency_limit=None, api_visibility="private")
+        # Adapt tab. Switching model changes what aui.SWITCH_OUTPUTS lists, in that order.
+        switch = [model, *view, status, threshold, review_margin, loaded, adapt_session, *zones, *ticks]
+        demo.load(adapt_load, [model], [*zones, *ticks, adapt_session], **light)
+        send_btn.click(send_to_adapt, [model, session, files, single],
+                       [to_label, to_label_gallery, *ticks, tabs, to_label_box], **light)
+        label_btn.click(adapt_label, [model, to_label, *zones, *ticks], [*zones, to_label, to_label_gallery, *ticks],
+                        **light)
+        score_btn.click(adapt_score, [model, adapt_zip, *zones], adapt_before, api_name="adapt_score", **hidden)
+        # concurrency_limit=None: a second adaptation is refused at once by adapt_ui's lock, not queued behind
+        # the first (which could take minutes)
+        adapt_btn.click(adapt_run, [model, adapt_zip, *zones], [adapted, adapt_result, adapt_download],
+                        api_name="adapt_run", concurrency_limit=None, **hidden)
+        use_btn.click(adapt_use, [model, adapted], switch, **light)
+        default_btn.click(adapt_default, [model], switch, **light)
+        load_btn.click(adapt_upload, [model, ckpt_files], [ckpt_info, *switch], api_visibility="private")
         api_go.click(predict, [api_image, api_threshold, api_heatmap], api_result, api_name="predict")
         api_go_batch.click(predict_batch, [api_images, api_threshold], api_results, api_name="predict_batch")
-        # The Shift tab: its own concurrency group, so a long job never holds up the Inspect tab's queue; the
-        # inference lock is taken per chunk, so other requests are served between two chunks.
-        shift_view = [shift_state, shift_progress, shift_summary, shift_gallery, shift_table, shift_csv]
-        shift_job = shift_btn.click(inspect_shift, [shift_files, shift_folder, opacity, shift_state], shift_view,
-                                    concurrency_limit=sh.CONCURRENT_JOBS, concurrency_id="shift",
-                                    show_progress="hidden", api_name="inspect_shift", **hidden)
-        shift_stop.click(None, None, None, cancels=[shift_job], api_visibility="private")
-        shift_zip_btn.click(shift_zip, [shift_state], shift_zip_file, api_visibility="private")
     return demo
 
 

@@ -1,0 +1,499 @@
+"""The Adapt tab's logic (inspectkit/adapt_ui.py) with the real handler and a random-weight 96 px checkpoint:
+photos from zips and drop zones (bad zips, path traversal, bombs, wrong classes, too few photos), the score of
+the current model, a tiny real adaptation, one adaptation at a time, checkpoint uploads good and bad, the
+per-session model switch, and "Label these next" sent to the tab."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import stat
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_checkpoint, write_images
+
+import app
+from inspectkit import adapt_ui as aui
+from inspectkit import ui_support as ui
+from inspectkit.digest import sha256_file
+
+CLASSES = ["def_front", "ok_front"]
+TINY = aui.AdaptSettings(views=1, stage1_epochs=1, stage2_epochs=1, replay="none", threads=1, backend="torch")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Each test writes under its own folder and starts with no session models cached; one torch thread."""
+    monkeypatch.setattr(aui, "WORK_DIR", tmp_path / "adapt-work")
+    aui._MODELS.clear()
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+    aui._MODELS.clear()
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("parent") / "base.pt", threshold=0.5)
+
+
+@pytest.fixture(scope="module")
+def handler(parent):
+    from inference_handler import InferenceHandler
+
+    return InferenceHandler(str(parent), backend="torch")
+
+
+def zones_of(root: Path, n_def: int, n_ok: int, seed: int = 3) -> list[list[str]]:
+    """Photos as two drop zones hold them (paths), def_front first."""
+    r = np.random.default_rng(seed)
+    d = write_images(root / "zone_def", r, n_def, True, prefix="d")
+    o = write_images(root / "zone_ok", r, n_ok, False, prefix="o")
+    return [[str(p) for p in d], [str(p) for p in o], [], []]
+
+
+def make_zip(path: Path, entries: dict[str, bytes], symlinks: tuple[str, ...] = ()) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+        for name in symlinks:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            z.writestr(info, "/etc/passwd")
+    return path
+
+
+def photo_bytes(tmp_path: Path, n: int, defect: bool, seed: int = 0) -> list[bytes]:
+    return [p.read_bytes() for p in write_images(tmp_path / f"src_{defect}_{seed}", np.random.default_rng(seed), n,
+                                                 defect, prefix="z")]
+
+
+# ------------------------------------------------------------------------------------------------ settings
+
+
+def test_constants_repeated_here_agree_with_their_sources():
+    from inference_handler import BACKENDS
+    from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig
+    from inspectkit.imageio import IMAGE_EXTENSIONS
+
+    assert aui.MIN_PER_CLASS == MIN_PHOTOS_PER_CLASS
+    cfg = AdaptConfig()
+    assert aui.HELD_OUT_MIN == next(n for n in range(1, 100) if n * cfg.val_fraction >= cfg.min_val_per_class)
+    assert tuple(aui.IMAGE_TYPES) == tuple(IMAGE_EXTENSIONS)
+    assert tuple(aui.BACKENDS) == tuple(BACKENDS)
+
+
+def test_settings_from_the_environment():
+    s = aui.AdaptSettings.from_env({"INSPECT_ADAPT_VIEWS": "2", "INSPECT_ADAPT_REPLAY": "none",
+                                    "INSPECT_ADAPT_BACKEND": "torch", "INSPECT_ADAPT_STAGE2_EPOCHS": ""})
+    assert (s.views, s.replay, s.backend, s.stage2_epochs) == (2, "none", "torch", aui.AdaptSettings().stage2_epochs)
+    with pytest.raises(ValueError, match=r"INSPECT_ADAPT_THREADS='two' is not a whole number"):
+        aui.AdaptSettings.from_env({"INSPECT_ADAPT_THREADS": "two"})
+    with pytest.raises(ValueError, match=r"views=0 must be a whole number from 1 to 100"):
+        aui.AdaptSettings.from_env({"INSPECT_ADAPT_VIEWS": "0"})
+    with pytest.raises(ValueError, match=r"backend='gpu' must be one of"):
+        aui.AdaptSettings(backend="gpu")
+
+
+def test_build_demo_has_the_adapt_tab_with_its_limits(handler):
+    demo = app.build_demo(handler, adapt_settings=TINY)
+    config = json.dumps(demo.get_config_file(), default=str)
+    assert "Adapt" in config and f"at most **{aui.MAX_PHOTOS} photos**" in config
+    assert f"**{aui.MAX_PHOTO_MB} MB\\nper photo**" in config or f"{aui.MAX_PHOTO_MB} MB" in config
+    assert "One adaptation at a time" in config and "1 view per photo" in config
+    assert {"adapt_run", "adapt_score"} <= {d.api_name for d in demo.fns.values()}
+    assert "Send 'Label these next' to the Adapt tab" in config
+
+
+# ------------------------------------------------------------------------------------------------ photos
+
+
+def test_zip_with_class_folders_inside_one_top_folder(tmp_path):
+    d, o = photo_bytes(tmp_path, 5, True), photo_bytes(tmp_path, 4, False, 1)
+    entries = {f"line_b/def_front/d{i}.jpg": b for i, b in enumerate(d)}
+    entries.update({f"line_b/ok_front/sub/o{i}.jpg": b for i, b in enumerate(o)})
+    entries.update({"line_b/notes.txt": b"hello", "__MACOSX/line_b/._d0.jpg": b"junk", "line_b/.DS_Store": b"x"})
+    z = make_zip(tmp_path / "line_b.zip", entries)
+    photos = aui.prepare_photos([str(z)], [[], []], CLASSES)
+    try:
+        assert photos.counts == {"def_front": 5, "ok_front": 4}
+        assert sorted(p.name for p in photos.files["def_front"]) == [f"d{i}.jpg" for i in range(5)]
+        assert all(p.read_bytes() in d for p in photos.files["def_front"])
+        assert photos.ignored == ["line_b.zip: line_b/notes.txt"]  # named; the OS litter is skipped silently
+    finally:
+        photos.cleanup()
+    assert not photos.folder.exists()
+
+
+def test_a_file_that_is_not_a_zip_is_refused(tmp_path):
+    bad = tmp_path / "photos.zip"
+    bad.write_bytes(b"PK\x03\x04 but not really a zip")
+    with pytest.raises(ValueError, match=r"photos.zip is not a readable zip archive"):
+        aui.prepare_photos([str(bad)], [], CLASSES)
+
+
+@pytest.mark.parametrize("name, why", [("../evil.jpg", "path traversal"), ("def_front/../../evil.jpg", "traversal"),
+                                       ("/tmp/evil.jpg", "absolute path"), ("C:\\evil.jpg", "absolute path"),
+                                       ("def_front\\..\\..\\evil.jpg", "traversal")])
+def test_zip_entries_leading_out_of_the_archive_are_refused(tmp_path, name, why):
+    good = {f"def_front/d{i}.jpg": b for i, b in enumerate(photo_bytes(tmp_path, 4, True))}
+    z = make_zip(tmp_path / "evil.zip", {**good, name: b"\xff\xd8 not a photo"})
+    with pytest.raises(ValueError, match=why):
+        aui.prepare_photos([str(z)], [], CLASSES)
+    assert not list(tmp_path.rglob("evil.jpg")) and not Path("/tmp/evil.jpg").exists()
+    assert not list((aui.WORK_DIR / "data").iterdir())  # the partial copy was removed
+
+
+def test_zip_links_bombs_and_big_entries_are_refused(tmp_path):
+    good = {f"def_front/d{i}.jpg": b for i, b in enumerate(photo_bytes(tmp_path, 4, True))}
+    link = make_zip(tmp_path / "link.zip", good, symlinks=("ok_front/passwd.jpg",))
+    with pytest.raises(ValueError, match="symbolic link"):
+        aui.prepare_photos([str(link)], [], CLASSES)
+    bomb = make_zip(tmp_path / "bomb.zip", {**good, "ok_front/zeros.bmp": b"\0" * (5 << 20)})
+    with pytest.raises(ValueError, match=r"decompression bomb"):
+        aui.prepare_photos([str(bomb)], [], CLASSES)
+    big = make_zip(tmp_path / "big.zip", {**good, "ok_front/big.png": os.urandom(aui.MAX_PHOTO_BYTES + 1)})
+    with pytest.raises(ValueError, match=rf"big.png is 10.5 MB; the limit is {aui.MAX_PHOTO_MB} MB per photo"):
+        aui.prepare_photos([str(big)], [], CLASSES)
+
+
+def test_zip_with_other_class_folders_names_the_expected_ones(tmp_path):
+    d = photo_bytes(tmp_path, 4, True)
+    z = make_zip(tmp_path / "wrong.zip", {**{f"bad/{i}.jpg": b for i, b in enumerate(d)},
+                                         **{f"good/{i}.jpg": b for i, b in enumerate(d)}})
+    with pytest.raises(ValueError, match=r"wrong.zip has folders \['bad', 'good'\] that are not classes of the model; "
+                                         r"expected one folder per class: \['def_front', 'ok_front'\]"):
+        aui.prepare_photos([str(z)], [], CLASSES)
+    loose = make_zip(tmp_path / "loose.zip", {"a.jpg": d[0]})
+    with pytest.raises(ValueError, match=r"'a.jpg' is not inside a class folder"):
+        aui.prepare_photos([str(loose)], [], CLASSES)
+
+
+def test_drop_zones_and_a_zip_together(tmp_path):
+    zones = zones_of(tmp_path, 4, 5)
+    z = make_zip(tmp_path / "more.zip", {"def_front/d_000.jpg": photo_bytes(tmp_path, 1, True, 9)[0]})
+    photos = aui.prepare_photos([str(z)], zones, CLASSES)
+    try:
+        assert photos.counts == {"def_front": 5, "ok_front": 5}
+        # the same name from the zip and a zone: both kept
+        assert sorted(p.name for p in photos.files["def_front"])[:2] == ["d_000.jpg", "d_000_2.jpg"]
+    finally:
+        photos.cleanup()
+
+
+def test_drop_zone_limits(tmp_path, monkeypatch):
+    zones = zones_of(tmp_path, 4, 4)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a photo")
+    with pytest.raises(ValueError, match=r"notes.txt in the ok_front zone is not a photo"):
+        aui.prepare_photos(None, [zones[0], zones[1] + [str(text)]], CLASSES)
+    monkeypatch.setattr(aui, "MAX_PHOTOS", 6)
+    with pytest.raises(ValueError, match=r"more than 6 photos were given .*the limit is 6 photos per adaptation"):
+        aui.prepare_photos(None, zones, CLASSES)
+    monkeypatch.setattr(aui, "MAX_PHOTO_BYTES", 100)
+    with pytest.raises(ValueError, match=r"d_000.jpg in the def_front zone is .* MB; the limit is 10 MB per photo"):
+        aui.prepare_photos(None, zones, CLASSES)
+
+
+def test_too_few_photos_says_how_many_are_needed(tmp_path):
+    zones = zones_of(tmp_path, 2, 6)
+    with pytest.raises(ValueError, match=r"too few photos in def_front \(def_front: 2, ok_front: 6\); adaptation "
+                                         r"needs at least 4 photos per class"):
+        aui.prepare_photos(None, zones, CLASSES)
+    with pytest.raises(ValueError, match=r"no photos were given"):
+        aui.prepare_photos(None, [[], []], CLASSES)
+
+
+# ------------------------------------------------------------------------------------------------ scoring and adapting
+
+
+def test_score_of_the_current_model(handler, tmp_path):
+    zones = zones_of(tmp_path, 5, 4)
+    broken = tmp_path / "zone_ok" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    zones[1].append(str(broken))
+    out = aui.score(handler, None, None, zones)
+    assert "The current model on these photos" in out and "10 photos (def_front: 5, ok_front: 5)" in out
+    assert "Confusion matrix" in out and "Unreadable, skipped</b> (1)" in out and "ok_front/broken.jpg" in out
+    assert "in-sample" in out  # fewer than HELD_OUT_MIN per class: said before adapting
+    assert not list((aui.WORK_DIR / "data").iterdir())  # the copy is gone
+
+
+def test_adaptation_shows_before_and_after_and_offers_the_files(handler, tmp_path):
+    zones = zones_of(tmp_path, 10, 10)
+    seen = []
+    result, html_out, files = aui.run_adaptation(handler, None, TINY, None, zones,
+                                                 lambda f, desc="": seen.append((f, desc)))
+    assert seen and seen[-1][0] == 1.0 and all(d.startswith("Adapting: ") for _, d in seen)
+    assert "Before: the current model" in html_out and "After: the adapted model" in html_out
+    assert "Held-out" in html_out and html_out.count("<table class='cm'>") == 2
+    assert "missed defects" in html_out
+    ckpt, side = files
+    assert side == ckpt + ".sha256" and Path(side).read_text().split()[0] == sha256_file(ckpt) == result["sha256"]
+    assert result["mode"] == "held-out" and result["parent_sha256"] == handler.sha256
+    assert not list((aui.WORK_DIR / "data").iterdir())  # the photos are not kept
+    assert aui.adaptation_status() is None and not aui.ADAPT_LOCK.locked()
+
+
+def test_in_sample_is_said_plainly(handler, tmp_path):
+    result, html_out, _ = aui.run_adaptation(handler, None, TINY, None, zones_of(tmp_path, 5, 5))
+    assert result["mode"] == "in-sample" and "IN-SAMPLE" in html_out and "fit, not accuracy" in html_out
+
+
+def test_one_adaptation_at_a_time(handler, tmp_path):
+    import gradio as gr
+
+    zones = zones_of(tmp_path, 5, 5)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(fraction, desc=""):
+        started.set()
+        release.wait(60)
+
+    out = {}
+    first = threading.Thread(target=lambda: out.setdefault("r", aui.run_adaptation(handler, None, TINY, None, zones,
+                                                                                   slow)))
+    first.start()
+    try:
+        assert started.wait(60)
+        with pytest.raises(aui.AdaptationBusy, match=r"another adaptation is running on this server \(started "
+                                                     r"\d\d:\d\d:\d\d, \d+ % done"):
+            aui.run_adaptation(handler, None, TINY, None, zones)
+        with pytest.raises(gr.Error, match="one runs at a time"):
+            aui.adapt_call(aui.run_adaptation, handler, None, TINY, None, zones)
+    finally:
+        release.set()
+        first.join(120)
+    assert out["r"][0]["mode"] == "in-sample"
+    assert not aui.ADAPT_LOCK.locked()
+    aui.run_adaptation(handler, None, TINY, None, zones)  # free again
+
+
+def test_wrong_photos_leave_the_lock_free(handler, tmp_path):
+    with pytest.raises(ValueError, match="too few photos"):
+        aui.run_adaptation(handler, None, TINY, None, zones_of(tmp_path, 1, 5))
+    assert not aui.ADAPT_LOCK.locked() and aui.adaptation_status() is None
+    runs = aui.WORK_DIR / "runs"
+    assert not runs.is_dir() or not list(runs.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------ switching
+
+
+def test_switching_makes_this_sessions_inspection_use_the_adapted_model(handler, tmp_path):
+    zones = zones_of(tmp_path, 10, 10)
+    result, _, _ = aui.run_adaptation(handler, None, TINY, None, zones)
+    out = aui.use_adapted(handler, None, result)
+    assert len(out) == len(aui.SWITCH_OUTPUTS)
+    choice, state = out[0], out[1]
+    assert choice["sha256"] == result["sha256"] and choice["source"] == "adapted" and state["items"] == []
+    assert "This session: adapted model" in out[aui.SWITCH_OUTPUTS.index("status")]
+    assert "adapted model" in out[aui.SWITCH_OUTPUTS.index("session_line")]
+    session_h = aui.pick(handler, choice)
+    assert session_h is not handler and session_h.sha256 == result["sha256"]
+    assert aui.pick(handler, None) is handler  # other sessions keep the default model
+
+    photo = zones[0][0]
+    mine = aui.inspect_call(ui.run_inspection, handler, choice, [photo], 0.45, None)[0]["items"][0]
+    theirs = aui.inspect_call(ui.run_inspection, handler, None, [photo], 0.45, None)[0]["items"][0]
+    assert mine["defect_probability"] == pytest.approx(session_h.predict(photo, heatmap=False).defect_probability)
+    assert theirs["defect_probability"] == pytest.approx(handler.predict(photo, heatmap=False).defect_probability)
+    assert mine["defect_probability"] != pytest.approx(theirs["defect_probability"], abs=1e-6)
+
+    aui._MODELS.clear()  # dropped from the cache: loaded again from its file, checked
+    assert aui.pick(handler, choice).sha256 == result["sha256"]
+    back = aui.use_default(handler, choice)
+    assert back[0] is None and "default model" in back[aui.SWITCH_OUTPUTS.index("session_line")]
+
+
+def test_using_without_an_adaptation_is_a_clear_error(handler):
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="run an adaptation first"):
+        aui.adapt_call(aui.use_adapted, handler, None, None)
+
+
+def test_a_session_model_whose_file_is_gone(handler, tmp_path):
+    import gradio as gr
+
+    choice = {"path": str(tmp_path / "gone.pt"), "sha256": "0" * 64, "name": "gone.pt"}
+    with pytest.raises(gr.Error, match="no longer on the server"):
+        aui.inspect_call(ui.run_inspection, handler, choice, [], 0.45, None)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoint upload
+
+
+def upload_copy(src: Path, folder: Path, name: str | None = None) -> Path:
+    """A file as Gradio leaves an upload: in its own folder, under the user's name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / (name or src.name)
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def test_upload_a_good_checkpoint_with_its_sha256(handler, tmp_path):
+    from inspectkit.checkpoint import load_checkpoint, weights_digest
+
+    other = write_checkpoint(tmp_path / "made" / "line_c.pt", seed=7, threshold=0.4)
+    pt = upload_copy(other, tmp_path / "up1")
+    side = upload_copy(Path(str(other) + ".sha256"), tmp_path / "up2")
+    info, *switched = aui.load_uploaded_checkpoint(handler, None, [str(pt), str(side)], TINY)
+    sha, wd = sha256_file(other), weights_digest(load_checkpoint(other)["state_dict"])
+    assert sha in info and wd in info and "the uploaded .sha256" in info and "0.4000" in info
+    choice = switched[0]
+    assert choice["source"] == "uploaded" and choice["sha256"] == sha and choice["weights_sha256"] == wd
+    assert aui.pick(handler, choice).threshold == pytest.approx(0.4)
+    assert switched[aui.SWITCH_OUTPUTS.index("threshold")]["value"] == 0.4
+    # the session's copy survives Gradio emptying its upload cache
+    shutil.rmtree(tmp_path / "up1")
+    aui._MODELS.clear()
+    assert aui.pick(handler, choice).sha256 == sha
+    # without the sidecar: loaded, the digest computed here
+    info2, *_ = aui.load_uploaded_checkpoint(handler, None, [str(upload_copy(other, tmp_path / "up3"))], TINY)
+    assert "nothing uploaded" in info2 and sha in info2
+
+
+class Evil:
+    """Pickled, this would run a shell command on an unsafe load."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {EVIL_MARK}",))
+
+
+EVIL_MARK = "/tmp/inspect-adapt-test-evil-ran"
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "code", "not a checkpoint",
+                                  "digest mismatch", "two files", "text"])
+def test_a_bad_checkpoint_is_a_clear_error_and_the_model_stays(handler, tmp_path, kind):
+    import gradio as gr
+
+    up = tmp_path / "up"
+    up.mkdir()
+    pt = up / "model.pt"
+    files = [str(pt)]
+    if kind == "garbage":
+        pt.write_bytes(b"definitely not a torch file")
+        want = r"model.pt is not a torch checkpoint .*the session keeps its current model"
+    elif kind == "code":
+        torch.save({"state_dict": Evil()}, pt)
+        want = r"not a usable checkpoint: .*weights-only loading refuses"
+    elif kind == "not a checkpoint":
+        torch.save({"weights": torch.zeros(3)}, pt)
+        want = r"not a usable checkpoint: .*is missing \['format_version'"
+    elif kind == "digest mismatch":
+        write_checkpoint(pt)
+        (up / "model.pt.sha256").write_text("a" * 64 + "  model.pt\n")
+        files.append(str(up / "model.pt.sha256"))
+        want = r"model.pt has SHA-256 [0-9a-f]{64}, but model.pt.sha256 says a{64}"
+    elif kind == "two files":
+        write_checkpoint(pt)
+        files.append(str(write_checkpoint(up / "other.pt")))
+        want = r"give exactly one checkpoint \(.pt or .pth\), optionally with its .sha256"
+    elif kind == "truncated":
+        write_checkpoint(pt)
+        pt.write_bytes(pt.read_bytes()[:5000])
+        want = r"model.pt is not a usable checkpoint: .*not a readable torch file.*keeps its current model"
+    else:
+        pt = up / "model.txt"
+        pt.write_text("hello")
+        files = [str(pt)]
+        want = r"give exactly one checkpoint"
+    choice_before = {"keep": "me"}
+    with pytest.raises(gr.Error, match=want):
+        aui.adapt_call(aui.load_uploaded_checkpoint, handler, choice_before, files, TINY)
+    assert choice_before == {"keep": "me"} and not aui._MODELS
+    assert not Path(EVIL_MARK).exists()
+    models = aui.WORK_DIR / "models"
+    assert not models.is_dir() or not list(models.iterdir())  # a refused file is not kept
+
+
+# ------------------------------------------------------------------------------------------------ to label
+
+
+def test_label_these_next_goes_to_the_adapt_tab_and_into_the_class_zones(handler, tmp_path):
+    import gradio as gr
+
+    zones = zones_of(tmp_path, 3, 3)
+    batch = zones[0] + zones[1]
+    state = ui.run_inspection(handler, batch, 0.45, None)[0]
+    to_label, gallery, *ticks_upd, tabs, box = aui.send_to_adapt(handler, None, state, batch, None)
+    assert tabs["selected"] == "adapt" and box["open"] is True
+    assert len(to_label) == len(gallery) == 6 and len(ticks_upd) == aui.MAX_CLASS_ZONES
+    thr = handler.threshold
+    ranks = ui.review_ranks(state["items"], thr)
+    first = state["items"][ranks.index(1)]["name"]
+    assert to_label[0]["name"] == first  # closest to the threshold first
+    assert all(Path(t["path"]).read_bytes() == Path(next(p for p in batch if Path(p).name == t["name"])).read_bytes()
+               for t in to_label)
+    assert ticks_upd[0]["choices"] == [t["name"] for t in to_label]
+
+    names = [t["name"] for t in to_label]
+    with pytest.raises(gr.Error, match=rf"{names[0]} is ticked as both def_front and ok_front"):
+        aui.adapt_call(aui.apply_labels, handler, None, to_label, [None] * 4, [[names[0]], [names[0]], [], []])
+    with pytest.raises(gr.Error, match="nothing is ticked"):
+        aui.adapt_call(aui.apply_labels, handler, None, to_label, [None] * 4, [[], [], [], []])
+    out = aui.apply_labels(handler, None, to_label, [[zones[0][0]], None, None, None],
+                           [[names[0], names[1]], [names[2]], [], []])
+    z = out[:aui.MAX_CLASS_ZONES]
+    left, left_gallery = out[aui.MAX_CLASS_ZONES], out[aui.MAX_CLASS_ZONES + 1]
+    assert z[0] == [zones[0][0], to_label[0]["path"], to_label[1]["path"]] and z[1] == [to_label[2]["path"]]
+    assert [t["name"] for t in left] == names[3:] and len(left_gallery) == 3
+    assert out[-1]["choices"] == names[3:] and out[-1]["value"] == []
+
+
+def test_label_these_next_without_the_uploads_uses_the_kept_copies(handler, tmp_path):
+    zones = zones_of(tmp_path, 2, 2)
+    state = ui.run_inspection(handler, zones[0] + zones[1], 0.45, None)[0]
+    to_label, *_ = aui.send_to_adapt(handler, None, state, None, None)
+    assert len(to_label) == 4 and all(t["path"].endswith(".png") and Path(t["path"]).is_file() for t in to_label)
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="inspect some photos first"):
+        aui.adapt_call(aui.send_to_adapt, handler, None, ui.new_state(), None, None)
+
+
+def test_inspection_answers_while_an_adaptation_runs(handler, tmp_path):
+    """Adaptation holds its own lock, never the inference lock: an inspection in between completes."""
+    import time
+
+    zones = zones_of(tmp_path, 5, 5)
+    in_training, release = threading.Event(), threading.Event()
+
+    def gate(fraction, desc=""):
+        if "stage" in desc or "epoch" in desc:  # inside fit_stages: the adaptation is really under way
+            in_training.set()
+            release.wait(60)
+
+    worker = threading.Thread(target=aui.run_adaptation, args=(handler, None, TINY, None, zones, gate))
+    worker.start()
+    try:
+        assert in_training.wait(120)
+        t0 = time.perf_counter()
+        state = aui.inspect_call(ui.run_inspection, handler, None, zones[0][:2], 0.45, None)[0]
+        took = time.perf_counter() - t0
+        assert worker.is_alive() and aui.ADAPT_LOCK.locked()
+        assert [it["error"] for it in state["items"]] == [None, None] and took < 30
+        assert "% done" in aui.adaptation_status()
+    finally:
+        release.set()
+        worker.join(120)
+
+
+def test_page_load_names_the_zones_after_the_models_classes(handler):
+    out = aui.on_load(handler, None)
+    assert len(out) == 2 * aui.MAX_CLASS_ZONES + 1
+    assert out[0]["label"] == "Photos of class def_front" and out[1]["label"] == "Photos of class ok_front"
+    assert out[2]["visible"] is False and out[aui.MAX_CLASS_ZONES]["label"] == "Label as def_front"
+    assert "default model" in out[-1]
