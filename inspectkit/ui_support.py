@@ -165,8 +165,8 @@ def run_inspection(handler: Any, files: Any, opacity: float, state: dict | None,
         state.update(items=[], selected=0)
         return (state, *render(handler, state))
     if len(paths) > MAX_BATCH:
-        raise ValueError(f"{len(paths)} images were given; at most {MAX_BATCH} can be inspected at once. "
-                         f"Split them into batches of {MAX_BATCH} or fewer.")
+        raise ValueError(f"{len(paths)} images were given; this tab inspects at most {MAX_BATCH} at once. "
+                         "The Shift tab takes any number of photos (a folder or a zip too), in chunks.")
     names = [upload_name(p) for p in paths]
     items: list[dict | None] = [None] * len(paths)
     todo = []
