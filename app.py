@@ -24,6 +24,7 @@ from inspectkit import adapt_ui as aui
 from inspectkit import service
 from inspectkit import ui_support as ui
 from inspectkit.service import MAX_BATCH, MAX_UPLOAD_MB
+from inspectkit import shift_ui as sh  # noqa: E402  (the Shift tab: any number of photos, in chunks)
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
@@ -111,7 +112,7 @@ def example_images(folder: Path = EXAMPLES_DIR, limit: int = MAX_EXAMPLES) -> li
 
 def launch_options() -> dict:
     """Theme and CSS: Gradio 6 takes them at launch/mount time, not in gr.Blocks()."""
-    return {"theme": gr.themes.Soft(primary_hue="blue", neutral_hue="slate"), "css": CSS}
+    return {"theme": gr.themes.Soft(primary_hue="blue", neutral_hue="slate"), "css": CSS + sh.CSS}
 
 
 def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str | Path = EXAMPLES_DIR,
@@ -196,6 +197,14 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         """Inspect several images (at most MAX_BATCH): one result per image, bad files carry an error."""
         return ui.api_predict_batch(handler, images, threshold)
 
+    def inspect_shift(files, folder, opacity, state):
+        """Inspect any number of photos in chunks; the results arrive as they are computed."""
+        yield from sh.run_shift(handler, files, folder, opacity, state)
+
+    def shift_zip(state):
+        """A zip of the Shift job's heat-map overlays."""
+        return sh.ui_zip(state)
+
     # delete_cache: uploads and results older than 2 h are removed every hour, so a station left running on the
     # line does not fill its disk
     with gr.Blocks(title="Casting inspection", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
@@ -214,7 +223,7 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                         files = gr.File(file_count="multiple", height=170, elem_id="batch-files",
                                         label="Casting photos")
                         gr.Markdown(f"<span class='muted'>Drag and drop up to {MAX_BATCH} photos, "
-                                    f"{MAX_UPLOAD_MB} MB each.</span>")
+                                    f"{MAX_UPLOAD_MB} MB each. More, a folder or a zip: the Shift tab.</span>")
                         inspect_btn = gr.Button("Inspect", variant="primary")
                         with gr.Accordion("One photo: upload, paste from the clipboard, or webcam", open=False):
                             # image_mode=None: Gradio hands over the uploaded file as it is (no conversion and
@@ -328,6 +337,30 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                 gr.Markdown(ui.provenance_markdown(report))
             with gr.Tab("API", id="api"):
                 gr.Markdown(API_DOC)
+            with gr.Tab("Shift", id="shift"):
+                gr.Markdown(sh.INTRO)
+                with gr.Row():
+                    with gr.Column(scale=2, min_width=320):
+                        shift_files = gr.File(file_count="multiple", height=150, elem_id="shift-files",
+                                              label="Photos or zip files of photos")
+                        shift_folder = gr.File(file_count="directory", height=110, elem_id="shift-folder",
+                                               label="Or a folder of photos")
+                        with gr.Row():
+                            shift_btn = gr.Button("Inspect", variant="primary", elem_id="shift-inspect")
+                            shift_stop = gr.Button("Stop", elem_id="shift-stop")
+                        gr.Markdown(sh.LIMITS, elem_id="shift-limits")
+                        shift_zip_btn = gr.Button("Zip the heat-map overlays", size="sm", elem_id="shift-zip-btn")
+                        shift_zip_file = gr.File(label="Overlays (zip)", interactive=False, elem_id="shift-zip")
+                    with gr.Column(scale=5):
+                        shift_progress = gr.HTML(elem_id="shift-progress")
+                        shift_summary = gr.HTML(elem_id="shift-summary")
+                        shift_gallery = gr.Gallery(label=f"Defects and needs-review photos first (at most "
+                                                         f"{sh.GALLERY_MAX})", columns=6, object_fit="contain",
+                                                   allow_preview=True, interactive=False, elem_id="shift-gallery")
+                        shift_table = gr.Dataframe(headers=sh.TABLE_HEADERS, interactive=False, wrap=True,
+                                                   label="Results (the gallery's photos)", elem_id="shift-results")
+                        shift_csv = gr.File(label="All results as CSV", interactive=False, elem_id="shift-csv")
+                shift_state = gr.State(sh.new_state())
 
         # Components of the programmatic endpoints only (gradio_client), never shown.
         with gr.Column(visible=False):
@@ -375,6 +408,14 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         load_btn.click(adapt_upload, [model, ckpt_files], [ckpt_info, *switch], api_visibility="private")
         api_go.click(predict, [api_image, api_threshold, api_heatmap], api_result, api_name="predict")
         api_go_batch.click(predict_batch, [api_images, api_threshold], api_results, api_name="predict_batch")
+        # The Shift tab: its own concurrency group, so a long job never holds up the Inspect tab's queue; the
+        # inference lock is taken per chunk, so other requests are served between two chunks.
+        shift_view = [shift_state, shift_progress, shift_summary, shift_gallery, shift_table, shift_csv]
+        shift_job = shift_btn.click(inspect_shift, [shift_files, shift_folder, opacity, shift_state], shift_view,
+                                    concurrency_limit=sh.CONCURRENT_JOBS, concurrency_id="shift",
+                                    show_progress="hidden", api_name="inspect_shift", **hidden)
+        shift_stop.click(None, None, None, cancels=[shift_job], api_visibility="private")
+        shift_zip_btn.click(shift_zip, [shift_state], shift_zip_file, api_visibility="private")
     return demo
 
 
