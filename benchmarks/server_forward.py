@@ -5,7 +5,7 @@
 
 Starts ``python app.py`` (the Space's entry point) on a free 127.0.0.1 port with the checkpoint, builds the same
 handler here with the server's own factory (``service.default_handler_factory``), and then, in interleaved rounds
-so that a change in the machine's load hits every path alike, times:
+call by call (round robin) so that a change in the machine's load hits every path alike, times:
 
   in-process   handler.predict(bytes, heatmap=True) in this process's main thread
   json         POST /api/inspect?heatmap=true (httpx, keep-alive)
@@ -51,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the paths (default 3)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed calls per path first (default 5)")
     ap.add_argument("--pace", type=float, default=0.0, metavar="MS", help="idle time before each call (default 0)")
+    ap.add_argument("--blocks", action="store_true", help="each path's calls back to back, not round robin")
     ap.add_argument("--paths", default=",".join(PATHS), help=f"comma list of {PATHS}")
     ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra environment for the server (e.g. INSPECT_THREADS=1), repeatable")
+                    help="extra environment for the server, repeatable; e.g. INSPECT_QUEUE_POLL_S=0.001 serves "
+                         "with Gradio's own 1 ms queue polling, for a before/after comparison")
     ap.add_argument("--json", type=Path, help="write the report here")
     args = ap.parse_args(argv)
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
@@ -105,13 +107,17 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.warmup):
                 call(p, i)
         for rnd in range(args.rounds):
-            for p in (paths if rnd % 2 == 0 else paths[::-1]):  # alternate the order: no path always goes first
-                for i in range(args.requests):
-                    if args.pace:
-                        time.sleep(args.pace / 1e3)
-                    f, w = call(p, i)
-                    forward[p].append(f)
-                    wall[p].append(w)
+            order = paths if rnd % 2 == 0 else paths[::-1]  # alternate the order: no path always goes first
+            # call by call round robin (default): a change in the machine's load hits every path alike, which
+            # blocks of calls per path would not; --blocks sends each path's calls back to back instead
+            plan = ([(p, i) for p in order for i in range(args.requests)] if args.blocks
+                    else [(p, i) for i in range(args.requests) for p in order])
+            for p, i in plan:
+                if args.pace:
+                    time.sleep(args.pace / 1e3)
+                f, w = call(p, i)
+                forward[p].append(f)
+                wall[p].append(w)
         http.close()
         if gradio is not None:
             gradio.close()

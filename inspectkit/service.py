@@ -645,7 +645,12 @@ def calm_queue(demo: Any) -> None:
     see QUEUE_POLL_S. The attributes are Gradio internals (checked by tests/test_shift.py for the pinned version);
     a Gradio without them is left as it is."""
     queue = getattr(demo, "_queue", None)
-    for attr, value in (("sleep_when_free", QUEUE_POLL_S), ("progress_update_sleep_when_free", PROGRESS_POLL_S)):
+    try:  # INSPECT_QUEUE_POLL_S: another interval (benchmarks/server_forward.py compares 0.001, Gradio's own)
+        poll = float(os.environ.get("INSPECT_QUEUE_POLL_S") or QUEUE_POLL_S)
+    except ValueError:
+        raise ValueError(f"INSPECT_QUEUE_POLL_S={os.environ['INSPECT_QUEUE_POLL_S']!r} is not a number of "
+                         "seconds (e.g. 0.01)") from None
+    for attr, value in (("sleep_when_free", poll), ("progress_update_sleep_when_free", PROGRESS_POLL_S)):
         if queue is not None and isinstance(getattr(queue, attr, None), (int, float)):
             setattr(queue, attr, value)
 
