@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from . import data as D
+from .calibration import calibrate
 from .checkpoint import make_checkpoint, model_from_checkpoint, save_checkpoint, weights_digest
 from .metrics import classification_report
 from .model import predict_probs
@@ -152,10 +153,17 @@ def adapt(parent: dict, cfg: AdaptConfig, progress: Callable[[float, str], None]
     :data:`MIN_PHOTOS_PER_CLASS` readable photos in a class. Unreadable photos are skipped and listed in
     ``metrics.adaptation.data.skipped``. ``progress(fraction, text)`` follows the work (for a progress bar).
     """
-    say = progress or (lambda f, t: None)
-    t_start = time.perf_counter()
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _adapt(parent, cfg, progress or (lambda f, t: None), save)
+    finally:
+        torch.set_num_threads(threads)  # the thread count is process-wide: a server's inspections share it
+
+
+def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], save: bool) -> dict:
+    t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     names, d, spec = parent["class_names"], parent["defect_index"], parent["preprocessing"]
@@ -238,9 +246,17 @@ def adapt(parent: dict, cfg: AdaptConfig, progress: Callable[[float, str], None]
     band = parent.get("review_band")
     if mode == "held-out" and d is not None:  # the needs-review band, from the same validation scores as the threshold
         band = review_band(y_va == d, val_probs[:, d], threshold)
+    # the heat map's scale from the adapted weights (the parent's is in the parent's units), on the validation photos
+    # (in-sample mode: the training photos themselves, recorded as such); the parent's display names are kept
+    cal = calibrate(model, parent["arch"], names, d, threshold, spec, val_images, y_va)
+    scale = cal["heatmap_scale"]
+    if scale is not None and mode == "in-sample":
+        scale["source"] = "in-sample"
+    if cal["histogram"] is not None:
+        metrics["validation_score_histogram"] = {**cal["histogram"], "source": mode}
     ckpt = make_checkpoint(model, parent["arch"], names, d, spec, threshold, metrics=metrics,
                            train_config={**pcfg, "adaptation": asdict(cfg)}, data=data, history=history,
-                           review_band=band)
+                           review_band=band, heatmap_scale=scale, display_names=parent.get("display_names"))
     if save:
         save_checkpoint(ckpt, cfg.out)
     say(1.0, "done")
