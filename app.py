@@ -22,6 +22,7 @@ import gradio as gr
 
 from inspectkit import adapt_ui as aui
 from inspectkit import service
+from inspectkit import ui_heatmap as uh
 from inspectkit import ui_support as ui
 from inspectkit.service import MAX_BATCH, MAX_UPLOAD_MB
 from inspectkit import shift_ui as sh  # noqa: E402  (the Shift tab: any number of photos, in chunks)
@@ -189,9 +190,22 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         """On page load: the model's status and threshold once it is loaded."""
         return ui.model_status_update(handler)
 
-    def predict(image, threshold, heatmap):
-        """Inspect one image: verdict, probabilities, threshold, latency in ms (and the heat map as base64 PNG)."""
-        return ui.api_predict(handler, image, threshold, bool(heatmap))
+    def reheat(model, state, mode, progress=gr.Progress()):
+        """Inspect the session's photos again with the chosen heat map."""
+        return aui.inspect_call(ui.reheat, handler, model, state, mode, progress)
+
+    def heat_legend(model, mode):
+        """The colour bar of the chosen heat map."""
+        return uh.legend_for(aui.pick(handler, model), mode)
+
+    def heat_load(model, state):
+        """On page load and on a model switch: heat-map choice, colour bar and validation score distribution."""
+        return uh.on_load(aui.pick(handler, model), (state or {}).get("heatmap_mode"))
+
+    def predict(image, threshold, heatmap, heatmap_mode):
+        """Inspect one image: verdict, probabilities, threshold, latency in ms (and the heat map as base64 PNG:
+        heatmap_mode 'defect-evidence', 'class-normalised' or empty for the model's default)."""
+        return ui.api_predict(handler, image, threshold, bool(heatmap), heatmap_mode)
 
     def predict_batch(images, threshold):
         """Inspect several images (at most MAX_BATCH): one result per image, bad files carry an error."""
@@ -242,6 +256,10 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                                  "model's own band is used (derived on validation); 0 turns flagging off.")
                         opacity = gr.Slider(0.0, 1.0, value=ui.DEFAULT_OPACITY, step=0.05, label="Heat-map opacity",
                                             elem_id="opacity")
+                        heat_mode = gr.Radio(uh.MODE_CHOICES, value=uh.EVIDENCE, label="Heat map",
+                                             elem_id="heatmap-mode",
+                                             info="Defect evidence: one scale for every photo, a good part stays "
+                                                  "cool. Changing it inspects the photos again.")
                         if examples:
                             gr.Examples(examples=[[p] for p in examples], inputs=[single], label=(
                                 "Examples: real castings from the dataset's test split (click one to inspect it)"),
@@ -258,6 +276,7 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                                                 elem_id="original")
                             overlay = gr.Image(label="Grad-CAM heat map", interactive=False, height=340, format="png",
                                                elem_id="overlay")
+                        legend = gr.HTML(uh.PENDING, elem_id="heat-legend")
                         with gr.Row():
                             probabilities = gr.Label(label="Class probabilities", elem_id="probabilities")
                             latency = gr.HTML(elem_id="latency")
@@ -318,6 +337,8 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
             with gr.Tab("Model", id="model"):
                 gr.Markdown("## The model in use")
                 loaded = gr.Markdown("The model is loading...", elem_id="loaded-model")
+                gr.Markdown("## Validation scores: the margin around the threshold")
+                score_dist = gr.HTML("The model is loading...", elem_id="score-distribution")
                 gr.Markdown("## How well it works (from the committed evaluation report)")
                 if report is None:
                     gr.Markdown(report_missing, elem_id="report-missing")
@@ -368,6 +389,7 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
             api_images = gr.File(label="images", file_count="multiple")
             api_threshold = gr.Number(label="threshold", value=None)
             api_heatmap = gr.Checkbox(label="heatmap", value=False)
+            api_heatmap_mode = gr.Textbox(label="heatmap_mode", value="")
             api_result = gr.JSON(label="result")
             api_results = gr.JSON(label="results")
             api_go = gr.Button("predict")
@@ -391,6 +413,14 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         opacity.release(reblend, [model, session, opacity], view, **light)
         gallery.select(select, [model, session], detail, **light)
         demo.load(model_status, None, [status, threshold, loaded], concurrency_limit=None, api_visibility="private")
+        # heat maps: the choice runs the network again (queued like an inspection); the colour bar follows it
+        heat = [heat_mode, legend, score_dist]
+        heat_mode.input(reheat, [model, session, heat_mode], view, api_visibility="private").then(
+            heat_legend, [model, heat_mode], legend, **light)
+        demo.load(heat_load, [model, session], heat, **light)
+        # a session that switches model gets that model's scale and score distribution
+        model.change(heat_load, [model, session], heat, **light)
+
         # Adapt tab. Switching model changes what aui.SWITCH_OUTPUTS lists, in that order.
         switch = [model, *view, status, threshold, review_margin, loaded, adapt_session, *zones, *ticks]
         demo.load(adapt_load, [model], [*zones, *ticks, adapt_session], **light)
@@ -406,7 +436,8 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         use_btn.click(adapt_use, [model, adapted], switch, **light)
         default_btn.click(adapt_default, [model], switch, **light)
         load_btn.click(adapt_upload, [model, ckpt_files], [ckpt_info, *switch], api_visibility="private")
-        api_go.click(predict, [api_image, api_threshold, api_heatmap], api_result, api_name="predict")
+        api_go.click(predict, [api_image, api_threshold, api_heatmap, api_heatmap_mode], api_result,
+                     api_name="predict")
         api_go_batch.click(predict_batch, [api_images, api_threshold], api_results, api_name="predict_batch")
         # The Shift tab: its own concurrency group, so a long job never holds up the Inspect tab's queue; the
         # inference lock is taken per chunk, so other requests are served between two chunks.

@@ -156,13 +156,26 @@ class GradCAM:
         self._logits = logits
         return logits.detach()
 
-    def cams(self, targets: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """B x h x w Grad-CAM maps (float32, >= 0) for ``targets`` (one class index per image; None = argmax)."""
+    def cams(self, targets: Sequence[int] | np.ndarray | None = None,
+             coefficients: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+        """B x h x w Grad-CAM maps (float32, >= 0) for ``targets`` (one class index per image; None = argmax).
+
+        ``coefficients`` (instead of ``targets``): Grad-CAM of the score ``sum_c v_c logit_c``, one vector ``v`` of
+        length C for every image (or B x C, one per image); e.g. +1/-1 for the defect evidence
+        logit[defect] - logit[ok] (:func:`inspectkit.heatmap.evidence_coefficients`).
+        """
         if self._logits is None or self._activations is None:
             raise RuntimeError("call forward(x) before cams()")
         logits, act = self._logits, self._activations
         n, c = logits.shape
-        if targets is None:
+        coef = None
+        if coefficients is not None:
+            if targets is not None:
+                raise ValueError("give targets or coefficients, not both")
+            coef = np.asarray(coefficients, dtype=np.float32)
+            if coef.shape not in ((c,), (n, c)) or not np.all(np.isfinite(coef)):
+                raise ValueError(f"coefficients of shape {coef.shape} must be finite, of shape ({c},) or ({n}, {c})")
+        elif targets is None:
             t = logits.detach().argmax(dim=1).numpy()
         else:
             t = np.asarray(targets).reshape(-1)
@@ -171,14 +184,31 @@ class GradCAM:
         # Images in a batch do not interact in eval mode, so one backward of the summed scores gives each
         # image the gradient of its own target logit. The caller may be under no_grad or inference_mode.
         with torch.inference_mode(False), torch.enable_grad():
-            idx = torch.as_tensor(t, dtype=torch.long)
-            score = logits.gather(1, idx.view(-1, 1)).sum()
+            if coef is not None:
+                score = (logits * torch.from_numpy(np.broadcast_to(coef, (n, c)).copy())).sum()
+            else:
+                idx = torch.as_tensor(t, dtype=torch.long)
+                score = logits.gather(1, idx.view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(score, act)
         with torch.no_grad():
             weights = grads.mean(dim=(2, 3), keepdim=True)
             maps = torch.relu((weights * act.detach()).sum(dim=1))
         self._logits = None  # the graph is spent; free it now
         return maps.numpy().astype(np.float32, copy=False)
+
+    def evidence(self, defect_index: int) -> np.ndarray:
+        """B x h x w defect-evidence maps: h * w times Grad-CAM of logit[defect] - logit[ok] (the mean of the other
+        logits with more than two classes). At the last block of a global-pool + linear head this is exactly
+        ``ReLU(sum_k (w_defect,k - w_ok,k) A_k)`` (:func:`inspectkit.heatmap.evidence_from_features`), in logit
+        units, the units of the checkpoint's fixed heat-map scale."""
+        from inspectkit.heatmap import evidence_coefficients
+
+        if self._logits is None or self._activations is None:
+            raise RuntimeError("call forward(x) before evidence()")
+        h, w = self._activations.shape[-2:]
+        maps = self.cams(coefficients=evidence_coefficients(self._logits.shape[1], defect_index))
+        maps *= np.float32(h * w)
+        return maps
 
     def __call__(self, x: torch.Tensor, targets: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(logits as numpy B x C, Grad-CAM maps B x h x w) for one batch."""

@@ -15,6 +15,14 @@ checkpoint without one ``inspectkit.review.DEFAULT_MARGIN`` logits either side o
 ``inspectkit/review.py``). At another threshold the band moves with it in logit space (``review_band_at``);
 ``set_review_band`` changes it.
 
+Heat maps (``heatmap_mode``): for a model with a defect class the default is ``"defect-evidence"``, the map
+ReLU(sum_k (w_defect,k - w_ok,k) A_k) (Grad-CAM of logit[defect] - logit[ok]) on the checkpoint's fixed scale
+calibrated on validation (``inspectkit/calibration.py``: 0.5 = the OK/defect boundary, 1 = a typical defect), so a
+good part stays cool and photos compare; a checkpoint without a scale falls back to each map's own maximum
+(``result.heatmap_scale`` is then None). ``"class-normalised"`` is the per-image min-max normalised CAM of the
+predicted (or ``target``) class, the default of a model without a defect class. Display names ("Defect", "OK")
+come from the checkpoint (``inspectkit/labels.py``) and go beside the raw class names.
+
 Backends: ``"onnx"`` runs an ONNX Runtime graph generated from the checkpoint (cached by its SHA-256) that
 returns logits and last-block features, and computes the heat map from them without a backward pass (exact
 Grad-CAM for a global-pool + linear head); ``"torch"`` runs the PyTorch model with autograd Grad-CAM
@@ -36,8 +44,11 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from inspectkit import fast
-from inspectkit.heatmap import cam_from_features, check_opacity, heatmap_at, overlay as blend_overlay
+from inspectkit.calibration import scale_for_checkpoint
+from inspectkit.heatmap import (cam_from_features, check_opacity, evidence_from_features, heatmap_at, heatmap_on_scale,
+                                heatmap_peak, overlay as blend_overlay)
 from inspectkit.imageio import load_rgb, source_name
+from inspectkit.labels import display_names_for
 from inspectkit.metrics import predict_labels, softmax
 from inspectkit.preprocess import preprocess, validate_spec
 from inspectkit.review import band_at, band_for_checkpoint, check_band, in_band, symmetric_band
@@ -48,6 +59,9 @@ DEFAULT_CHECKPOINT = "final_best_model.pt"
 #: "onnx-int8" is never chosen by "auto": it needs a quantised graph made beforehand (benchmarks/benchmark.py --int8)
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 STAGES = ("decode", "preprocess", "forward", "gradcam", "overlay", "total")
+#: Heat maps: the defect evidence on the checkpoint's fixed scale, or the per-image normalised CAM of one class.
+EVIDENCE, CLASS_NORMALISED = "defect-evidence", "class-normalised"
+HEATMAP_MODES = (EVIDENCE, CLASS_NORMALISED)
 #: Chunks of at least this many images are decoded, preprocessed and rendered in worker threads.
 PARALLEL_MIN = 4
 #: Chunks of at least this many images on the fast path run one single-threaded network per core.
@@ -73,7 +87,9 @@ class InspectionResult:
     backend: str | None = None  # "onnx", "torch" (or "onnx-int8")
     needs_review: bool | None = None  # p_defect in the review band (None: error, or no defect class)
     review_band: dict | None = None  # {"low": ..., "high": ...} the band it was judged against
-
+    heatmap_mode: str | None = None  # "defect-evidence" or "class-normalised" (None: no heat map)
+    heatmap_scale: dict | None = None  # {"threshold", "value"} shown as 0.5 and 1; None: scaled per image
+    display_label: str | None = None  # the human label of ``label`` ("Defect"), from the checkpoint
 
     def to_dict(self, include_arrays: bool = False) -> dict:
         """A JSON-ready dict. Arrays are left out (their shapes are given) unless ``include_arrays``,
@@ -87,6 +103,9 @@ class InspectionResult:
             "error": self.error, "target": self.target, "backend": self.backend,
             "needs_review": self.needs_review,
             "review_band": None if self.review_band is None else {k: float(v) for k, v in self.review_band.items()},
+            "heatmap_mode": self.heatmap_mode, "display_label": self.display_label,
+            "heatmap_scale": (None if self.heatmap_scale is None
+                              else {k: float(v) for k, v in self.heatmap_scale.items()}),
         }
         for key in ("heatmap", "overlay", "image"):
             arr = getattr(self, key)
@@ -107,13 +126,15 @@ class InferenceHandler:
     this sets the process-wide setting).
     ``cache_dir``: where generated ONNX graphs are kept (default ``~/.cache/inspectkit``).
     ``colormap``: OpenCV colour map of the overlay ("jet", "turbo", ... or a cv2.COLORMAP_* int).
+    ``heatmap_mode``: "auto" (defect evidence for a model with a defect class, else the class CAM), or one of
+    HEATMAP_MODES; ``predict``/``predict_batch`` can override it per call.
 
     All methods may be called from several threads at once.
     """
 
     def __init__(self, checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT, backend: str = "auto",
                  cam_layer: str | None = None, expected_sha256: str | None = None, threads: int | None = None,
-                 cache_dir: str | os.PathLike | None = None, colormap="jet"):
+                 cache_dir: str | os.PathLike | None = None, colormap="jet", heatmap_mode: str = "auto"):
         t0 = time.perf_counter()
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)}")
@@ -179,6 +200,12 @@ class InferenceHandler:
         # thread reading it never sees half an update
         self._checkpoint_band: dict | None = band_for_checkpoint(info) if self.threshold is not None else None
         self._review_band: dict | None = self._checkpoint_band
+        self.display_names: dict[str, str] = display_names_for(info)
+        # the fixed scale of the defect-evidence map (None: the checkpoint has none, or it was made at another layer)
+        self.heatmap_scale: dict | None = scale_for_checkpoint(info, self.cam_layer)
+        if heatmap_mode == "auto":
+            heatmap_mode = EVIDENCE if self.defect_index is not None else CLASS_NORMALISED
+        self.heatmap_mode: str = self._check_mode(heatmap_mode)
         self.load_time_s = time.perf_counter() - t0
 
     # -- loading ----------------------------------------------------------------------------------------------
@@ -303,6 +330,28 @@ class InferenceHandler:
             return None
         return in_band(float(defect_probability), band["low"], band["high"])
 
+    def _check_mode(self, mode) -> str:
+        if mode not in HEATMAP_MODES:
+            raise ValueError(f"heatmap_mode {mode!r} must be one of {list(HEATMAP_MODES)} (or None: the handler's "
+                             f"{getattr(self, 'heatmap_mode', 'default')!r})")
+        if mode == EVIDENCE and self.defect_index is None:
+            raise ValueError(f"heatmap_mode {EVIDENCE!r} needs a model with a defect class; this one has the classes "
+                             f"{self.class_names}: use {CLASS_NORMALISED!r}")
+        return mode
+
+    def _resolve_mode(self, mode, target_index: int | None) -> str:
+        """The heat map a call gets: ``mode`` (None: the handler's); a ``target`` class asks for that class's CAM."""
+        if target_index is not None:
+            if mode == EVIDENCE:
+                raise ValueError(f"target names one class's CAM; heatmap_mode {EVIDENCE!r} explains DEFECT against OK "
+                                 f"and takes no target (use heatmap_mode={CLASS_NORMALISED!r} or target=None)")
+            return CLASS_NORMALISED
+        return self.heatmap_mode if mode is None else self._check_mode(mode)
+
+    def shown_label(self, class_name: str | None) -> str | None:
+        """The human label of a class ("Defect"), or None for None."""
+        return None if class_name is None else self.display_names.get(class_name, class_name)
+
     def _target_index(self, target) -> int | None:
         if target is None:
             return None
@@ -319,18 +368,20 @@ class InferenceHandler:
 
     # -- inference --------------------------------------------------------------------------------------------
     def predict(self, image, heatmap: bool = True, opacity: float = 0.45, target=None,
-                name: str | None = None) -> InspectionResult:
+                name: str | None = None, heatmap_mode: str | None = None) -> InspectionResult:
         """Inspect one image (path, bytes, PIL image or numpy array; grayscale/RGB/RGBA, 8- or 16-bit).
 
-        ``heatmap=False`` skips the heat map and overlay. ``target``: the class the heat map explains (default:
-        the predicted one). Raises ValueError naming the problem when the image cannot be used.
+        ``heatmap=False`` skips the heat map and overlay. ``heatmap_mode``: one of HEATMAP_MODES (None: the
+        handler's). ``target``: the class whose per-image normalised CAM is shown (implies "class-normalised";
+        default: the predicted class). Raises ValueError naming the problem when the image cannot be used.
         """
         return self.predict_batch([image], heatmap=heatmap, opacity=opacity, batch_size=1, on_error="raise",
-                                  names=None if name is None else [name], target=target)[0]
+                                  names=None if name is None else [name], target=target, heatmap_mode=heatmap_mode)[0]
 
     def predict_batch(self, images: Iterable, heatmap: bool = True, opacity: float = 0.45, batch_size: int = 16,
                       on_error: str = "raise", names: Sequence[str] | None = None,
-                      progress: Callable[[int, int], None] | None = None, target=None) -> list[InspectionResult]:
+                      progress: Callable[[int, int], None] | None = None, target=None,
+                      heatmap_mode: str | None = None) -> list[InspectionResult]:
         """Inspect many images, ``batch_size`` at a time through the network; one result per image, in order.
 
         ``on_error="raise"``: the first undecodable image raises its ValueError; ``"collect"``: it yields a result
@@ -358,12 +409,13 @@ class InferenceHandler:
         if progress is not None and not callable(progress):
             raise ValueError(f"progress must be callable(done, total), got {type(progress).__name__}")
         target_index = self._target_index(target)
+        mode = self._resolve_mode(heatmap_mode, target_index)
 
         total = len(images)
         results: list[InspectionResult | None] = [None] * total
         for start in range(0, total, int(batch_size)):
             idx = list(range(start, min(start + int(batch_size), total)))
-            self._run_chunk(images, idx, names, results, heatmap, opacity, on_error, target_index)
+            self._run_chunk(images, idx, names, results, heatmap, opacity, on_error, target_index, mode)
             if progress is not None:
                 progress(idx[-1] + 1, total)
         return results  # type: ignore[return-value]
@@ -409,7 +461,9 @@ class InferenceHandler:
         t2 = time.perf_counter()
         return rgb, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
 
-    def _run_chunk(self, images, idx, names, results, heatmap, opacity, on_error, target_index) -> None:
+    def _run_chunk(self, images, idx, names, results, heatmap, opacity, on_error, target_index,
+                   mode: str = CLASS_NORMALISED) -> None:
+        evidence = heatmap and mode == EVIDENCE
         t_start = time.perf_counter()
         buf = self._buffer(len(idx))
         workers = self.threads or fast.default_threads()
@@ -464,14 +518,14 @@ class InferenceHandler:
             probs = softmax(logits)
             labels = predict_labels(probs, self.defect_index, self.threshold)
             targets = labels if target_index is None else np.full(n, target_index)
-            cams = cam_from_features(feats, self._fast.head_weight, targets) if heatmap else None
+            cams = self._fast_cams(feats, targets, evidence) if heatmap else None
         elif self._fast is not None:
             logits, feats = self._fast.run(x, features=heatmap)
             t1 = time.perf_counter()
             probs = softmax(logits)
             labels = predict_labels(probs, self.defect_index, self.threshold)
             targets = labels if target_index is None else np.full(n, target_index)
-            cams = cam_from_features(feats, self._fast.head_weight, targets) if heatmap else None
+            cams = self._fast_cams(feats, targets, evidence) if heatmap else None
         else:
             import torch
 
@@ -485,7 +539,8 @@ class InferenceHandler:
                     probs = softmax(logits)
                     labels = predict_labels(probs, self.defect_index, self.threshold)
                     targets = labels if target_index is None else np.full(n, target_index)
-                    cams = cam.cams(targets)
+                    # evidence: Grad-CAM of logit[defect] - logit[ok] by autograd (x h*w: the fast path's units)
+                    cams = cam.evidence(self.defect_index) if evidence else cam.cams(targets)
             else:
                 with torch.inference_mode():
                     logits = self._model(xt).numpy()
@@ -496,10 +551,19 @@ class InferenceHandler:
         t2 = time.perf_counter()
         fwd_ms, cam_ms = (t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n
 
+        scale = self.heatmap_scale if evidence else None
+        shown_scale = (None if scale is None
+                       else {"threshold": float(scale["threshold"]), "value": float(scale["value"])})
+
         def render(j):
             """Heat map at the photo's size and its overlay, with their times."""
             ta = time.perf_counter()
-            hm = heatmap_at(cams[j], rgbs[j].shape[:2])
+            if not evidence:
+                hm = heatmap_at(cams[j], rgbs[j].shape[:2])
+            elif scale is not None:
+                hm = heatmap_on_scale(cams[j], rgbs[j].shape[:2], scale["threshold"], scale["value"])
+            else:  # the stated fallback: no calibrated scale in the checkpoint
+                hm = heatmap_peak(cams[j], rgbs[j].shape[:2])
             tb = time.perf_counter()
             ov = blend_overlay(rgbs[j], hm, opacity, self.colormap)
             return hm, ov, (tb - ta) * 1e3, (time.perf_counter() - tb) * 1e3
@@ -523,8 +587,11 @@ class InferenceHandler:
                 defect_probability=None if self.defect_index is None else float(probs[j, self.defect_index]),
                 threshold=self.threshold,
                 heatmap=hm, overlay=ov, image=rgb, timings_ms=tm,
-                target=self.class_names[int(targets[j])] if heatmap else None,
+                target=(self.defect_class if evidence else self.class_names[int(targets[j])]) if heatmap else None,
                 backend=self.backend,
+                heatmap_mode=mode if heatmap else None,
+                heatmap_scale=shown_scale if evidence else None,
+                display_label=self.shown_label(self.class_names[label]),
                 needs_review=None if band is None else in_band(float(probs[j, self.defect_index]), band["low"],
                                                                band["high"]),
                 review_band=None if band is None else {"low": band["low"], "high": band["high"]},
@@ -532,6 +599,12 @@ class InferenceHandler:
         if n == 1 and len(idx) == 1:
             # a single image: the wall time of the whole call, overheads included
             results[slots[0]].timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
+
+    def _fast_cams(self, feats: np.ndarray, targets: np.ndarray, evidence: bool) -> np.ndarray:
+        """The fast path's maps from the last block's features: defect evidence or the targets' class CAMs."""
+        if evidence:
+            return evidence_from_features(feats, self._fast.head_weight, self.defect_index)
+        return cam_from_features(feats, self._fast.head_weight, targets)
 
     def __repr__(self) -> str:
         return (f"InferenceHandler({str(self.checkpoint_path)!r}, backend={self.backend!r}, arch={self.arch!r}, "

@@ -14,7 +14,16 @@ import logging
 import sys
 from dataclasses import fields
 
+from inspectkit.labels import parse_display_names
 from inspectkit.training import TrainConfig
+
+
+def _display_names(text: str) -> dict:
+    """--display-names: ``class=Label,...`` (checked against the classes once the data are read)."""
+    try:
+        return parse_display_names(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
@@ -60,6 +69,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p.add_argument("--region-weight", type=float, default=d.region_weight,
                    help="data with defect boxes or masks (NEU-DET, MVTec AD): weight of the stage-2 penalty on "
                         "heat-map mass outside the defect region (0: off)")
+    p.add_argument("--display-names", type=_display_names, default={}, metavar="CLASS=LABEL,...",
+                   help="human labels shown beside the class names, e.g. def_front=Defect,ok_front=OK (default: "
+                        "derived from the folder names: def_* -> Defect, ok_* -> OK, else title case)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--split-seed", type=int, default=d.split_seed,
                    help="seed of the validation split (default: --seed); fix it to compare several seeds on one split")

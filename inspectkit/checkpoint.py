@@ -48,12 +48,17 @@ def plain(obj: Any) -> Any:
 def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_index: int | None,
                     preprocessing: dict, threshold: float | None, metrics: dict | None = None,
                     train_config: dict | None = None, data: dict | None = None,
-                    history: list | None = None, review_band: dict | None = None) -> dict:
+                    history: list | None = None, review_band: dict | None = None, heatmap_scale: dict | None = None,
+                    display_names: dict | None = None) -> dict:
     """Assemble the checkpoint dict (tensors on the CPU, contiguous).
 
     ``review_band``: the needs-review band derived on validation (:func:`inspectkit.review.review_band`), stored
     as the optional key ``"review_band"`` (plain floats, ints and strings); a checkpoint without it gets the
     fallback band around its threshold when loaded (:func:`inspectkit.review.band_for_checkpoint`).
+    ``heatmap_scale``: the heat map's fixed scale calibrated on validation (:mod:`inspectkit.calibration`), the
+    optional key ``"heatmap_scale"``; without it the defect-evidence map falls back to per-image scaling.
+    ``display_names``: class name -> human label (:mod:`inspectkit.labels`), the optional key ``"display_names"``;
+    without it the labels are derived from the class names.
     """
     ckpt = {
         "format_version": FORMAT_VERSION,
@@ -71,6 +76,10 @@ def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_
     }
     if review_band is not None:
         ckpt["review_band"] = plain(review_band)
+    if heatmap_scale is not None:
+        ckpt["heatmap_scale"] = plain(heatmap_scale)
+    if display_names is not None:
+        ckpt["display_names"] = plain(display_names)
     validate(ckpt, "checkpoint")
     return ckpt
 
@@ -183,6 +192,14 @@ def validate(ckpt: Any, name: str) -> None:
         check_band(band, f"{name} review_band")
         if not all(isinstance(v, (str, int, float)) for v in band.values()):
             raise ValueError(f"{name} review_band must hold only numbers and strings")
+    if ckpt.get("heatmap_scale") is not None:  # optional, like the band
+        from .calibration import check_scale
+
+        check_scale(ckpt["heatmap_scale"], f"{name} heatmap_scale")
+    if ckpt.get("display_names") is not None:
+        from .labels import check_display_names
+
+        check_display_names(ckpt["display_names"], names, f"{name} display_names")
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:

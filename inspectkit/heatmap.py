@@ -4,6 +4,11 @@ A class-activation map is computed at the resolution of the CAM layer (7x7 for a
 resized to the caller's image and min-max normalised to [0, 1]. Normalising once, after the resize, gives the
 same map as pytorch-grad-cam's normalise-resize-normalise: a bilinear resize commutes with the affine
 min-max map, and the second normalisation undoes any affine map applied before it.
+
+That per-image normalisation makes every photo's map reach 1 somewhere, a good part's too. For a model with a
+defect class the served map is instead the **defect evidence** (:func:`evidence_from_features`, Grad-CAM of the
+logit difference) on a **fixed scale** stored in the checkpoint (:func:`on_scale`; the rule is in
+``inspectkit/calibration.py``), so a good part stays cool and two photos can be compared.
 """
 
 from __future__ import annotations
@@ -43,6 +48,87 @@ def cam_from_features(features: np.ndarray, weights: np.ndarray, targets) -> np.
     cams = np.matmul(w[:, None, :], features.reshape(b, k, h * ww)).reshape(b, h, ww)
     np.maximum(cams, 0.0, out=cams)
     return cams
+
+
+def evidence_coefficients(n_classes: int, defect_index: int) -> np.ndarray:
+    """Coefficients ``v`` (length C) of the defect-evidence logit ``sum_c v_c logit_c``: +1 for the defect class,
+    -1 for the other class of a binary model (logit[defect] - logit[ok]); with more classes, -1/(C-1) for each
+    other class (the defect logit against the mean of the others)."""
+    c, d = int(n_classes), int(defect_index)
+    if c < 2 or not 0 <= d < c:
+        raise ValueError(f"defect_index {defect_index!r} must index one of {n_classes!r} (>= 2) classes")
+    v = np.full(c, -1.0 / (c - 1), dtype=np.float32)
+    v[d] = 1.0
+    return v
+
+
+def evidence_from_features(features: np.ndarray, weights: np.ndarray, defect_index: int) -> np.ndarray:
+    """Defect evidence of a global-average-pool + linear head: ``ReLU(sum_k (w_defect,k - w_ok,k) A_k)`` per image.
+
+    ``features``: B x K x h x w activations of the last block; ``weights``: C x K weight matrix of the linear layer.
+    Returns float32 B x h x w, not normalised, in logit units: before the ReLU, the map's spatial mean plus the
+    bias difference is the logit difference itself, so a cell's value is its share of the evidence for DEFECT.
+
+    This is exactly Grad-CAM of the logit difference times h*w: d(logit_d - logit_ok) / d A_k(i, j) =
+    (w_d,k - w_ok,k) / (h * w) in every cell, so Grad-CAM's channel weights are (w_d,k - w_ok,k) / (h * w).
+    """
+    w = np.asarray(weights, dtype=np.float32)
+    v = evidence_coefficients(w.shape[0], defect_index) @ w  # K: the difference of the head's rows
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 4 or features.shape[1] != v.shape[0]:
+        raise ValueError(f"features must be B x {v.shape[0]} x h x w, got shape {features.shape}")
+    b, k, h, ww = features.shape
+    cams = np.matmul(v[None, None, :], features.reshape(b, k, h * ww)).reshape(b, h, ww)
+    np.maximum(cams, 0.0, out=cams)
+    return cams
+
+
+def on_scale(cam: np.ndarray, threshold: float, value: float) -> np.ndarray:
+    """Evidence (>= 0, any units) on the fixed scale of a checkpoint, in [0, 1]: piecewise linear through
+    0 -> 0, ``threshold`` -> 0.5 and ``value`` -> 1, clipped at 1 (see inspectkit/calibration.py for the rule).
+
+    Unlike :func:`normalize01` nothing depends on the image itself, so two photos can be compared colour for colour.
+    """
+    t, v = float(threshold), float(value)
+    if not (0.0 < t < v and np.isfinite(v)):
+        raise ValueError(f"heat-map scale needs 0 < threshold < value (finite), got threshold {threshold!r}, "
+                         f"value {value!r}")
+    cam = np.asarray(cam, dtype=np.float32)
+    if not np.all(np.isfinite(cam)):
+        raise ValueError("class-activation map contains NaN or infinite values")
+    low = cam * np.float32(0.5 / t)
+    high = np.float32(0.5) + (cam - np.float32(t)) * np.float32(0.5 / (v - t))
+    out = np.where(cam <= t, low, high)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def heatmap_on_scale(cam: np.ndarray, size: tuple[int, int], threshold: float, value: float) -> np.ndarray:
+    """One h x w evidence map on the fixed scale (:func:`on_scale`, at the map's own resolution), then resized to
+    ``size`` = (height, width) bilinearly. Bilinear interpolation stays inside [0, 1], so no renormalisation."""
+    return _resize(on_scale(cam, threshold, value), size)
+
+
+def heatmap_peak(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One h x w evidence map divided by its own maximum and resized to ``size``: the stated fallback for a
+    checkpoint without a heat-map scale. Zero stays zero (no evidence is never coloured), but 1 is this photo's
+    strongest evidence, so colours cannot be compared between photos."""
+    cam = np.asarray(cam, dtype=np.float32)
+    hi = float(cam.max()) if cam.size else 0.0
+    if not np.isfinite(hi):
+        raise ValueError("class-activation map contains NaN or infinite values")
+    cam = np.zeros_like(cam) if hi <= 0.0 else np.clip(cam * np.float32(1.0 / hi), 0.0, 1.0)
+    return _resize(cam, size)
+
+
+def _resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if cam.ndim != 2:
+        raise ValueError(f"a CAM must be h x w, got shape {cam.shape}")
+    height, width = int(size[0]), int(size[1])
+    if height < 1 or width < 1:
+        raise ValueError(f"heat-map size must be positive, got {size}")
+    if cam.shape != (height, width):
+        cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(cam, 0.0, 1.0, out=cam) if cam.dtype == np.float32 else np.clip(cam, 0.0, 1.0).astype(np.float32)
 
 
 def normalize01(cam: np.ndarray) -> np.ndarray:

@@ -11,6 +11,13 @@ On the checkpoint's test split (the files train.py held out), for every image wi
 - the chance levels of both: a random point hits with probability = the region's area fraction, and a flat
   map puts exactly that fraction of its energy inside, so a score is only worth its lift over the area.
 
+Which map: by default the one the app serves (``--map served``): for a model with a defect class (MVTec AD-style
+binary sets) the defect evidence, Grad-CAM of logit[defect] - logit[ok] (inspectkit/heatmap.py), each map divided by
+its own maximum (the pointing game, the energy share and rank correlations do not change under a positive factor;
+the fixed scale's clipping at 1 is left out so that a saturated map still points at its strongest cell); for a
+model without one (NEU-DET) the class CAM of the labelled or predicted class, min-max normalised. ``--map class``
+measures the class CAM on any model.
+
 Sanity check (Adebayo et al., "Sanity checks for saliency maps", NeurIPS 2018, model-randomisation test): the
 same heat maps from copies of the model whose weights are re-initialised, cascading from the head down to the
 whole network. A map that explains the trained model must change when the learned weights are gone, so the
@@ -220,13 +227,15 @@ def _batch(images: Sequence[np.ndarray], spec: dict) -> torch.Tensor:
 
 
 def heatmaps(model: nn.Module, layer: str, images: Sequence[np.ndarray], spec: dict,
-             targets: Sequence[int] | None = None, batch_size: int = 16) -> tuple[np.ndarray, list[np.ndarray]]:
+             targets: Sequence[int] | None = None, batch_size: int = 16,
+             evidence: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """(logits N x C, Grad-CAM heat maps in [0, 1] at each image's own size) with gradcam.py's Grad-CAM.
 
-    ``targets``: one class index per image (None: each image's predicted class).
+    ``targets``: one class index per image (None: each image's predicted class). ``evidence``: the defect class
+    index: the defect-evidence maps instead (Grad-CAM of logit[defect] - logit[ok]), each divided by its maximum.
     """
     from gradcam import GradCAM  # the product's Grad-CAM (top-level module), so these are the maps users see
-    from .heatmap import heatmap_at
+    from .heatmap import heatmap_at, heatmap_peak
 
     logits, maps = [], []
     model.eval()
@@ -234,6 +243,11 @@ def heatmaps(model: nn.Module, layer: str, images: Sequence[np.ndarray], spec: d
         for s in range(0, len(images), batch_size):
             chunk = images[s:s + batch_size]
             lg = cam.forward(_batch(chunk, spec))
+            if evidence is not None:
+                raw = cam.evidence(evidence)
+                logits.append(lg.numpy())
+                maps += [heatmap_peak(m, im.shape[:2]) for m, im in zip(raw, chunk)]
+                continue
             t = None if targets is None else np.asarray(targets[s:s + batch_size], dtype=np.int64)
             raw = cam.cams(t)
             logits.append(lg.numpy())
@@ -246,13 +260,14 @@ def heatmaps(model: nn.Module, layer: str, images: Sequence[np.ndarray], spec: d
 def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true", tolerance: int = TOLERANCE_PX,
              cascade_steps: Sequence[int] = (0, 1, 3, 1000), seed: int = 0,
              max_rank_correlation: float = MAX_RANK_CORRELATION, limit: int = 0, batch_size: int = 16,
-             split: str = "test") -> dict:
+             split: str = "test", heatmap: str = "served") -> dict:
     """Localisation metrics and the sanity check on the checkpoint's test split (images with a region only).
 
     ``target``: "true" (Grad-CAM of the labelled class) or "predicted". ``limit`` > 0: at most that many images
     per class (smoke runs). ``split="validation"`` measures the validation images instead (re-derived from the
-    train config), for choosing between models without the test split. Returns the report dict (summary, per
-    class, sanity check, per-image rows).
+    train config), for choosing between models without the test split. ``heatmap``: "served" (the app's map:
+    defect evidence for a model with a defect class, else the class CAM), "class" or "evidence" (see the module
+    docstring). Returns the report dict (summary, per class, sanity check, per-image rows).
     """
     from . import data as D
     from .checkpoint import load_checkpoint, model_from_checkpoint
@@ -263,6 +278,8 @@ def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true"
 
     if split not in ("test", "validation"):
         raise ValueError(f"split {split!r}: choose 'test' or 'validation'")
+    if heatmap not in ("served", "class", "evidence"):
+        raise ValueError(f"heatmap {heatmap!r}: choose 'served', 'class' or 'evidence'")
     if target not in ("true", "predicted"):
         raise ValueError(f"target {target!r}: choose 'true' (the labelled class) or 'predicted'")
     if not 0.0 < max_rank_correlation <= 1.0:
@@ -289,10 +306,15 @@ def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true"
         raise ValueError(f"none of the {len(test)} test images of {data_root} has a defect region")
     names, arch, spec = ckpt["class_names"], ckpt["arch"], ckpt["preprocessing"]
     layer = cam_layer_name(arch)
+    d = ckpt["defect_index"]
+    if heatmap == "evidence" and d is None:
+        raise ValueError(f"heatmap 'evidence' needs a model with a defect class; {checkpoint} has {names}")
+    use_evidence = heatmap == "evidence" or (heatmap == "served" and d is not None)
+    ev = d if use_evidence else None
     model = model_from_checkpoint(ckpt)
     imgs = [images[i] for i in idx]
     y = test.labels[idx]
-    logits, maps = heatmaps(model, layer, imgs, spec, y if target == "true" else None, batch_size)
+    logits, maps = heatmaps(model, layer, imgs, spec, y if target == "true" else None, batch_size, ev)
     pred = logits.argmax(1)
     targets = y if target == "true" else pred
     rows = []
@@ -313,7 +335,7 @@ def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true"
               "seed": seed, "max_mean_rank_correlation": max_rank_correlation, "steps": {}}
     for step, (name, modules) in enumerate(cascade(model, arch, cascade_steps)):
         rnd = randomize(model, modules, seed + step)
-        _, rmaps = heatmaps(rnd, layer, imgs, spec, targets, batch_size)
+        _, rmaps = heatmaps(rnd, layer, imgs, spec, targets, batch_size, ev)
         rho = [spearman(a, b) for a, b in zip(maps, rmaps)]
         for r, v in zip(rows, rho):
             r[f"rho_{name}"] = None if not np.isfinite(v) else round(v, 4)
@@ -337,8 +359,11 @@ def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true"
         "data": {"root": str(data_root), "layout": layout, "split": split, "test_images": len(test),
                  "with_region": len(rows), "region": "union of all defect boxes" if layout == "neu-det"
                  else "ground-truth mask"},
-        "settings": {"target": target, "tolerance_px": tolerance, "heatmap": "Grad-CAM at "
-                     f"{layer}, bilinear to the image size, min-max to [0, 1]"},
+        "settings": {"target": "defect evidence" if use_evidence else target, "tolerance_px": tolerance,
+                     "map": "defect-evidence" if use_evidence else "class",
+                     "heatmap": (f"defect evidence (Grad-CAM of logit[defect] - logit[ok]) at {layer}, bilinear to the "
+                                 "image size, divided by its maximum") if use_evidence else
+                     f"Grad-CAM at {layer}, bilinear to the image size, min-max to [0, 1]"},
         "accuracy_on_these_images": float((pred == y).mean()),
         "summary": summary, "per_class": per_class, "sanity_check": sanity,
         "seconds": round(time.perf_counter() - t0, 1), "images": rows,
@@ -367,7 +392,8 @@ def markdown(res: dict) -> str:
         f"`{res['checkpoint']['cam_layer']}`), data `{res['data']['root']}` ({res['data']['layout']}); "
         f"{res['data']['with_region']} {res['data'].get('split', 'test')} images with a defect region "
         f"({res['data']['region']}); "
-        f"heat map of the {res['settings']['target']} class. Accuracy on these images: "
+        + ("heat map: the defect evidence (the served map). " if res["settings"].get("map") == "defect-evidence"
+           else f"heat map of the {res['settings']['target']} class. ") + "Accuracy on these images: "
         f"{_pct(res['accuracy_on_these_images'])}.",
         "", _supervision(res["checkpoint"].get("region_weight", 0.0), res["data"].get("split", "test")), "",
         f"| class | n | pointing game | pointing ({tol} px) | energy in region | region area (chance) | centre point |",
@@ -398,6 +424,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="reports", help="folder for localization.json and localization.md")
     p.add_argument("--target", default="true", choices=["true", "predicted"],
                    help="class whose heat map is measured: the labelled one (default) or the predicted one")
+    p.add_argument("--map", default="served", choices=["served", "class", "evidence"],
+                   help="heat map measured: the app's (default: defect evidence for a model with a defect class, "
+                        "else the class CAM), the class CAM, or the defect evidence")
     p.add_argument("--tolerance", type=int, default=TOLERANCE_PX, help="pointing-game tolerance in pixels")
     p.add_argument("--cascade", default="0,1,3,1000",
                    help="sanity check: randomise the head plus the last k blocks for each k (>= blocks: all)")
@@ -421,7 +450,7 @@ def main(argv=None) -> int:
         if not steps or min(steps) < 0:
             raise ValueError(f"--cascade {a.cascade!r} must be comma-separated block counts >= 0, e.g. 0,1,3,1000")
         res = localize(a.checkpoint, a.data, a.target, a.tolerance, steps, a.seed, a.max_rank_correlation, a.limit,
-                       split=a.split)
+                       split=a.split, heatmap=a.map)
     except ValueError as exc:
         print(f"localize: error: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ import time
 import traceback
 import unicodedata
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile  # already imported by gradio: no extra start time
 from pydantic import BaseModel, Field
@@ -51,6 +51,8 @@ ENV_MODEL_FILE = "INSPECT_MODEL_FILE"        # file name in that repo (default f
 ENV_MODEL_REVISION = "INSPECT_MODEL_REVISION"  # branch, tag or commit in that repo (default main)
 ENV_MODEL_PATH = "INSPECT_MODEL_PATH"        # local checkpoint path (default: the committed one)
 ENV_MODEL_SHA256 = "INSPECT_MODEL_SHA256"    # expected digest, checked before loading
+#: Heat maps a request may ask for (inference_handler.HEATMAP_MODES; None: the model's default).
+HEATMAP_MODES = ("defect-evidence", "class-normalised")
 
 #: POST /api/inspect requests allowed to wait for the model at once; more are told "busy" (503 + Retry-After)
 #: at once instead of hanging: on two cores 8 waiting images are already ~1 s of work.
@@ -380,6 +382,26 @@ def label_for(handler: Any, probabilities: dict, verdict: str | None) -> str | N
     return max(others, key=others.get) if others else None
 
 
+def display_names_of(handler: Any) -> dict[str, str]:
+    """The handler's human labels per class (a handler without them gets the defaults from its class names)."""
+    names = getattr(handler, "display_names", None)
+    if isinstance(names, dict):
+        return dict(names)
+    from .labels import default_names
+
+    return default_names(getattr(handler, "class_names", []) or [])
+
+
+def check_heatmap_mode(mode: Any) -> str | None:
+    """``mode`` if it is None (the model's default) or one of HEATMAP_MODES; else ValueError naming the choices."""
+    if mode is None or mode == "":
+        return None
+    if mode not in HEATMAP_MODES:
+        raise ValueError(f"heatmap_mode {mode!r} must be one of {list(HEATMAP_MODES)}, or empty for the model's "
+                         "default")
+    return str(mode)
+
+
 def review_band_for(handler: Any, threshold: float | None = None, margin: float | None = None) -> dict | None:
     """``{"low", "high"}`` of the needs-review band around ``threshold`` (default: the model's), or with ``margin``
     that many logits either side of it; None for a model without a threshold. A handler without review support
@@ -399,8 +421,10 @@ def review_band_for(handler: Any, threshold: float | None = None, margin: float 
 
 def result_json(result: Any, handler: Any, threshold: float | None = None, heatmap_png: bool = False,
                 review_margin: float | None = None) -> dict:
-    """The JSON answer for one InspectionResult: name, verdict, label, probabilities, defect probability,
-    threshold, ``needs_review`` and the ``review_band`` it was judged against, latency in ms per stage, error;
+    """The JSON answer for one InspectionResult: name, verdict, label (the raw class name) and ``display_label``
+    (its human label; ``display_names`` has every class's), probabilities, defect probability,
+    threshold, ``needs_review`` and the ``review_band`` it was judged against, latency in ms per stage, error,
+    ``heatmap_mode`` and ``heatmap_scale`` (None: no heat map, or one scaled per image);
     with ``heatmap_png``, the Grad-CAM heat map drawn over the photo as a base64 PNG. ``threshold`` re-decides the
     verdict from the probabilities (no new forward pass), and the band moves with it; ``review_margin`` (logits)
     replaces the band by a symmetric one.
@@ -415,10 +439,14 @@ def result_json(result: Any, handler: Any, threshold: float | None = None, heatm
         if band is not None:
             needs = bool(band["low"] <= float(result.defect_probability) <= band["high"])
             band = {k: round(v, 6) for k, v in band.items()}
+    shown = display_names_of(handler)
+    scale = getattr(result, "heatmap_scale", None)
     out = {
         "name": safe_name(result.name),
         "verdict": verdict,
         "label": label,
+        "display_label": None if label is None else shown.get(label, label),
+        "display_names": shown,
         "probabilities": {str(k): round_or_none(v) for k, v in (result.probabilities or {}).items()},
         "defect_probability": round_or_none(result.defect_probability),
         "threshold": round_or_none(used),
@@ -426,6 +454,8 @@ def result_json(result: Any, handler: Any, threshold: float | None = None, heatm
         "review_band": band,
         "latency_ms": {str(k): round(float(v), 2) for k, v in (result.timings_ms or {}).items()},
         "error": None if result.error is None else error_message(result.error, result.name, safe_name(result.name)),
+        "heatmap_mode": getattr(result, "heatmap_mode", None),
+        "heatmap_scale": None if scale is None else {k: round(float(v), 6) for k, v in scale.items()},
     }
     if heatmap_png:
         overlay = getattr(result, "overlay", None)
@@ -433,21 +463,27 @@ def result_json(result: Any, handler: Any, threshold: float | None = None, heatm
     return out
 
 
-def inspect_one(handler: Any, source: Any, name: str, heatmap: bool = True, opacity: float = 0.45):
-    """One image through the handler under the inference lock. Bad input raises ValueError."""
+def inspect_one(handler: Any, source: Any, name: str, heatmap: bool = True, opacity: float = 0.45,
+                heatmap_mode: str | None = None):
+    """One image through the handler under the inference lock. Bad input raises ValueError. ``heatmap_mode``: one
+    of HEATMAP_MODES (None: the model's default)."""
     h = get_handler(handler)
+    mode = check_heatmap_mode(heatmap_mode)
+    extra = {} if mode is None else {"heatmap_mode": mode}  # handlers without modes are still served
     with INFERENCE_LOCK:
-        return h.predict(source, heatmap=heatmap, opacity=opacity, name=name)
+        return h.predict(source, heatmap=heatmap, opacity=opacity, name=name, **extra)
 
 
 def inspect_many(handler: Any, sources: list, names: list[str], heatmap: bool = True, opacity: float = 0.45,
-                 progress: Callable[[int, int], None] | None = None) -> list:
+                 progress: Callable[[int, int], None] | None = None, heatmap_mode: str | None = None) -> list:
     """A batch through the handler; a bad item comes back with ``error`` set and the rest complete."""
     h = get_handler(handler)
+    mode = check_heatmap_mode(heatmap_mode)
+    extra = {} if mode is None else {"heatmap_mode": mode}
     with INFERENCE_LOCK:
         # batches of 8: the progress bar moves every ~0.5 s on two cores, at the same throughput as 16
         return h.predict_batch(sources, heatmap=heatmap, opacity=opacity, batch_size=8, on_error="collect",
-                               names=names, progress=progress)
+                               names=names, progress=progress, **extra)
 
 
 # ------------------------------------------------------------------------------------------- servers
@@ -459,7 +495,9 @@ class InspectResponse(BaseModel):
 
     name: str = Field(description="the uploaded file's base name, control characters removed")
     verdict: Optional[str] = Field(description="OK or DEFECT (for a model without a defect class: the label)")
-    label: Optional[str] = Field(description="the most probable class")
+    label: Optional[str] = Field(description="the most probable class (its raw name, e.g. the folder name)")
+    display_label: Optional[str] = Field(default=None, description="the human label of `label`, e.g. Defect")
+    display_names: dict[str, str] = Field(default_factory=dict, description="human label of each class name")
     probabilities: dict[str, float] = Field(description="probability of each class")
     defect_probability: Optional[float] = Field(description="probability of the defect class")
     threshold: Optional[float] = Field(description="DEFECT when defect_probability >= threshold")
@@ -472,6 +510,13 @@ class InspectResponse(BaseModel):
     error: Optional[str] = None
     heatmap_png_base64: Optional[str] = Field(
         default=None, description="with heatmap=true: the Grad-CAM heat map over the photo, PNG, base64")
+    heatmap_mode: Optional[str] = Field(
+        default=None, description="the heat map drawn: defect-evidence (on the model's fixed scale) or "
+                                  "class-normalised (the per-image normalised CAM of the predicted class)")
+    heatmap_scale: Optional[dict[str, float]] = Field(
+        default=None, description="defect-evidence only: the evidence (logits) shown as 0.5 (threshold: the OK/defect "
+                                  "boundary on validation) and as 1 (value: a typical validation defect); null when "
+                                  "the model has no calibrated scale and each map is scaled to its own maximum")
 
 
 class Health(BaseModel):
@@ -577,6 +622,11 @@ def create_api(handler: Any):
         review_margin: Optional[float] = Query(
             None, ge=0.0, le=20.0, description="needs-review band, logits either side of the threshold; default: "
                                                "the model's band (derived on validation), moved to the threshold"),
+        heatmap_mode: Optional[Literal["defect-evidence", "class-normalised"]] = Query(
+            None, description="with heatmap=true: 'defect-evidence' (a model with a defect class: evidence for "
+                              "DEFECT on the model's fixed scale, comparable between photos; its default) or "
+                              "'class-normalised' (the per-image normalised CAM of the predicted class: every photo "
+                              "reaches 1 somewhere; the default of a model without a defect class)"),
     ):
         """Inspect one image sent as multipart form field `file`: verdict (OK/DEFECT), class probabilities,
         the threshold used, latency per stage in ms and, with `heatmap=true`, the Grad-CAM overlay as a base64 PNG.
@@ -586,7 +636,7 @@ def create_api(handler: Any):
             raise HTTPException(503, f"server busy: {MAX_API_WAITING} inspections are already waiting for the "
                                      "model; retry in a few seconds", headers={"Retry-After": "5"})
         try:
-            return _inspect_upload(handler, file, heatmap, threshold, opacity, review_margin)
+            return _inspect_upload(handler, file, heatmap, threshold, opacity, review_margin, heatmap_mode)
         finally:
             _API_SLOTS.release()
 
@@ -601,7 +651,7 @@ def create_api(handler: Any):
 
 
 def _inspect_upload(handler: Any, file: UploadFile, heatmap: bool, threshold: Optional[float], opacity: float,
-                    review_margin: Optional[float] = None) -> dict:
+                    review_margin: Optional[float] = None, heatmap_mode: Optional[str] = None) -> dict:
     """The body of POST /api/inspect: size checks, one inspection, the JSON answer or an HTTP error."""
     name = safe_name(file.filename)
     data = file.file.read(MAX_UPLOAD_BYTES + 1)  # at most one byte past the limit
@@ -610,7 +660,8 @@ def _inspect_upload(handler: Any, file: UploadFile, heatmap: bool, threshold: Op
     if len(data) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, f"{name} is larger than {MAX_UPLOAD_MB} MB; the limit is {MAX_UPLOAD_BYTES:,} bytes")
     try:
-        result = inspect_one(handler, data, name, heatmap=heatmap, opacity=opacity)
+        result = inspect_one(handler, data, name, heatmap=heatmap, opacity=opacity,
+                             heatmap_mode=heatmap_mode if heatmap else None)
     except ModelUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
     except ValueError as exc:  # the uploaded bytes are not a usable image

@@ -30,10 +30,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import data as D
+from .calibration import calibrate
 from .checkpoint import make_checkpoint, save_checkpoint
 from .metrics import choose_threshold, classification_report, fbeta, selection_loss, softmax, threshold_sweep
 from .model import build_model, head, predict_probs, set_trainable, split_at, train_mode
 from .preprocess import augment, default_spec, preprocess
+from .labels import check_display_names
 from .review import review_band
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class TrainConfig:
     # other photo sessions or lines (folder-per-class, the same classes) joined to train and validation: each is
     # split on its own by near-duplicate groups, so every line has its own validation part; none gives a test split
     extra_data: list = field(default_factory=list)
+    display_names: dict = field(default_factory=dict)  # class name -> human label; missing ones derived (labels.py)
     out: str = "final_best_model.pt"
     extra: dict = field(default_factory=dict)
 
@@ -597,6 +600,7 @@ def train(cfg: TrainConfig) -> dict:
     full, images = prep["full"], prep["images"]
     tr, va = prep["train_idx"], prep["val_idx"]
     names, defect_index = full.class_names, full.defect_index
+    shown = check_display_names(cfg.display_names or {}, names, "display_names")  # fail before hours of training
     spec = default_spec(cfg.size)
     model = build_model(cfg.arch, len(names), cfg.weights)
     masks = prep["regions"]
@@ -635,9 +639,14 @@ def train(cfg: TrainConfig) -> dict:
         split["test_files"] = [str(full.paths[i].relative_to(full.root)) for i in prep["test_idx"]]
     # the needs-review band, from the same validation scores as the threshold (rule: inspectkit/review.py)
     band = None if threshold is None else review_band(y_va == defect_index, val_probs[:, defect_index], threshold)
+    # the heat map's fixed scale and the validation score histogram, from the same validation images (rule:
+    # inspectkit/calibration.py)
+    cal = calibrate(model, cfg.arch, names, defect_index, threshold, spec, [images[i] for i in va], y_va)
+    if cal["histogram"] is not None:
+        metrics["validation_score_histogram"] = cal["histogram"]
     ckpt = make_checkpoint(model, cfg.arch, names, defect_index, spec, threshold, metrics=metrics,
                            train_config=asdict(cfg), data={**full.fingerprint(), "split": split}, history=history,
-                           review_band=band)
+                           review_band=band, heatmap_scale=cal["heatmap_scale"], display_names=shown)
     save_checkpoint(ckpt, cfg.out)
     log.info("saved %s (threshold %s, val acc %.4f) in %.0fs: %s", cfg.out, threshold,
              metrics["validation"]["accuracy"], timing["total_s"], timing)

@@ -8,6 +8,11 @@ Needs review: a photo whose p(defect) lies in the review band around the thresho
 badge, the summary, the table and the CSV, and "Label these next" lists the batch closest to the threshold first
 (inspectkit/review.py). The band follows the threshold slider; the band slider replaces it by a symmetric one.
 
+Heat maps: the session's ``heatmap_mode`` (None: the model's default, the defect evidence on its fixed scale for a
+model with a defect class) is used by every inspection; :func:`reheat` changes it and inspects the session's files
+again. Labels: the checkpoint's display names ("Defect") go beside the raw class names in the badge, the class
+probabilities, the table and the CSV (``display_label``).
+
 Every function that renders returns the outputs in the order of :data:`VIEW_OUTPUTS` (after the state), so
 the UI wiring and these functions cannot drift apart.
 """
@@ -35,10 +40,10 @@ VIEW_OUTPUTS = ("summary", "gallery", "badge", "original", "overlay", "probabili
                 "label_next")
 #: The detail panel's outputs (a subset of VIEW_OUTPUTS), in order.
 DETAIL_OUTPUTS = ("badge", "original", "overlay", "probabilities", "latency")
-TABLE_HEADERS = ["file", "verdict", "defect probability", "threshold", "latency ms", "note", "review"]
+TABLE_HEADERS = ["file", "verdict", "defect probability", "threshold", "latency ms", "note", "review", "class"]
 #: review_rank: 1 for the photo to label first (closest to the threshold), empty for files without a probability
 CSV_HEADERS = ["file", "verdict", "label", "defect_probability", "threshold", "latency_ms", "error", "needs_review",
-               "review_low", "review_high", "review_rank"]
+               "review_low", "review_high", "review_rank", "display_label"]
 #: Rows shown in "Label these next" (the CSV ranks the whole batch).
 LABEL_NEXT_ROWS = 10
 #: The band slider's range, logits either side of the threshold.
@@ -52,7 +57,6 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\
 REPORT_IMAGES = (
     ("confusion_matrix.png", "Confusion matrices on the test split (all images, and twin-free)"),
     ("training_curves.png", "Training curves (loss, validation accuracy and defect F2 per epoch)"),
-    ("threshold_curve.png", "Defect recall and false-alarm rate against the threshold"),
     ("misclassified.png", "Misclassified test images"),
 )
 _CSV_DIR = Path(tempfile.gettempdir()) / "casting-inspection-csv"
@@ -62,7 +66,7 @@ _CSV_MAX_AGE_S = 3600.0
 def new_state() -> dict:
     """An empty session: no results, the model's threshold and review band, the default opacity."""
     return {"items": [], "threshold": None, "opacity": DEFAULT_OPACITY, "selected": 0, "run_ms": 0.0,
-            "review_margin": None}
+            "review_margin": None, "heatmap_mode": None, "sources": []}
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -149,7 +153,8 @@ def _item(result: Any, name: str, raw_path: Any = None) -> dict:
             "probabilities": {str(k): float(v) for k, v in (result.probabilities or {}).items()},
             "defect_probability": None if result.defect_probability is None else float(result.defect_probability),
             "timings_ms": {str(k): float(v) for k, v in (result.timings_ms or {}).items()},
-            "image": img, "heat": heat}
+            "image": img, "heat": heat, "heat_mode": getattr(result, "heatmap_mode", None),
+            "heat_scale": getattr(result, "heatmap_scale", None)}
 
 
 def run_inspection(handler: Any, files: Any, opacity: float, state: dict | None,
@@ -161,6 +166,7 @@ def run_inspection(handler: Any, files: Any, opacity: float, state: dict | None,
     """
     paths = _as_paths(files)
     state = dict(state or new_state())
+    state["sources"] = paths  # kept so that changing the heat map inspects them again (reheat)
     if not paths:
         state.update(items=[], selected=0)
         return (state, *render(handler, state))
@@ -189,8 +195,11 @@ def run_inspection(handler: Any, files: Any, opacity: float, state: dict | None,
         total = len(todo)
         tick = None if progress is None else (lambda done, _t: progress((done, total), desc="Inspecting",
                                                                       unit="images"))
+        mode = state.get("heatmap_mode")
+        if mode == "defect-evidence" and getattr(get_handler(handler), "defect_class", None) is None:
+            mode = None  # chosen for another model of this session; this one has no defect evidence
         results = service.inspect_many(handler, [paths[i] for i in todo], [names[i] for i in todo],
-                                       heatmap=True, opacity=float(opacity), progress=tick)
+                                       heatmap=True, opacity=float(opacity), progress=tick, heatmap_mode=mode)
         for i, r in zip(todo, results):
             items[i] = _item(r, names[i], paths[i])
     state.update(items=items, selected=0, opacity=float(opacity), run_ms=(time.perf_counter() - t0) * 1000)
@@ -204,6 +213,26 @@ def run_single(handler: Any, path: Any, opacity: float, state: dict | None, prog
         state = dict(state or new_state())
         return (state, *render(handler, state))
     return run_inspection(handler, [path], opacity, state, progress)
+
+
+def reheat(handler: Any, state: dict | None, mode: Any, progress: Callable | None = None) -> tuple:
+    """Switch the session's heat map to ``mode`` (one of service.HEATMAP_MODES; empty: the model's default) and
+    inspect the session's files again with it (the heat map needs the network; the verdicts do not change)."""
+    state = dict(state or new_state())
+    state["heatmap_mode"] = service.check_heatmap_mode(mode)
+    sources = [p for p in state.get("sources") or [] if p]
+    if not sources:
+        return (state, *render(handler, state))
+    return run_inspection(handler, sources, state.get("opacity", DEFAULT_OPACITY), state, progress)
+
+
+def shown_class(handler: Any, class_name: str | None) -> str | None:
+    """``"Defect (def_front)"``: the model's display name beside the raw class name (inspectkit/labels.py)."""
+    from .labels import shown
+
+    if class_name is None:
+        return None
+    return shown(class_name, service.display_names_of(get_handler(handler)))
 
 
 def errors_in(state: dict) -> list[str]:
@@ -343,8 +372,8 @@ def detail(handler: Any, state: dict, thr: float | None = None, verdicts: list |
     if it.get("error"):
         return (_badge(it, v, thr), None, None, None, "")
     overlay = blend(it["image"], it["heat"], state.get("opacity", DEFAULT_OPACITY), _colormap(handler))
-    probs = {k: round(p, 4) for k, p in it["probabilities"].items()}
-    return (_badge(it, v, thr, band), it["image"], overlay, probs, latency_html(it["timings_ms"]))
+    probs = {shown_class(handler, k): round(p, 4) for k, p in it["probabilities"].items()}
+    return (_badge(it, v, thr, band, handler), it["image"], overlay, probs, latency_html(it["timings_ms"]))
 
 
 def _colormap(handler: Any) -> Any:
@@ -359,7 +388,8 @@ def _band_text(band: dict | None) -> str:
     return "" if band is None else f"{_fmt_p(band['low'])}\u2013{_fmt_p(band['high'])}"
 
 
-def _badge(item: dict | None, verdict: str | None, thr: float | None, band: dict | None = None) -> str:
+def _badge(item: dict | None, verdict: str | None, thr: float | None, band: dict | None = None,
+           handler: Any = None) -> str:
     if item is None:
         return "<div class='badge-box muted'>No image inspected yet.</div>"
     name = _esc(item["name"])
@@ -369,6 +399,9 @@ def _badge(item: dict | None, verdict: str | None, thr: float | None, band: dict
     p = item.get("defect_probability")
     line = (f"p(defect) = <b>{_fmt_p(p)}</b> &middot; threshold {_fmt_p(thr)}" if p is not None
             else f"label <b>{_esc(item.get('label'))}</b>")
+    if handler is not None and item.get("label") is not None:
+        cls = item["label"] if p is None else service.label_for(get_handler(handler), item["probabilities"], verdict)
+        line += f" &middot; class <span class='class-label'>{_esc(shown_class(handler, cls))}</span>"
     flag = ""
     if needs_review_of(item, band):
         # the verdict stays as decided; the flag says it is too close to the threshold to trust without a look
@@ -432,7 +465,8 @@ def _gallery_entry(item: dict, verdict: str, opacity: float, colormap: Any = "je
 
 def table_rows(handler: Any, items: list, verdicts: list, thr: float | None, band: dict | None = None) -> list[list]:
     """One row per file: file, verdict, defect probability, threshold, total latency in ms, error, label, needs
-    review, the review band's low and high edge, and the labelling rank (1: closest to the threshold)."""
+    review, the review band's low and high edge, the labelling rank (1: closest to the threshold), and the label's
+    display name."""
     rows = []
     ranks = review_ranks(items, thr)
     for it, v, rank in zip(items, verdicts, ranks):
@@ -442,16 +476,18 @@ def table_rows(handler: Any, items: list, verdicts: list, thr: float | None, ban
             get_handler(handler), it["probabilities"], v)
         shown_thr = None if thr is None or it.get("error") else round(thr, 4)
         review = needs_review_of(it, band)
+        shown = None if label is None else service.display_names_of(get_handler(handler)).get(label, label)
         rows.append([it["name"], v, None if p is None else round(p, 4), shown_thr,
                      None if total is None else round(total, 1), it.get("error") or "", label, review,
                      None if review is None else round(band["low"], 4),
-                     None if review is None else round(band["high"], 4), rank])
+                     None if review is None else round(band["high"], 4), rank, shown])
     return rows
 
 
 def _table_view(rows: list[list]) -> list[list]:
     return [[r[0], r[1], "" if r[2] is None else f"{r[2]:.4f}", "" if r[3] is None else f"{r[3]:.4f}",
-             "" if r[4] is None else f"{r[4]:.1f}", r[5], "needs review" if r[7] else ""] for r in rows]
+             "" if r[4] is None else f"{r[4]:.1f}", r[5], "needs review" if r[7] else "",
+             "" if r[6] is None else (r[6] if r[11] in (None, r[6]) else f"{r[11]} ({r[6]})")] for r in rows]
 
 
 def label_next_markdown(items: list, verdicts: list, thr: float | None, band: dict | None,
@@ -494,9 +530,10 @@ def csv_text(rows: list[list]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
     w.writerow(CSV_HEADERS)
-    for name, verdict, p, thr, ms, err, label, review, low, high, rank in rows:
+    for name, verdict, p, thr, ms, err, label, review, low, high, rank, shown in rows:
         flag = None if review is None else ("yes" if review else "no")
-        w.writerow([spreadsheet_safe(x) for x in (name, verdict, label, p, thr, ms, err, flag, low, high, rank)])
+        w.writerow([spreadsheet_safe(x) for x in (name, verdict, label, p, thr, ms, err, flag, low, high, rank,
+                                                   shown)])
     return buf.getvalue()
 
 
@@ -545,7 +582,7 @@ def loaded_model_markdown(h: Any) -> str:
     info = getattr(h, "checkpoint_info", {}) or {}
     pre = getattr(h, "preprocessing", {}) or info.get("preprocessing", {})
     lines = ["| property | value |", "|---|---|", f"| architecture | {md_cell(info.get('arch', 'n/a'))} |",
-             f"| classes | {md_cell(', '.join(h.class_names))} |",
+             f"| classes | {md_cell(', '.join(shown_class(h, c) for c in h.class_names))} |",
              f"| defect class | {md_cell(getattr(h, 'defect_class', None))} |",
              f"| threshold | {'n/a' if h.threshold is None else f'{h.threshold:.4f}'} |",
              f"| input | {md_cell(pre.get('size'))} px square, whole frame resized ({md_cell(pre.get('resize', 'stretch'))}) |"]
@@ -554,6 +591,9 @@ def loaded_model_markdown(h: Any) -> str:
         how = "derived on validation" if band.get("source") == "validation" else md_cell(band.get("source", ""))
         lines.append(f"| needs-review band | {band['low']:.4f} to {band['high']:.4f} "
                      f"({how}: {md_cell(band.get('rule', ''))}) |")
+    from .ui_heatmap import heatmap_row
+
+    lines.append(heatmap_row(h))
     weights = (info.get("train_config") or {}).get("weights")
     if weights:
         lines.append(f"| started from | {md_cell(Path(str(weights)).name)} |")
@@ -770,10 +810,13 @@ def _api_error(exc: Exception):
     return gr.Error(service.safe_text(exc), title="Cannot inspect")
 
 
-def api_predict(handler: Any, image: Any, threshold: Any = None, heatmap: bool = False) -> dict:
-    """The ``/predict`` Gradio endpoint: one image in, the JSON result out (same fields as POST /api/inspect)."""
+def api_predict(handler: Any, image: Any, threshold: Any = None, heatmap: bool = False,
+                heatmap_mode: Any = None) -> dict:
+    """The ``/predict`` Gradio endpoint: one image in, the JSON result out (same fields as POST /api/inspect).
+    ``heatmap_mode``: "defect-evidence", "class-normalised" or empty (the model's default)."""
     try:
         t = _check_threshold(threshold)
+        mode = service.check_heatmap_mode(heatmap_mode)
         paths = _as_paths(image)
         if len(paths) != 1:
             raise ValueError(f"give exactly one image file, got {len(paths)}")
@@ -781,7 +824,7 @@ def api_predict(handler: Any, image: Any, threshold: Any = None, heatmap: bool =
         size = os.path.getsize(paths[0])
         if size > MAX_UPLOAD_BYTES:
             raise ValueError(f"{name} is {size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB per image")
-        result = service.inspect_one(handler, paths[0], name, heatmap=heatmap)
+        result = service.inspect_one(handler, paths[0], name, heatmap=heatmap, heatmap_mode=mode if heatmap else None)
         return service.result_json(result, get_handler(handler), threshold=t, heatmap_png=heatmap)
     except (ValueError, OSError, service.ModelUnavailable) as exc:
         raise _api_error(exc) from None
@@ -808,9 +851,10 @@ def api_predict_batch(handler: Any, images: Any, threshold: Any = None) -> list[
             else:
                 size = os.path.getsize(paths[i])
                 why = "is empty (0 bytes)" if size == 0 else f"is {size / 1e6:.1f} MB; the limit is {MAX_UPLOAD_MB} MB"
-                out.append({"name": n, "verdict": None, "label": None, "probabilities": {}, "defect_probability": None,
-                            "threshold": t, "needs_review": None, "review_band": None, "latency_ms": {},
-                            "error": f"{n} {why}"})
+                out.append({"name": n, "verdict": None, "label": None, "display_label": None,
+                            "display_names": service.display_names_of(h), "probabilities": {},
+                            "defect_probability": None, "threshold": t, "needs_review": None, "review_band": None,
+                            "latency_ms": {}, "error": f"{n} {why}", "heatmap_mode": None, "heatmap_scale": None})
         return out
     except (ValueError, OSError, service.ModelUnavailable) as exc:
         raise _api_error(exc) from None

@@ -81,15 +81,17 @@ class FakeHandler:
 
     def __init__(self):
         self.images_seen = 0
+        self.heatmap_modes: list = []  # the heatmap_mode of each predict_batch call
 
     def decide(self, probabilities, threshold=None):
         t = self.threshold if threshold is None else threshold
         return "DEFECT" if probabilities["def_front"] >= t else "OK"
 
     def predict_batch(self, images, heatmap=True, opacity=0.45, batch_size=16, on_error="raise", names=None,
-                      progress=None):
+                      progress=None, heatmap_mode=None):
         from inspectkit.imageio import load_rgb
 
+        self.heatmap_modes.append(heatmap_mode)
         out = []
         for i, (img, name) in enumerate(zip(images, names)):
             try:
@@ -112,5 +114,6 @@ class FakeHandler:
                 progress(i + 1, len(images))
         return out
 
-    def predict(self, image, heatmap=True, opacity=0.45, target=None, name=None):
-        return self.predict_batch([image], heatmap, opacity, on_error="raise", names=[name or "image"])[0]
+    def predict(self, image, heatmap=True, opacity=0.45, target=None, name=None, heatmap_mode=None):
+        return self.predict_batch([image], heatmap, opacity, on_error="raise", names=[name or "image"],
+                                  heatmap_mode=heatmap_mode)[0]

@@ -128,7 +128,7 @@ def test_batch_with_a_bad_file_completes_the_rest(upload_dir):
     assert len(gallery) == 3 and "ERROR" in gallery[1][1]
     assert "1 not inspected" in summary and "broken.jpg" in summary
     assert original.shape == overlay.shape and not np.array_equal(original, overlay)
-    assert probs == {"def_front": 0.9, "ok_front": 0.1}
+    assert probs == {"Defect (def_front)": 0.9, "OK (ok_front)": 0.1}  # display names beside the class names
     assert "forward" in latency and "total" in latency
     assert "DEFECT" in badge and "0.900" in badge
 
@@ -256,9 +256,10 @@ def test_csv_is_correct_and_formula_names_stay_text(upload_dir):
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
     assert rows[0] == ui.CSV_HEADERS
     assert len(rows) == 4
-    name, verdict, label, p, thr, ms, err, review, low, high, rank = rows[1]
+    name, verdict, label, p, thr, ms, err, review, low, high, rank, shown = rows[1]
     assert name == "'" + FORMULA_NAME  # shown as text by Excel, LibreOffice and Sheets
     assert verdict == "OK" and label == "ok_front" and float(p) == pytest.approx(0.2) and float(thr) == 0.5
+    assert shown == "OK"  # the display name beside the raw class name (derived: the fake handler stores none)
     assert float(ms) == pytest.approx(9.0) and err == ""
     assert rows[2][:2] == [good[1].name, "OK"]
     assert rows[3][1] == "ERROR" and "not a readable image" in rows[3][6]
@@ -267,7 +268,7 @@ def test_csv_is_correct_and_formula_names_stay_text(upload_dir):
     lo, hi = symmetric_band(0.5, DEFAULT_MARGIN)
     assert (review, rank) == ("yes", "1")
     assert float(low) == pytest.approx(lo, abs=1e-4) and float(high) == pytest.approx(hi, abs=1e-4)
-    assert rows[2][7] == "yes" and rows[2][10] == "2" and rows[3][7:] == ["", "", "", ""]
+    assert rows[2][7] == "yes" and rows[2][10] == "2" and rows[3][7:] == ["", "", "", "", ""]
     for row in rows[1:]:
         for cell in row:
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
@@ -464,6 +465,56 @@ def test_json_endpoint_good_and_bad_files(server, handler):
     assert httpx.get(server + "api/health", timeout=30).json() == {"status": "ok", "model": "ready", "error": None}
 
 
+def test_json_endpoint_heat_map_modes_and_display_names(server, handler):
+    example = EXAMPLES[0]
+
+    def ask(**params):
+        return httpx.post(server + "api/inspect", params={"heatmap": "true", **params},
+                          files={"file": (example.name, example.read_bytes(), "image/jpeg")}, timeout=60)
+
+    served, normalised = ask().json(), ask(heatmap_mode="class-normalised").json()
+    assert served["heatmap_mode"] == "defect-evidence" and normalised["heatmap_mode"] == "class-normalised"
+    assert served["heatmap_scale"] is None  # the random checkpoint has no scale: the stated per-image fallback
+    assert served["display_names"] == {"def_front": "Defect", "ok_front": "OK"}
+    assert served["display_label"] == served["display_names"][served["label"]]
+    bad = ask(heatmap_mode="fancy")
+    assert bad.status_code == 422 and "class-normalised" in bad.text
+    schema = httpx.get(server + "openapi.json", timeout=30).json()
+    props = schema["components"]["schemas"]["InspectResponse"]["properties"]
+    assert {"display_label", "display_names", "heatmap_mode", "heatmap_scale"} <= set(props)
+
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    got = client.predict(handle_file(str(example)), None, True, "class-normalised", api_name="/predict")
+    assert got["heatmap_mode"] == "class-normalised" and got["display_label"] in ("Defect", "OK")
+
+
+def test_heat_map_choice_inspects_the_session_again_and_labels_are_shown(upload_dir):
+    good, _, _ = upload_dir
+    h = FakeHandler()
+    state, *view = ui.run_inspection(h, [str(good[0])], 0.45, None)
+    seen = h.images_seen
+    state, *view = ui.reheat(h, state, "class-normalised")
+    assert h.images_seen == seen + 1 and state["heatmap_mode"] == "class-normalised"
+    assert h.heatmap_modes == [None, "class-normalised"]  # the model's default first, then the choice
+    badge, probs, table = view[2], view[5], view[7]
+    assert "class <span class='class-label'>" in badge and ("Defect (def_front)" in badge or "OK (ok_front)" in badge)
+    assert set(probs) == {"Defect (def_front)", "OK (ok_front)"}
+    assert table[0][-1] in ("Defect (def_front)", "OK (ok_front)") and ui.TABLE_HEADERS[-1] == "class"
+    with pytest.raises(ValueError, match="heatmap_mode 'x' must be one of"):
+        ui.reheat(h, state, "x")
+    state, *view = ui.reheat(h, ui.new_state(), "")  # nothing inspected yet: nothing to run
+    assert state["heatmap_mode"] is None and h.images_seen == seen + 1
+
+
+def test_model_tab_shows_the_score_distribution_not_the_flat_sweep(tmp_path):
+    assert "threshold_curve.png" not in [name for name, _, _ in ui.report_images(tmp_path)]
+    config = json.dumps(app.build_demo(FakeHandler(), reports_dir=tmp_path).get_config_file(), default=str)
+    assert "score-distribution" in config and "heat-legend" in config and "heatmap-mode" in config
+    assert "Per-image normalised class CAM" in config
+
+
 def test_model_tab_states_the_review_band(handler):
     md = ui.loaded_model_markdown(handler)
     band = handler.review_band
@@ -516,7 +567,7 @@ def test_ui_pipeline_with_the_real_handler(handler, upload_dir):
         handler, [str(good[0]), str(bad)], 0.45, None)
     want = handler.predict(str(good[0]))
     assert table[0][1] == want.verdict and table[1][1] == "ERROR"
-    assert set(probs) == set(handler.class_names) and len(gallery) == 2
+    assert set(probs) == {ui.shown_class(handler, c) for c in handler.class_names} and len(gallery) == 2
     assert original.shape == want.image.shape
 
 

@@ -1,5 +1,6 @@
 """A real browser on the real server: headless Chromium (Debian's, driven by Playwright) uploads two casting photos
-through the page's file input and must see two overlays and two verdicts. Keeps a screenshot in test-artifacts/."""
+through the page's file input and must see two overlays and two verdicts; the heat map's colour bar, the display
+names and the Model tab's score distribution must be on the page. Keeps screenshots in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -20,10 +21,32 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
 
 
 @pytest.fixture(scope="module")
-def page_url(tiny_checkpoint):
+def named_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint with what a calibrated one carries: a heat-map scale, a validation score histogram and
+    display names (the numbers are made up: the page is under test here, not the calibration)."""
+    import numpy as np
+
+    from inspectkit.calibration import score_histogram
+    from inspectkit.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    ckpt["heatmap_scale"] = {"value": 12.0, "threshold": 4.0, "map": "defect-evidence", "source": "validation",
+                             "layer": "features.18", "validation_defects_called": 20, "validation_ok_called": 20}
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 20 + [1] * 20)
+    ckpt["metrics"] = {**ckpt["metrics"], "validation_score_histogram": score_histogram(
+        y, np.where(y == 0, rng.uniform(0.7, 1.0, 40), rng.uniform(0.0, 0.3, 40)), ["def_front", "ok_front"])}
+    ckpt["display_names"] = {"def_front": "Porosity defect", "ok_front": "Good casting"}
+    path = tmp_path_factory.mktemp("named") / "named.pt"
+    save_checkpoint(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def page_url(named_checkpoint):
     from inference_handler import InferenceHandler
 
-    with running_server(InferenceHandler(str(tiny_checkpoint), backend="torch")) as url:
+    with running_server(InferenceHandler(str(named_checkpoint), backend="torch")) as url:
         yield url
 
 
@@ -52,5 +75,50 @@ def test_upload_two_images_shows_two_overlays_and_two_verdicts(page_url):
             assert page.locator("#badge .badge").inner_text().strip() in ("OK", "DEFECT")
             assert "2 images" in page.locator("#summary").inner_text()
             page.screenshot(path=str(ARTIFACTS / "browser_inspect.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_colour_bar_display_names_and_score_distribution_on_the_page(page_url):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    photo = next(p for p in EXAMPLES if "def" in p.name)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(page_url, wait_until="domcontentloaded")
+            page.locator("#model-status").get_by_text("Model ready").wait_for(timeout=60_000)
+            # the colour bar says what the colours mean, on this model's fixed scale
+            legend = page.locator("#heat-legend")
+            legend.get_by_text("fixed scale").wait_for(timeout=60_000)
+            text = legend.inner_text()
+            assert "no defect evidence" in text and "typical defect" in text and "0.5" in text
+            bar = legend.locator(".heat-bar")
+            assert "linear-gradient" in bar.evaluate("e => getComputedStyle(e).backgroundImage")
+            assert bar.bounding_box()["width"] > 100
+            page.set_input_files("#batch-files input[type=file]", [str(photo)])
+            page.wait_for_function("document.querySelectorAll('#gallery img').length === 1", timeout=120_000)
+            page.locator("#overlay img").wait_for(state="visible", timeout=30_000)
+            # display names beside the raw class names: badge, class probabilities, results table
+            badge = page.locator("#badge").inner_text()
+            assert "Porosity defect (def_front)" in badge or "Good casting (ok_front)" in badge, badge
+            assert "Porosity defect (def_front)" in page.locator("#probabilities").inner_text()
+            assert re.search(r"(Porosity defect \(def_front\)|Good casting \(ok_front\))",
+                             page.locator("#results").inner_text())
+            page.screenshot(path=str(ARTIFACTS / "browser_heat_legend.png"), full_page=True)
+            # the per-image normalised class CAM is a choice, named as such; the colour bar follows it
+            page.locator("#heatmap-mode").get_by_text("Per-image normalised class CAM").click()
+            legend.get_by_text("per-image normalised class CAM").wait_for(timeout=60_000)
+            assert "cannot be compared" in legend.inner_text()
+            # the Model tab: validation scores per class with the threshold and the needs-review band
+            page.get_by_role("tab", name="Model").click()
+            dist = page.locator("#score-distribution")
+            dist.locator("svg").wait_for(state="visible", timeout=60_000)
+            assert dist.locator("line.threshold").count() == 1 and dist.locator("rect.review-band").count() == 1
+            assert dist.locator("rect.bar[data-class='def_front']").count() > 0
+            assert dist.locator("rect.bar[data-class='ok_front']").count() > 0
+            assert "Porosity defect" in dist.inner_text() and "Good casting" in dist.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "browser_score_distribution.png"), full_page=True)
         finally:
             browser.close()
