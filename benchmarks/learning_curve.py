@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inspectkit import data as D  # noqa: E402
 from inspectkit.adaptation import AdaptConfig, adapt, recalibrate_batchnorm  # noqa: E402
-from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest  # noqa: E402
 from inspectkit.metrics import classification_report  # noqa: E402
 from inspectkit.model import predict_probs  # noqa: E402
 
@@ -72,12 +72,17 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="runs/learning-curve", help="folder for the per-run photo subsets")
     p.add_argument("--out", default="reports/line-b/learning_curve", help="writes OUT.json, OUT.md and OUT.png")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="instead of running: join the runs of these outputs (e.g. seeds run as parallel jobs) into OUT")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if a.merge:
+        return merge(a)
     import torch
 
     torch.set_num_threads(a.threads)
     parent = load_checkpoint(a.checkpoint)
+    digest = weights_digest(parent["state_dict"])
     names = parent["class_names"]
     line = D.load_folder(a.line, None, names[parent["defect_index"]], names)
     line, line_images = D.decode_all(line)
@@ -121,7 +126,27 @@ def main(argv=None) -> int:
                      row["adapted"]["line_rest"]["accuracy"], row["adapted"]["casting_test"]["accuracy"],
                      row["adapted"]["seconds"])
             rows.append(row)
-            write(a, parent, rows, time.perf_counter() - t_all)  # after every run: a cut job keeps what it measured
+            write(a, digest, rows, time.perf_counter() - t_all)  # after every run: a cut job keeps what it measured
+    return 0
+
+
+def merge(a) -> int:
+    """Join the runs of several outputs of this script (same checkpoint and data; a (seed, size) once) into OUT."""
+    docs = [json.loads(Path(f).read_text()) for f in a.merge]
+    if len({d["parent_weights_sha256"] for d in docs}) != 1 or len({(d["line"], d["casting"]) for d in docs}) != 1:
+        raise SystemExit("learning_curve.py: error: --merge needs outputs of one checkpoint on the same data")
+    rows, seen = [], set()
+    for d in docs:
+        for r in d["runs"]:
+            key = (r["seed"], r["per_class"])
+            if key in seen:
+                raise SystemExit(f"learning_curve.py: error: seed {key[0]}, {key[1]} per class is in two outputs")
+            seen.add(key)
+            rows.append(r)
+    rows.sort(key=lambda r: (r["seed"], r["per_class"]))
+    a.checkpoint, a.line, a.casting = docs[0]["checkpoint"], docs[0]["line"], docs[0]["casting"]
+    write(a, docs[0]["parent_weights_sha256"], rows, sum(d["seconds"] for d in docs),
+          commands=[d["command"] for d in docs])
     return 0
 
 
@@ -148,18 +173,18 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write(a, parent, rows, seconds) -> None:
+def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = None) -> None:
     """OUT.json (every run and the summary), OUT.md (tables) and OUT.png (the curve)."""
-    from inspectkit.checkpoint import weights_digest
-
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = summarise(rows)
-    doc = {"command": "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:]),
-           "checkpoint": a.checkpoint, "parent_weights_sha256": weights_digest(parent["state_dict"]),
+    command = "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:])
+    doc = {"command": command, **({"merged_from": commands} if commands else {}),
+           "checkpoint": a.checkpoint, "parent_weights_sha256": parent_digest,
            "line": a.line, "casting": a.casting, "seconds": round(seconds, 1), "summary": summary, "runs": rows}
     D.save_json(doc, out.with_suffix(".json"))
     lines = ["# Adapting to line B: the learning curve", "",
+             *[f"    {c}" for c in (commands or [])], "" if commands else "",
              f"`{doc['command']}`", "",
              "Accuracy on the line-B photos **not used** for adaptation (mean over seeds, [min, max]), and on the "
              "casting test split (forgetting). parent: the model as it is; bn: batch-norm statistics re-estimated on the "
