@@ -57,7 +57,7 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\
 REPORT_IMAGES = (
     ("confusion_matrix.png", "Confusion matrices on the test split (all images, and twin-free)"),
     ("training_curves.png", "Training curves (loss, validation accuracy and defect F2 per epoch)"),
-    ("misclassified.png", "Misclassified test images"),
+    ("scores.png", "p(defect) of every test image by true class, with the threshold"),
 )
 _CSV_DIR = Path(tempfile.gettempdir()) / "casting-inspection-csv"
 _CSV_MAX_AGE_S = 3600.0
