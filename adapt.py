@@ -18,7 +18,11 @@ import logging
 import sys
 from dataclasses import fields
 
-from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig
+from inspectkit.fast import torch_missing
+
+if torch_missing('adapt.py (fine-tuning)'):  # the serving install (requirements.txt) has no torch: say what to install
+    sys.exit(torch_missing('adapt.py (fine-tuning)'))
+from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig  # noqa: E402  (after the torch check)
 
 
 def parse_args(argv=None) -> AdaptConfig:

@@ -33,6 +33,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from inspectkit.fast import torch_missing
+
+    if torch_missing("calibrate_heatmap.py"):
+        print(f"calibrate_heatmap.py: error: {torch_missing('calibrate_heatmap.py')}", file=sys.stderr)
+        return 2
     import torch
 
     from inspectkit.calibration import calibrate_checkpoint

@@ -4,14 +4,16 @@
     HF_TOKEN=hf_... python deploy_space.py --repo-id <user>/casting-inspection
 
 Only an explicit allow-list is uploaded: app.py, inference_handler.py, gradcam.py, inspectkit/ (Python files),
-final_best_model.pt and its .sha256, requirements.txt, README.md, examples/ and reports/. No data set, no
+final_best_model.pt and its .sha256, final_best_model.onnx and its .sha256 (the graph the Space serves: it installs
+requirements.txt, which has no torch), requirements.txt, README.md, examples/ and reports/. No data set, no
 caches, no virtual environment, no tests, no tokens. Files in the Space that are not on the list are deleted
 in the same commit (``--keep-remote`` leaves them). The README must carry the Space front matter; when it does
 not, ``space/README_front_matter.yml`` is put on top of it in the uploaded copy (the local file is unchanged).
 
 With ``--model-repo <user>/<model>`` the weights are not uploaded: the Space gets the variables
 INSPECT_MODEL_REPO and (from the local final_best_model.pt.sha256) INSPECT_MODEL_SHA256, and downloads the
-checkpoint from that model repo at start (hf_hub_download), checking its digest.
+checkpoint and its graph (final_best_model.onnx and .onnx.sha256, which the model repo must hold) from that model
+repo at start (hf_hub_download), checking both digests.
 
 The token comes from the environment (HF_TOKEN, else HUGGING_FACE_HUB_TOKEN) and is never written anywhere.
 """
@@ -30,14 +32,17 @@ FRONT_MATTER = ROOT / "space" / "README_front_matter.yml"
 
 #: The files the Space runs from. Folders contribute only the listed suffixes; nothing else is ever uploaded.
 ALLOW_FILES = ("app.py", "inference_handler.py", "gradcam.py", "requirements.txt", "README.md",
-               "final_best_model.pt", "final_best_model.pt.sha256")
+               "final_best_model.pt", "final_best_model.pt.sha256", "final_best_model.onnx",
+               "final_best_model.onnx.sha256")
 ALLOW_DIRS = {
     "inspectkit": (".py",),
     "examples": (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".md"),
     "reports": (".json", ".md", ".png"),
 }
 REQUIRED = ("app.py", "inference_handler.py", "requirements.txt", "README.md")
-WEIGHTS = ("final_best_model.pt", "final_best_model.pt.sha256")
+#: The model: the checkpoint and the graph the Space serves without torch (python export_onnx.py writes it).
+WEIGHTS = ("final_best_model.pt", "final_best_model.pt.sha256", "final_best_model.onnx",
+           "final_best_model.onnx.sha256")
 #: Never uploaded even when inside an allowed folder.
 DENY = re.compile(r"(^|/)(__pycache__|\.[^/]*|.*\.pyc|.*\.env|.*token.*|.*secret.*)$", re.IGNORECASE)
 #: Something that looks like a Hugging Face access token inside a file: refuse to upload it.
@@ -93,7 +98,11 @@ def collect(root: Path = ROOT, with_weights: bool = True) -> list[Item]:
     if with_weights:
         missing += [f for f in WEIGHTS if not (root / f).is_file()]
     if missing:
-        hint = " (train the model with train.py, or use --model-repo)" if any(m in WEIGHTS for m in missing) else ""
+        hint = ""
+        if any(m.endswith((".onnx", ".onnx.sha256")) for m in missing):
+            hint = " (write the graph with: python export_onnx.py --checkpoint final_best_model.pt)"
+        elif any(m in WEIGHTS for m in missing):
+            hint = " (train the model with train.py, or use --model-repo)"
         raise DeployError(f"missing required files: {', '.join(missing)}{hint}")
     items: list[Item] = []
     for name in ALLOW_FILES:

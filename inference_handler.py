@@ -23,11 +23,15 @@ good part stays cool and photos compare; a checkpoint without a scale falls back
 predicted (or ``target``) class, the default of a model without a defect class. Display names ("Defect", "OK")
 come from the checkpoint (``inspectkit/labels.py``) and go beside the raw class names.
 
-Backends: ``"onnx"`` runs an ONNX Runtime graph generated from the checkpoint (cached by its SHA-256) that
-returns logits and last-block features, and computes the heat map from them without a backward pass (exact
-Grad-CAM for a global-pool + linear head); ``"torch"`` runs the PyTorch model with autograd Grad-CAM
-(gradcam.py) at any layer; ``"auto"`` takes ONNX when it is available and exact for the requested layer.
-Importing this module does not import torch: a cached ONNX load never needs it.
+Backends: ``"onnx"`` runs an ONNX Runtime graph of the checkpoint - the committed one beside it
+(``final_best_model.onnx``, bound to the checkpoint's SHA-256; see inspectkit/fast.py) or one generated from the
+checkpoint and cached by its SHA-256 - that returns logits and last-block features, and computes the heat map
+from them without a backward pass (exact Grad-CAM for a global-pool + linear head); ``"torch"`` runs the PyTorch
+model with autograd Grad-CAM (gradcam.py) at any layer; ``"auto"`` takes ONNX when it is available and exact for
+the requested layer.
+Importing this module does not import torch, and neither does loading a committed or cached graph: the app
+serves without torch installed (requirements.txt). Only ``backend="torch"`` and generating a missing graph need it
+(``pip install -r requirements-train.txt``).
 """
 
 from __future__ import annotations
@@ -66,6 +70,15 @@ HEATMAP_MODES = (EVIDENCE, CLASS_NORMALISED)
 PARALLEL_MIN = 4
 #: Chunks of at least this many images on the fast path run one single-threaded network per core.
 SPLIT_MIN = 8
+
+
+def _torch_installed() -> bool:
+    """Whether torch can be imported (imports it: only asked on the way to the torch backend, which needs it)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @dataclass
@@ -177,6 +190,9 @@ class InferenceHandler:
                     raise
                 self.fallback_reason = f"{type(exc).__name__}: {exc}"
             if self.fallback_reason:
+                if not _torch_installed():  # serving without torch (requirements.txt): nothing to fall back to
+                    raise RuntimeError(f"the ONNX graph could not be used and torch, the fallback, is not installed: "
+                                       f"{self.fallback_reason}")
                 log.warning("fast ONNX path not used, falling back to PyTorch: %s", self.fallback_reason)
 
         if self._fast is not None:
@@ -223,7 +239,12 @@ class InferenceHandler:
         return path
 
     def _load_torch(self, cam_layer: str | None) -> dict:
-        import torch  # lazy: a cached ONNX load never pays for importing torch
+        try:
+            import torch  # lazy: a cached ONNX load never pays for importing torch
+        except ImportError as exc:
+            raise RuntimeError(f"backend 'torch' needs torch, which is not installed ({exc}); install it with: "
+                               f"{fast.TRAIN_INSTALL}, or use backend 'onnx' (the committed graph "
+                               f"{fast.graph_path(self.checkpoint_path).name})") from None
 
         import gradcam
         from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint

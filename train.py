@@ -15,7 +15,11 @@ import sys
 from dataclasses import fields
 
 from inspectkit.labels import parse_display_names
-from inspectkit.training import TrainConfig
+from inspectkit.fast import torch_missing
+
+if torch_missing('train.py (training)'):  # the serving install (requirements.txt) has no torch: say what to install
+    sys.exit(torch_missing('train.py (training)'))
+from inspectkit.training import TrainConfig  # noqa: E402  (after the torch check)
 
 
 def _display_names(text: str) -> dict:

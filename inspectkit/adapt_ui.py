@@ -190,7 +190,27 @@ per photo**, **{MAX_ZIP_MB} MB per zip** (at most {MAX_UNZIPPED_MB} MB unpacked,
 leading out of the zip, links and encrypted entries are refused), checkpoints up to **{MAX_CHECKPOINT_MB} MB**.
 **One adaptation at a time** on this server; inspection keeps answering meanwhile.
 Budget: {settings.describe()}.
-"""
+{_no_torch_note()}"""
+
+
+def _no_torch_note() -> str:
+    """A warning line when this server has no torch (installed from requirements.txt only), else nothing."""
+    from .fast import TRAIN_INSTALL, torch_missing
+
+    if torch_missing("adaptation") is None:
+        return ""
+    return (f"\n**Not available on this server**: fine-tuning and loading a checkpoint need torch, which is not "
+            f"installed here (the app serves through ONNX Runtime). Scoring the current model works. Install "
+            f"torch with `{TRAIN_INSTALL}`.\n")
+
+
+def require_torch(what: str) -> None:
+    """ValueError (shown as the tab's error) saying ``what`` needs torch and how to install it, when it is not."""
+    from .fast import torch_missing
+
+    missing = torch_missing(what)
+    if missing:
+        raise ValueError(missing)
 
 
 # ------------------------------------------------------------------------------------------------ session models
@@ -577,6 +597,7 @@ def run_adaptation(shared: Any, choice: dict | None, settings: AdaptSettings, zi
     Raises AdaptationBusy at once when another adaptation is running, ValueError for photos that do not fit
     (wrong classes, too few, over the limits) or a model without a checkpoint file.
     """
+    require_torch("Fine-tuning (Adapt)")
     if not ADAPT_LOCK.acquire(blocking=False):
         raise AdaptationBusy(f"another adaptation is running on this server ({adaptation_status() or 'just started'})"
                              "; one runs at a time so inspection keeps its CPU. Try again when it has finished")
@@ -751,6 +772,7 @@ def load_uploaded_checkpoint(shared: Any, choice: dict | None, files: Any, setti
     ValueError for anything wrong (no .pt, too big, digest mismatch, not a weights-only checkpoint, a structure
     the handler refuses): the session keeps its model.
     """
+    require_torch("Loading a checkpoint (it is read with torch, and its ONNX graph is built from it)")
     from .checkpoint import load_checkpoint, weights_digest
 
     paths = ui._as_paths(files)

@@ -258,7 +258,7 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
                            train_config={**pcfg, "adaptation": asdict(cfg)}, data=data, history=history,
                            review_band=band, heatmap_scale=scale, display_names=parent.get("display_names"))
     if save:
-        save_checkpoint(ckpt, cfg.out)
+        save_checkpoint(ckpt, cfg.out, graph=True)  # + the ONNX graph the Space serves without torch
     say(1.0, "done")
     log.info("adapted in %.0fs (%s): new-line validation accuracy %.4f -> %.4f", metrics["timing"]["total_s"], mode,
              before_new.get("accuracy", float("nan")), after_new.get("accuracy", float("nan")))

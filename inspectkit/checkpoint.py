@@ -103,8 +103,14 @@ def digest_path(path: str | Path) -> Path:
     return Path(str(path) + ".sha256")
 
 
-def save_checkpoint(ckpt: dict, path: str | Path) -> str:
-    """Validate and save atomically (temp file in the same folder, fsync, rename); record and return its SHA-256."""
+def save_checkpoint(ckpt: dict, path: str | Path, graph: bool = False) -> str:
+    """Validate and save atomically (temp file in the same folder, fsync, rename); record and return its SHA-256.
+
+    The committed ONNX graph beside it (``<path stem>.onnx``, what the Space serves without torch) is written when
+    ``graph`` (train() and adapt() ask for it), and rewritten whenever one is already there, so a checkpoint
+    rewritten by evaluate.py, set_threshold.py or calibrate_heatmap.py keeps a graph that matches it
+    (:func:`inspectkit.fast.refresh_graph`; a failure there is logged with the command to run, not raised).
+    """
     validate(ckpt, "checkpoint")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +126,9 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> str:
         raise
     digest = sha256_file(path)
     digest_path(path).write_text(f"{digest}  {path.name}\n")
+    from .fast import refresh_graph
+
+    refresh_graph(path, always=graph)
     return digest
 
 

@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 import unicodedata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Literal, Optional
 
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile  # already imported by gradio: no extra start time
@@ -200,7 +200,8 @@ def resolve_checkpoint() -> tuple[Path, str | None]:
 
     With ``INSPECT_MODEL_REPO`` set, the checkpoint (``INSPECT_MODEL_FILE``, default final_best_model.pt) and
     its ``.sha256`` sidecar, when the repo has one, are fetched with ``hf_hub_download`` (the Hub cache is
-    reused, so a restart downloads nothing); otherwise ``INSPECT_MODEL_PATH`` or the committed
+    reused, so a restart downloads nothing), and so are its ONNX graph and the graph's ``.sha256``
+    (:func:`fetch_graph`: what lets the Space serve without torch); otherwise ``INSPECT_MODEL_PATH`` or the committed
     ``final_best_model.pt`` beside app.py. ``INSPECT_MODEL_SHA256`` pins the digest either way.
     """
     expected = os.environ.get(ENV_MODEL_SHA256) or None
@@ -237,7 +238,38 @@ def resolve_checkpoint() -> tuple[Path, str | None]:
                 f"beside the model or set {ENV_MODEL_SHA256} to its SHA-256"
             ) from None
         log.info("model repo %s has no %s.sha256; checking against %s", repo_id, filename, ENV_MODEL_SHA256)
+    fetch_graph(repo_id, filename, revision)
     return path, expected
+
+
+def fetch_graph(repo_id: str, filename: str, revision: str | None = None) -> Path | None:
+    """Download the checkpoint's committed ONNX graph (``<name>.onnx``) and its ``.onnx.sha256`` from the Hub model
+    repo into the checkpoint's snapshot folder, where the handler looks for it; returns its path, or None when the
+    repo has no graph (the handler then builds one from the checkpoint, which needs torch, and says so without it).
+
+    Both digests are checked when the handler loads it: the graph's own SHA-256 against its ``.sha256`` (required
+    here: a graph that could not be checked is refused) and the checkpoint SHA-256 the graph records against the
+    downloaded checkpoint's (inspectkit/fast.py, :func:`inspectkit.fast.load_graph`).
+    """
+    from huggingface_hub import hf_hub_download
+
+    from .fast import export_command
+
+    graph = str(PurePosixPath(filename).with_suffix(".onnx"))
+    try:
+        path = Path(hf_hub_download(repo_id, graph, revision=revision, repo_type="model"))
+    except Exception as exc:
+        log.warning("model repo %s has no %s (%s): the graph is built from the checkpoint, which needs torch; "
+                    "upload the one `%s` writes", repo_id, graph, type(exc).__name__, export_command(filename))
+        return None
+    try:
+        hf_hub_download(repo_id, graph + ".sha256", revision=revision, repo_type="model")
+    except Exception as exc:
+        raise ValueError(
+            f"the Hub model repo {repo_id!r} has {graph} but no {graph}.sha256 ({type(exc).__name__}), so the "
+            f"downloaded graph could not be checked; upload the {graph}.sha256 that export_onnx.py writes beside it"
+        ) from None
+    return path
 
 
 def default_handler_factory(threads: int | None = None) -> Callable[[], Any]:
@@ -246,7 +278,7 @@ def default_handler_factory(threads: int | None = None) -> Callable[[], Any]:
     def build():
         """Resolve the checkpoint and load the handler (runs in the loader thread)."""
         path, expected = resolve_checkpoint()
-        from inference_handler import InferenceHandler  # heavy (torch): only in the loading thread
+        from inference_handler import InferenceHandler  # onnxruntime (torch without a graph): loader thread only
 
         return warm_up(InferenceHandler(checkpoint=str(path), expected_sha256=expected, threads=threads))
 

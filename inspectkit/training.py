@@ -647,7 +647,7 @@ def train(cfg: TrainConfig) -> dict:
     ckpt = make_checkpoint(model, cfg.arch, names, defect_index, spec, threshold, metrics=metrics,
                            train_config=asdict(cfg), data={**full.fingerprint(), "split": split}, history=history,
                            review_band=band, heatmap_scale=cal["heatmap_scale"], display_names=shown)
-    save_checkpoint(ckpt, cfg.out)
+    save_checkpoint(ckpt, cfg.out, graph=True)  # + the ONNX graph the Space serves without torch
     log.info("saved %s (threshold %s, val acc %.4f) in %.0fs: %s", cfg.out, threshold,
              metrics["validation"]["accuracy"], timing["total_s"], timing)
     return ckpt

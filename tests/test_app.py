@@ -340,7 +340,9 @@ def test_resolve_checkpoint_from_a_hub_repo(monkeypatch, tmp_path):
     path, expected = service.resolve_checkpoint()
     assert path == tmp_path / "final_best_model.pt" and expected is None
     assert calls == [("acme/casting-model", "final_best_model.pt", "v1"),
-                     ("acme/casting-model", "final_best_model.pt.sha256", "v1")]
+                     ("acme/casting-model", "final_best_model.pt.sha256", "v1"),
+                     ("acme/casting-model", "final_best_model.onnx", "v1"),  # the graph served without torch
+                     ("acme/casting-model", "final_best_model.onnx.sha256", "v1")]
 
 
 def test_resolve_checkpoint_offline_names_the_repo(monkeypatch):
@@ -640,7 +642,7 @@ def test_a_hub_model_with_no_recorded_digest_is_refused(monkeypatch, tmp_path):
     import huggingface_hub
 
     def fake_download(repo_id, filename, revision=None, repo_type=None):
-        if filename.endswith(".sha256"):
+        if filename.endswith((".sha256", ".onnx")):  # no digest, and no graph (tests/test_lean_serving.py has those)
             raise FileNotFoundError(filename)
         return str(tmp_path / filename)
 

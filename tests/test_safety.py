@@ -252,7 +252,9 @@ def test_a_model_from_the_hub_is_checked_the_same_way(tmp_path, monkeypatch, onn
     if kind == "good":
         lazy, handler = _app_load(monkeypatch, onnx_cache)
         assert handler.predict(jpeg_bytes()).verdict in ("OK", "DEFECT")
-        assert {c[1] for c in hub.calls} == {service.DEFAULT_CHECKPOINT, service.DEFAULT_CHECKPOINT + ".sha256"}
+        # the graph is asked for too (this repo has none: the handler builds it; tests/test_lean_serving.py has one)
+        assert {c[1] for c in hub.calls} == {service.DEFAULT_CHECKPOINT, service.DEFAULT_CHECKPOINT + ".sha256",
+                                             "final_best_model.onnx"}
         return
     with pytest.raises(service.ModelUnavailable, match=r"(SHA-256|code|weights-only)"):
         _app_load(monkeypatch, onnx_cache)
@@ -458,7 +460,8 @@ def test_error_messages_show_hostile_names_harmlessly(tmp_path, real_handler):
 # The deploy command must upload only what the Space runs from, and take its token only from the environment.
 # A fake project tree holds every kind of thing that must stay at home next to the files that must go.
 SPACE_FILES = {"app.py", "inference_handler.py", "gradcam.py", "requirements.txt", "README.md",
-               "final_best_model.pt", "final_best_model.pt.sha256", "inspectkit/__init__.py", "inspectkit/service.py",
+               "final_best_model.pt", "final_best_model.pt.sha256", "final_best_model.onnx",
+               "final_best_model.onnx.sha256", "inspectkit/__init__.py", "inspectkit/service.py",
                "examples/cast_def_0_1.jpeg", "examples/ATTRIBUTION.md", "reports/metrics.json",
                "reports/confusion_matrix.png"}
 MUST_STAY = [".env", ".git/config", ".venv/lib/site.py", "data/casting/train/ok_front/a.jpeg", "runs/run1.log",

@@ -61,6 +61,8 @@ def _tree(tmp_path: Path, readme: str | None = "# Casting inspection\n") -> Path
         (root / "README.md").write_text(readme)
     (root / "final_best_model.pt").write_bytes(b"weights")
     (root / "final_best_model.pt.sha256").write_text("0" * 64 + "  final_best_model.pt\n")
+    (root / "final_best_model.onnx").write_bytes(b"graph")
+    (root / "final_best_model.onnx.sha256").write_text("0" * 64 + "  final_best_model.onnx\n")
     (root / "inspectkit" / "__pycache__").mkdir(parents=True)
     (root / "inspectkit" / "__init__.py").write_text("")
     (root / "inspectkit" / "service.py").write_text("# service\n")
@@ -96,7 +98,8 @@ def test_dry_run_lists_only_the_allow_list(tmp_path):
     listed = [line.split()[1] for line in out.stdout.splitlines() if re.match(r"\s*[\d,]+  \S", line)]
     assert sorted(listed) == sorted([
         "app.py", "inference_handler.py", "gradcam.py", "requirements.txt", "README.md", "final_best_model.pt",
-        "final_best_model.pt.sha256", "inspectkit/__init__.py", "inspectkit/service.py", "examples/a.jpeg",
+        "final_best_model.pt.sha256", "final_best_model.onnx", "final_best_model.onnx.sha256",
+        "inspectkit/__init__.py", "inspectkit/service.py", "examples/a.jpeg",
         "examples/ATTRIBUTION.md", "reports/evaluation.json"])
     assert "front matter added" in out.stdout and "nothing uploaded" in out.stdout
 
@@ -118,7 +121,15 @@ def test_model_repo_leaves_the_weights_out(tmp_path):
     (root / "final_best_model.pt").unlink()
     assert _run(root, "--dry-run").returncode == 2
     out = _run(root, "--dry-run", "--model-repo", "acme/casting-model")
-    assert out.returncode == 0 and "final_best_model.pt" not in out.stdout
+    assert out.returncode == 0 and "final_best_model.pt" not in out.stdout and "final_best_model.onnx" not in out.stdout
+
+
+def test_the_space_needs_the_graph(tmp_path):
+    """The Space installs no torch: deploying the checkpoint without its ONNX graph is refused with the command."""
+    root = _tree(tmp_path)
+    (root / "final_best_model.onnx").unlink()
+    out = _run(root, "--dry-run")
+    assert out.returncode == 2 and "final_best_model.onnx" in out.stderr and "export_onnx.py" in out.stderr
 
 
 def test_no_token_is_a_clear_error(tmp_path):
