@@ -9,23 +9,25 @@ binary sets the defect class must be named.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from .imageio import IMAGE_EXTENSIONS, load_rgb
+from .dataset import (KNOWN_DEFECT_CLASSES, Dataset, _class_dirs, _list_images, concat,  # noqa: F401 (this
+                      from_class_files, resolve_defect_class)  # module's API since before dataset.py)
+from .imageio import load_rgb
+from .layouts import annotation_for, detect_layout, is_mvtec, load_special
 
 log = logging.getLogger(__name__)
 
-#: Folder names that mark the casting set's defect class.
-KNOWN_DEFECT_CLASSES = ("def_front",)
 #: Similarity of high-passed 64x64 thumbnails (best over flips and right-angle turns) at or above which two
 #: images are twins. Chosen by looking at train pairs only (0.85-0.95 pairs were visibly the same part, turned
 #: or zoomed); 0.93 keeps the largest train group under 500 images so a stratified split remains possible.
@@ -33,78 +35,10 @@ TWIN_SIMILARITY = 0.93
 THUMB = 64
 
 
-@dataclass
-class Dataset:
-    """A list of image files with integer labels; ``skipped`` lists unreadable files with the reason."""
-
-    root: Path
-    paths: list[Path]
-    labels: np.ndarray
-    class_names: list[str]
-    defect_index: int | None
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def counts(self) -> dict[str, int]:
-        return {c: int((self.labels == i).sum()) for i, c in enumerate(self.class_names)}
-
-    def subset(self, idx: Sequence[int]) -> "Dataset":
-        idx = list(idx)
-        return Dataset(self.root, [self.paths[i] for i in idx], self.labels[idx], self.class_names,
-                       self.defect_index, [])
-
-    def fingerprint(self) -> dict:
-        """Counts and a hash of the sorted relative file list with labels: what the model was trained on."""
-        rel = sorted(f"{self.class_names[l]}/{p.name}" for p, l in zip(self.paths, self.labels))
-        return {"counts": self.counts(), "n": len(self.paths),
-                "files_sha256": hashlib.sha256("\n".join(rel).encode()).hexdigest()}
-
-
-def concat(parts: Sequence[Dataset]) -> Dataset:
-    """One Dataset from several with the same classes (e.g. two photo sessions); root and defect class of the first."""
-    if not parts:
-        raise ValueError("concat needs at least one data set")
-    first = parts[0]
-    for ds in parts[1:]:
-        if ds.class_names != first.class_names:
-            raise ValueError(f"cannot join {ds.root} (classes {ds.class_names}) to {first.root} "
-                             f"(classes {first.class_names}): the classes must be the same")
-    return Dataset(first.root, [p for ds in parts for p in ds.paths], np.concatenate([ds.labels for ds in parts]),
-                   first.class_names, first.defect_index, [s for ds in parts for s in ds.skipped])
-
-
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def is_split_layout(root: Path) -> bool:
     """True when ``root`` holds ``train/`` (and maybe ``test/``) folders of class folders (not an MVTec AD category)."""
-    from .layouts import is_mvtec  # lazy: layouts imports this module
-
     # an MVTec category's defects are all in test/, so it is one pool to split, like a folder-per-class set
     return (root / "train").is_dir() and bool(_class_dirs(root / "train")) and not is_mvtec(root)
-
-
-def resolve_defect_class(class_names: list[str], defect_class: str | None) -> int | None:
-    """Index of the defect class: the named one, the casting set's ``def_front``, or None for multi-class."""
-    if defect_class is not None:
-        if defect_class not in class_names:
-            raise ValueError(f"defect class {defect_class!r} is not one of the classes {class_names}")
-        return class_names.index(defect_class)
-    for known in KNOWN_DEFECT_CLASSES:
-        if known in class_names:
-            return class_names.index(known)
-    if len(class_names) == 2:
-        raise ValueError(
-            f"which of the classes {class_names} is the defect class? Name it with --defect-class"
-        )
-    return None
 
 
 def load_folder(root: str | Path, split: str | None = None, defect_class: str | None = None,
@@ -118,8 +52,6 @@ def load_folder(root: str | Path, split: str | None = None, defect_class: str | 
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"data folder not found: {root}")
-    from .layouts import load_special  # NEU-DET and MVTec AD trees (see inspectkit.layouts)
-
     special = load_special(root, split, defect_class, class_names)
     if special is not None:
         return special
@@ -137,28 +69,6 @@ def load_folder(root: str | Path, split: str | None = None, defect_class: str | 
         )
     return from_class_files(root, {d.name: _list_images(d) for d in dirs}, defect_class, class_names,
                             str(folder), "class folder")
-
-
-def from_class_files(root: Path, found: dict[str, list[Path]], defect_class: str | None,
-                     class_names: list[str] | None, where: str, kind: str = "class") -> Dataset:
-    """A Dataset from ``{class: image files}``, checked: with ``class_names`` (a model's) every class found must be
-    one of them; every class needs an image; without ``class_names`` at least two classes are needed.
-    ``where`` and ``kind`` ("class folder", "class") name the source in the errors."""
-    kinds = "classes" if kind == "class" else kind + "s"
-    names = list(class_names) if class_names is not None else sorted(found)
-    unknown = sorted(set(found) - set(names))
-    if unknown:
-        raise ValueError(f"{kinds} {unknown} in {where} are not among the model's classes {names}")
-    empty = [n for n in names if not found.get(n)]
-    if empty:
-        raise ValueError(f"{kind}(s) {empty} in {where} hold no images ({', '.join(IMAGE_EXTENSIONS)})")
-    if class_names is None and len(names) < 2:
-        raise ValueError(f"{where} has only the class {names}; at least two {kinds} are needed")
-    paths, labels = [], []
-    for i, n in enumerate(names):
-        paths += found[n]
-        labels += [i] * len(found[n])
-    return Dataset(root, paths, np.asarray(labels, dtype=np.int64), names, resolve_defect_class(names, defect_class))
 
 
 def decode_all(ds: Dataset, workers: int = 2) -> tuple[Dataset, list[np.ndarray]]:
@@ -330,3 +240,33 @@ def save_json(obj, path: str | Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+def describe(root: str | Path) -> dict:
+    """Layout, class counts and (for NEU-DET/MVTec) how many images carry a defect region."""
+    layout = detect_layout(root)
+    ds = load_folder(root, None if layout != "casting" else "train")
+    out = {"root": str(root), "layout": layout, "classes": ds.class_names, "counts": ds.counts(), "n": len(ds),
+           "defect_class": ds.class_names[ds.defect_index] if ds.defect_index is not None else None}
+    if layout in ("neu-det", "mvtec"):
+        out["annotated"] = sum(annotation_for(p, root) is not None for p in ds.paths)
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m inspectkit.data DATA``: print the detected layout and the class counts as JSON."""
+    p = argparse.ArgumentParser(description="Detect a data set's layout and count its classes.")
+    p.add_argument("data", help="data folder (casting, folder-per-class, NEU-DET or one MVTec AD category)")
+    a = p.parse_args(argv)
+    try:
+        print(json.dumps(describe(a.data), indent=2))
+    except ValueError as exc:
+        print(f"data: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,10 +25,7 @@ a threat - entity-expansion bombs - that does not apply to trusted local annotat
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
-import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import data as D
+from .dataset import Dataset, from_class_files
 from .imageio import IMAGE_EXTENSIONS
 
 LAYOUTS = ("casting", "folders", "neu-det", "mvtec")
@@ -114,7 +111,7 @@ def _check_split(root: Path, split: str | None, layout: str) -> None:
 
 
 def load_neu_det(root: str | Path, split: str | None = None, defect_class: str | None = None,
-                 class_names: list[str] | None = None) -> D.Dataset:
+                 class_names: list[str] | None = None) -> Dataset:
     """All NEU-DET images (``IMAGES/`` and ``Validation_Images/``) with the class taken from the file name."""
     root = Path(root)
     _check_split(root, split, "NEU-DET")
@@ -125,11 +122,11 @@ def load_neu_det(root: str | Path, split: str | None = None, defect_class: str |
                 files.setdefault(neu_det_class(p), []).append(p)
     if not files:
         raise ValueError(f"no images in {root / 'IMAGES'} ({', '.join(IMAGE_EXTENSIONS)})")
-    return D.from_class_files(root, files, defect_class, class_names, f"NEU-DET {root}")
+    return from_class_files(root, files, defect_class, class_names, f"NEU-DET {root}")
 
 
 def load_mvtec(root: str | Path, split: str | None = None, defect_class: str | None = None,
-               class_names: list[str] | None = None) -> D.Dataset:
+               class_names: list[str] | None = None) -> Dataset:
     """One MVTec AD category as a binary pool: ``good`` (train/good, test/good) vs ``defect`` (test/<defect>)."""
     root = Path(root)
     _check_split(root, split, "MVTec AD")
@@ -140,11 +137,11 @@ def load_mvtec(root: str | Path, split: str | None = None, defect_class: str | N
     files[MVTEC_GOOD] += _images(root / "train" / MVTEC_GOOD)
     for d in _subdirs(root / "test"):
         files[MVTEC_GOOD if d == MVTEC_GOOD else MVTEC_DEFECT] += _images(root / "test" / d)
-    return D.from_class_files(root, files, MVTEC_DEFECT, class_names, f"MVTec AD category {root}")
+    return from_class_files(root, files, MVTEC_DEFECT, class_names, f"MVTec AD category {root}")
 
 
 def load_special(root: str | Path, split: str | None = None, defect_class: str | None = None,
-                 class_names: list[str] | None = None) -> D.Dataset | None:
+                 class_names: list[str] | None = None) -> Dataset | None:
     """The Dataset of a NEU-DET or MVTec tree; None for the casting and folder-per-class layouts.
 
     :func:`inspectkit.data.load_folder` calls this first, so every command accepts these layouts as ``--data``.
@@ -270,33 +267,3 @@ def region_mask(image: str | Path, root: str | Path, shape: tuple[int, int]) -> 
     else:
         mask = read_mask(ann, shape)
     return mask if mask.any() else None
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-
-def describe(root: str | Path) -> dict:
-    """Layout, class counts and (for NEU-DET/MVTec) how many images carry a defect region."""
-    layout = detect_layout(root)
-    ds = D.load_folder(root, None if layout != "casting" else "train")
-    out = {"root": str(root), "layout": layout, "classes": ds.class_names, "counts": ds.counts(), "n": len(ds),
-           "defect_class": ds.class_names[ds.defect_index] if ds.defect_index is not None else None}
-    if layout in ("neu-det", "mvtec"):
-        out["annotated"] = sum(annotation_for(p, root) is not None for p in ds.paths)
-    return out
-
-
-def main(argv=None) -> int:
-    """``python -m inspectkit.layouts DATA``: print the detected layout and the class counts as JSON."""
-    p = argparse.ArgumentParser(description="Detect a data set's layout and count its classes.")
-    p.add_argument("data", help="data folder (casting, folder-per-class, NEU-DET or one MVTec AD category)")
-    a = p.parse_args(argv)
-    try:
-        print(json.dumps(describe(a.data), indent=2))
-    except ValueError as exc:
-        print(f"layouts: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -164,10 +164,10 @@ def test_regions_need_a_layout_with_annotations(casting_tree):
 
 def test_describe_command_prints_the_layout(tmp_path, capsys):
     neu_det_tree(tmp_path, n=2)
-    assert L.main([str(tmp_path)]) == 0
+    assert D.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert '"layout": "neu-det"' in out and '"annotated": 9' in out
-    assert L.main([str(tmp_path / "missing")]) == 2
+    assert D.main([str(tmp_path / "missing")]) == 2
 
 
 @pytest.mark.skipif(not (NEU_DET / "IMAGES").is_dir(), reason=f"the NEU-DET data is not at {NEU_DET}")
