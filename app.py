@@ -11,7 +11,6 @@ This file is the UI only: layout and one-line callbacks. What they call lives in
 (what the UI shows), ``inspectkit/adapt_ui.py`` (the Adapt tab and the per-session model) and
 ``inspectkit/service.py`` (lazy model loading, the JSON endpoint, the server). Importing it loads no model and
 no torch: the model loads in a background thread once the server is up.
-
 """
 
 from __future__ import annotations
@@ -230,7 +229,6 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
             gr.Markdown(INTRO)
         status = gr.HTML(ui.initial_status(handler), elem_id="model-status")
         with gr.Tabs(elem_id="tabs") as tabs:
-
             with gr.Tab("Inspect", id="inspect"):
                 with gr.Row():
                     with gr.Column(scale=2, min_width=320):

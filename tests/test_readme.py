@@ -1,4 +1,8 @@
-"""README.md's casting figures match the committed reports and model they were copied from."""
+"""The figures README.md and docs/ state match the committed reports and model they were copied from.
+
+README.md is the page a user reads first; the lab notebook (selection rounds, reliability runs, beyond casting) is in
+docs/. Every figure in either comes from a command whose output is committed under reports/ or benchmarks/results/.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
+DOCS = {p.stem: p.read_text(encoding="utf-8") for p in (REPO / "docs").glob("*.md")}
+HISTORY = DOCS["selection_history"]
 EVALUATION = json.loads((REPO / "reports" / "evaluation.json").read_text())
+J_EVALUATION = json.loads((REPO / "reports" / "j-casting" / "evaluation.json").read_text())
+LINE_B_J = json.loads((REPO / "reports" / "line-b" / "evaluation.json").read_text())
+SELECTION_6 = json.loads((REPO / "reports" / "model_selection_both_lines.json").read_text())
 
-SHIFT_ROWS = {  # README row label -> key in the evaluation's robustness section
+SHIFT_ROWS = {  # row label -> key in the evaluation's robustness section
     "zoomed out to 0.85": "zoom_out_0.85", "zoomed in to 1.15": "zoom_in_1.15",
     "shifted +8 % (right, down)": "shift_+8%", "shifted −8 % (left, up)": "shift_-8%",
     "rotated 15°": "rotate_15", "darker (gain 0.75)": "darker_0.75", "brighter (gain 1.25)": "brighter_1.25",
@@ -24,10 +33,10 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
-def table_after(anchor: str) -> dict[str, list[str]]:
-    """The first Markdown table after ``anchor`` in README.md: its first cell -> the other cells (bold removed)."""
-    assert anchor in README, anchor
-    lines = README[README.index(anchor):].splitlines()
+def table_after(anchor: str, text: str = README) -> dict[str, list[str]]:
+    """The first Markdown table after ``anchor`` in ``text``: its first cell -> the other cells (bold removed)."""
+    assert anchor in text, anchor
+    lines = text[text.index(anchor):].splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
     rows = {}
     for ln in lines[start + 2:]:  # after the header and the |---| line
@@ -38,37 +47,49 @@ def table_after(anchor: str) -> dict[str, list[str]]:
     return rows
 
 
-RESULTS = table_after("Decision threshold **")
-ROBUSTNESS = table_after("The same test images with the camera framing or light changed")
-ROUND5 = table_after("**Round 5 (this model).**")
+def test_readme_is_a_first_page():
+    """Issue 18's goals: short enough to read, front matter kept, every docs page linked."""
+    assert README.startswith("---\ntitle:") and "sdk: gradio" in README
+    assert len(README.splitlines()) <= 300 and len(README.encode()) <= 20_000
+    for page in ("model_card", "line_b", "selection_history", "training", "app", "inference", "batch",
+                 "reliability", "beyond_casting", "architecture"):
+        assert f"(docs/{page}.md)" in README, page
+
+
+def test_docs_links_point_at_files():
+    for name, text in DOCS.items():
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+            if target.startswith("http"):
+                continue
+            assert (REPO / "docs" / target).resolve().exists(), f"docs/{name}.md links to missing {target}"
+
+J_RESULTS = table_after("Decision threshold **", HISTORY)
+J_ROBUSTNESS = table_after("The same test images with the camera framing or light changed", HISTORY)
+ROUND5 = table_after("**Round 5 (this model).**", HISTORY)
 
 
 @pytest.mark.parametrize("label, part", [("test, all", "all"), ("test, twin-free (no exact or near twin in train)",
                                                                  "twin_free")])
-def test_results_table_matches_the_evaluation_report(label, part):
-    r = EVALUATION["test"][part]
-    n, acc, auc, missed, false_alarms = RESULTS[label]
+def test_j_results_table_matches_its_evaluation_report(label, part):
+    r = J_EVALUATION["test"][part]
+    n, acc, auc, missed, false_alarms = J_RESULTS[label]
     assert (int(n), acc, int(missed), int(false_alarms)) == (r["n"], pct(r["accuracy"]), r["missed_defects"],
                                                              r["false_alarms"])
     assert float(auc) == pytest.approx(r["roc_auc"], abs=5e-6)
 
 
 @pytest.mark.parametrize("label, key", SHIFT_ROWS.items())
-def test_robustness_table_matches_the_evaluation_report(label, key):
-    r = EVALUATION["robustness"][key]
-    assert ROBUSTNESS[label] == [pct(r["accuracy"]), str(r["missed_defects"]), str(r["false_alarms"])]
+def test_j_robustness_table_matches_its_evaluation_report(label, key):
+    r = J_EVALUATION["robustness"][key]
+    assert J_ROBUSTNESS[label] == [pct(r["accuracy"]), str(r["missed_defects"]), str(r["false_alarms"])]
 
 
-def test_stated_threshold_and_misses_are_the_committed_models():
-    from inspectkit.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(REPO / "final_best_model.pt")
-    assert f"Decision threshold **{ckpt['threshold']:.4f}**" in README
-    assert EVALUATION["model"]["threshold"] == ckpt["threshold"]
-    for m in EVALUATION["misclassified"]:
+def test_j_threshold_and_misses_are_its_reports():
+    assert f"Decision threshold **{J_EVALUATION['model']['threshold']:.4f}**" in HISTORY
+    for m in J_EVALUATION["misclassified"]:
         name = Path(m["file"]).stem
-        assert f"`{name}`, p(defect) {m['probabilities']['def_front']:.3f}" in README or \
-            f"`{name}`, {m['probabilities']['def_front']:.3f}" in README, name
+        assert f"`{name}`, p(defect) {m['probabilities']['def_front']:.3f}" in HISTORY or \
+            f"`{name}`, {m['probabilities']['def_front']:.3f}" in HISTORY, name
 
 
 def test_selection_table_matches_the_round_5_comparison():
@@ -88,7 +109,7 @@ def test_earlier_rounds_table_matches_their_comparison():
     res = json.loads((REPO / "reports" / "model_selection_casting.json").read_text())
     letter = {m["checkpoint"]: re.search(r"casting-(?:224|300)(\w)/", m["checkpoint"]).group(1).upper()
               for m in res["models"]}
-    table = table_after("**Earlier rounds.**")
+    table = table_after("**Earlier rounds.**", HISTORY)
     assert set(table) == set(letter.values())
     for m in res["models"]:
         name = letter[m["checkpoint"]]
@@ -97,35 +118,31 @@ def test_earlier_rounds_table_matches_their_comparison():
             str(m["missed_defects"]), str(m["false_alarms"])], name
 
 
-def test_stated_training_time_is_the_committed_models():
-    total = EVALUATION["timing"]["total_s"]
-    assert f"The committed run took **{total:,.0f} s" in README
+def test_stated_training_time_of_j_is_its_reports():
+    total = J_EVALUATION["timing"]["total_s"]
+    assert f"The committed run took **{total:,.0f} s" in DOCS["training"]
 
 
 def test_reproduction_claim_matches_its_report():
-    """The rerun of the training command gave the committed weights and threshold, as README says."""
-    from inspectkit.checkpoint import load_checkpoint, weights_digest
-
+    """The rerun of J's training command gave J's weights and threshold, as the training page says."""
     rep = json.loads((REPO / "reports" / "reproduction_casting.json").read_text())
     committed, rerun = rep["models"]
-    assert committed["checkpoint"] == "final_best_model.pt"
     assert committed["weights_sha256"] == rerun["weights_sha256"]
-    assert committed["threshold"] == rerun["threshold"]
-    ckpt = load_checkpoint(REPO / "final_best_model.pt")
-    assert weights_digest(ckpt["state_dict"]) == committed["weights_sha256"]
-    assert f"the same threshold {ckpt['threshold']!r}" in " ".join(README.split())
+    assert committed["threshold"] == rerun["threshold"] == J_EVALUATION["model"]["threshold"]
+    assert f"the same threshold {committed['threshold']!r}" in " ".join(DOCS["training"].split())
 
 
 RELIABILITY = REPO / "reports" / "reliability"
-FLAT = " ".join(README.split())  # line breaks as spaces: a figure may wrap
+FLAT = " ".join(DOCS["reliability"].split())  # line breaks as spaces: a figure may wrap
 
 
 def _reliability(name: str) -> dict:
     return json.loads((RELIABILITY / f"{name}.json").read_text())
 
 
-def test_reliability_runs_were_made_on_the_committed_model():
-    digest = (REPO / "final_best_model.pt.sha256").read_text().split()[0]
+def test_reliability_runs_were_made_on_the_model_the_page_names():
+    digest = _reliability("fuzz")["checkpoint_sha256"]
+    assert f"`{digest[:12]}" in DOCS["reliability"]  # the page names the model file the runs were made on
     for name in ("fuzz", "fuzz_torch"):
         assert _reliability(name)["checkpoint_sha256"] == digest, name
     for name in ("load", "soak", "load_first_start"):
@@ -147,7 +164,7 @@ def _ms(x: float) -> str:
 
 
 def test_load_and_soak_table_matches_their_reports():
-    table = table_after("**Load and soak** on loopback")
+    table = table_after("**Load and soak** on loopback", DOCS["reliability"])
     load, soak = _reliability("load"), _reliability("soak")
     rows = {"8 clients × 60 s, all": load, "· JSON API": load["per_target"]["api"],
             "· Gradio `/predict`": load["per_target"]["gradio"], "soak, 1,000 sequential": soak}
@@ -166,3 +183,91 @@ def test_first_start_figures_match_their_report():
     rss = r["server_rss_mb"]
     assert (f"{r['requests_per_s']:.1f} req/s, p95 {_ms(r['latency_ms']['p95'])}, {r['errors']} errors, "
             f"RSS {rss['before']:.0f} → {rss['after']:.0f} MB") in FLAT
+
+
+# ------------------------------------------------------------------ the served model, on both lines (round 6)
+
+def _served_row() -> dict:
+    from inspectkit.checkpoint import load_checkpoint, weights_digest
+
+    digest = weights_digest(load_checkpoint(REPO / "final_best_model.pt")["state_dict"])
+    rows = [m for m in SELECTION_6["models"] if m["weights_sha256"] == digest]
+    assert rows, "the committed model is not one of round 6's candidates"
+    return rows[0]
+
+
+def test_served_model_is_round_6s_winner_and_its_test_report():
+    from inspectkit.checkpoint import load_checkpoint, weights_digest
+
+    served = _served_row()
+    assert SELECTION_6["best"] == served["checkpoint"]
+    ckpt = load_checkpoint(REPO / "final_best_model.pt")
+    assert EVALUATION["model"]["threshold"] == ckpt["threshold"] == served["threshold"]
+    assert f"Decision threshold **{ckpt['threshold']:.4f}**" in README
+    assert weights_digest(ckpt["state_dict"]) == served["weights_sha256"]
+
+
+def test_readme_results_table_matches_the_reports():
+    table = table_after("Decision threshold **")
+    served = _served_row()
+    expected = {
+        "line A: casting test split, evaluated once after the choice": EVALUATION["test"]["all"],
+        "line A: validation (J's validation split)": served["lines"][0],
+        "line B: validation (15 % of the 650 photos, by near-duplicate group)": served["lines"][1],
+        "before: J on all 650 line-B photos (it never saw them)": LINE_B_J["test"]["all"],
+    }
+    assert set(expected) <= set(table)
+    for label, r in expected.items():
+        n, acc, auc, missed, false_alarms = table[label]
+        assert (int(n.replace(",", "")), acc, int(missed), int(false_alarms)) == (
+            r["n"], pct(r["accuracy"]), r["missed_defects"], r["false_alarms"]), label
+        assert float(auc) == pytest.approx(r["roc_auc"], abs=5e-6), label
+
+
+def test_round_6_table_matches_its_comparison():
+    table = table_after("| model | what | score", DOCS["line_b"])
+    for m in SELECTION_6["models"]:
+        name = "K0" if "k0" in m["checkpoint"] else "J" if "/j/" in m["checkpoint"] else Path(m["checkpoint"]).parent.name
+        row = next(v for k, v in table.items() if k.split()[0] == name)
+        a, b = m["lines"]
+        assert row[1:8] == [f"{m['score']:.4f}", f"{a['selection_loss']:.4f}", f"{b['selection_loss']:.4f}",
+                           f"{pct(a['accuracy'])} / {a['missed_defects']} / {a['false_alarms']}",
+                           f"{pct(b['accuracy'])} / {b['missed_defects']} / {b['false_alarms']}",
+                           f"{m['threshold']:.4f}", m["weights_sha256"][:8]], name
+
+
+def test_j_on_line_b_table_matches_its_report():
+    table = table_after("Model J (the served model before round 6", DOCS["line_b"])
+    for label, part in (("all 650", "all"), ("no near twin in J's training data", "twin_free")):
+        r = LINE_B_J["test"][part]
+        n, acc, auc, missed, false_alarms = table[label]
+        assert (int(n), acc, int(missed), int(false_alarms)) == (r["n"], pct(r["accuracy"]), r["missed_defects"],
+                                                                 r["false_alarms"]), label
+        assert float(auc) == pytest.approx(r["roc_auc"], abs=5e-4), label
+
+
+def test_learning_curve_tables_are_the_scripts_output():
+    """docs/line_b.md shows the tables learning_curve.py wrote, row for row."""
+    written = (REPO / "reports" / "line-b" / "learning_curve.md").read_text().splitlines()
+    rows = [ln for ln in written if ln.startswith("| ") and not ln.startswith("| photos")]
+    assert rows
+    for ln in rows:
+        assert ln in DOCS["line_b"], ln
+
+
+def test_heatmap_figures_match_their_report():
+    r = json.loads((REPO / "reports" / "heatmap_scale.json").read_text())
+    assert r["checkpoint"]["sha256"] == (REPO / "final_best_model.pt.sha256").read_text().split()[0]
+    table = table_after("| map | OK photos: pixels above 0.5", DOCS["inference"])
+    for label, key in (("defect evidence, fixed scale (served)", "served"),
+                       ("class CAM, normalised per image (before)", "class_normalised")):
+        f = r["figures"][key]
+        assert table[label][:2] == [f"{100 * f['ok_pixels_above_half']:.2f} %", f"{100 * f['ok_photos_reaching_half']:.0f} %"]
+        assert table[label][2].startswith(f"{100 * f['defects_reaching_half']:.0f} %")
+    assert f"p50 ×{r['timing']['ratio_p50']:.3f}" in DOCS["inference"]
+
+
+def test_round_6_summary_in_the_history_is_the_served_models_test_report():
+    t = EVALUATION["test"]["all"]
+    assert (f"({pct(t['accuracy'])}, {t['missed_defects']} missed defect{'s' if t['missed_defects'] != 1 else ''}, "
+            f"{t['false_alarms']} false alarms;") in " ".join(HISTORY.split())
