@@ -61,6 +61,17 @@ def write_images(folder: Path, rng: np.random.Generator, n: int, defect: bool, p
     return out
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): on a
+    shared 2-core machine OpenMP's spinning makes 2 threads far slower than 1 when other processes are busy. Results
+    do not depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -23,12 +23,7 @@ from inspectkit.preprocess import default_spec
 TINY = dict(views=2, stage1_epochs=2, stage2_epochs=2, patience=2, threads=1, replay="none")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def new_line(root: Path, n_def: int, n_ok: int, seed: int = 5, sizes=((120, 100), (100, 100))) -> Path:

@@ -31,13 +31,7 @@ from trained_tiny import train_tiny
 TRAINED = {"mobilenet_v2": dict(size=96), "resnet18": dict(size=64, n=16, steps=10)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread: far faster than 2 on a busy shared 2-core machine; results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,7 @@ from trained_tiny import train_tiny
 MODELS = {"mobilenet_v2": dict(size=96), "resnet18": dict(size=64, n=16, steps=10)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread for torch here: on a shared 2-core machine OpenMP's spinning makes 2 threads far
-    slower than 1 when other processes are busy. Results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _Trained(dict):

@@ -271,3 +271,12 @@ def test_round_6_summary_in_the_history_is_the_served_models_test_report():
     t = EVALUATION["test"]["all"]
     assert (f"({pct(t['accuracy'])}, {t['missed_defects']} missed defect{'s' if t['missed_defects'] != 1 else ''}, "
             f"{t['false_alarms']} false alarms;") in " ".join(HISTORY.split())
+
+
+def test_readme_adaptation_sentence_is_the_learning_curve():
+    lc = json.loads((REPO / "reports" / "line-b" / "learning_curve.json").read_text())
+    s = next(x for x in lc["summary"] if x["per_class"] == 50)
+    flat = " ".join(README.split())
+    assert (f"`adapt.py` reached {pct(s['adapted']['line_rest']['accuracy_mean'])} on the line-B photos it did not use "
+            f"(mean of {s['seeds']} seeds; J as it is: {pct(s['parent']['line_rest']['accuracy_mean'])}), with the "
+            f"casting test split at {pct(s['adapted']['casting_test']['accuracy_mean'])}.") in flat

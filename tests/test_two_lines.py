@@ -15,12 +15,7 @@ from inspectkit.evaluation import compare_on_lines
 from inspectkit.training import TrainConfig, prepare_data, train
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
