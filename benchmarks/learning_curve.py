@@ -166,7 +166,11 @@ def summarise(rows: list[dict]) -> list[dict]:
                 s[model][where] = {"accuracy_mean": float(np.mean(acc)), "accuracy_min": float(np.min(acc)),
                                    "accuracy_max": float(np.max(acc)),
                                    "missed_mean": float(np.mean([h[where]["missed_defects"] for h in have])),
-                                   "false_alarms_mean": float(np.mean([h[where]["false_alarms"] for h in have]))}
+                                   "false_alarms_mean": float(np.mean([h[where]["false_alarms"] for h in have])),
+                                   "roc_auc_mean": float(np.mean([h[where]["roc_auc"] for h in have]))}
+            if "threshold" in have[0]:
+                s[model]["threshold_min"] = float(min(h["threshold"] for h in have))
+                s[model]["threshold_max"] = float(max(h["threshold"] for h in have))
             if "seconds" in have[0]:
                 s[model]["seconds_mean"] = float(np.mean([h["seconds"] for h in have]))
         out.append(s)
@@ -209,6 +213,13 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
         cell = lambda m: (f"{s[m]['line_rest']['missed_mean']:.1f} / {s[m]['line_rest']['false_alarms_mean']:.1f}"
                           if m in s else "-")
         lines.append(f"| {s['per_class']} | {cell('parent')} | {cell('bn')} | {cell('adapted')} |")
+    lines += ["", "Ranking (ROC-AUC, threshold-free) on the unused line-B photos, mean over seeds, and the adapted models' "
+              "thresholds (chosen on their own validation part):", "",
+              "| photos per class | parent | bn | adapted | adapted thresholds |", "|---:|---:|---:|---:|---:|"]
+    for s in summary:
+        auc = lambda m: f"{s[m]['line_rest']['roc_auc_mean']:.4f}" if m in s else "-"
+        lines.append(f"| {s['per_class']} | {auc('parent')} | {auc('bn')} | {auc('adapted')} | "
+                     f"{s['adapted']['threshold_min']:.3f} to {s['adapted']['threshold_max']:.3f} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
 

@@ -280,3 +280,27 @@ def test_readme_adaptation_sentence_is_the_learning_curve():
     assert (f"`adapt.py` reached {pct(s['adapted']['line_rest']['accuracy_mean'])} on the line-B photos it did not use "
             f"(mean of {s['seeds']} seeds; J as it is: {pct(s['parent']['line_rest']['accuracy_mean'])}), with the "
             f"casting test split at {pct(s['adapted']['casting_test']['accuracy_mean'])}.") in flat
+
+
+def test_readme_twin_and_validation_counts_are_the_reports():
+    tw = EVALUATION["test_data"]["twins"]
+    flat = " ".join(README.split())
+    assert f"({tw['exact'] + tw['near']} of its {EVALUATION['test']['all']['n']} photos have a twin there)" in flat
+    served = _served_row()
+    from inspectkit.checkpoint import load_checkpoint
+
+    counts = load_checkpoint(REPO / "final_best_model.pt")["data"]["split"]["validation"]["counts"]
+    assert f"in the {counts['def_front']} validation defects" in flat
+    assert f"Read the line-B validation figure with its size: {served['lines'][1]['n']} photos" in flat
+
+
+def test_lean_serving_figures_match_their_report():
+    r = json.loads((REPO / "benchmarks" / "results" / "lean_serving.json").read_text())
+    table = table_after("| goal | measured | target |", DOCS["inference"])
+    assert table["installed size, torch absent"][0] == f"{r['size']['installed_mb']:.1f} MB"
+    assert not any(r["size"]["modules"][m] for m in ("torch", "torchvision"))
+    first = next(v for k, v in table.items() if k.startswith("first `/api/inspect`"))
+    assert first[0] == f"+{r['start']['over_bare_s']:.2f} s"
+    assert table["server RSS after 20 inspections"][0] == f"{max(r['start']['rss_after_20_mb']):.1f} MB"
+    maps = next(v for k, v in table.items() if k.startswith("heat maps"))
+    assert maps[0] == f"max difference {r['equality']['max_map_diff']:.1e}" and r["equality"]["pass"]
