@@ -304,3 +304,21 @@ def test_lean_serving_figures_match_their_report():
     assert table["server RSS after 20 inspections"][0] == f"{max(r['start']['rss_after_20_mb']):.1f} MB"
     maps = next(v for k, v in table.items() if k.startswith("heat maps"))
     assert maps[0] == f"max difference {r['equality']['max_map_diff']:.1e}" and r["equality"]["pass"]
+
+
+def test_batch_figures_match_their_reports():
+    b = json.loads((REPO / "reports" / "batch_throughput.json").read_text())
+    sf = json.loads((REPO / "reports" / "server_forward.json").read_text())
+    bs = json.loads((REPO / "reports" / "browser_shift.json").read_text())
+    table = table_after("| what | measured | goal |", DOCS["batch"])
+    cli = next(v for k, v in table.items() if k.startswith("`batch_inspect.py` over"))
+    assert cli[0].startswith(f"{b['cli_local']['photos_per_s']:.1f} against {b['in_process']['photos_per_s']:.1f} "
+                             f"photos/s (×{b['cli_local']['ratio_to_in_process']:.3f})")
+    assert table["a finished rerun with the same `--out`"][0] == (f"{b['rerun']['seconds']:.2f} s, "
+                                                                   f"{b['rerun']['rows_added']} rows added")
+    fwd = next(v for k, v in table.items() if k.startswith("the server's forward"))
+    r = sf["forward_ratio_to_in_process"]
+    assert fwd[0] == f"JSON ×{r['json']:.3f}, Gradio ×{r['gradio']:.3f}"
+    for run in bs["results"]:
+        row = next(v for k, v in table.items() if k.startswith(f"Chromium, {run['photos']:,} photos"))
+        assert row[0] == f"{run['seconds_to_last_verdict']:.1f} s" and run["all_counted"]
