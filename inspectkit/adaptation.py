@@ -132,11 +132,10 @@ def _split(ds: D.Dataset, images: list, val_fraction: float, seed: int, twin: fl
     return tr, va, hashes
 
 
-def _reports(model, images, labels, names, d, thr, spec) -> tuple[dict, np.ndarray]:
+def _report(model, images, labels, names, d, thr, spec) -> dict:
     if not len(labels):
-        return {}, np.zeros((0, len(names)))
-    probs = predict_probs(model, images, spec)
-    return classification_report(labels, probs, names, d, thr), probs
+        return {}
+    return classification_report(labels, predict_probs(model, images, spec), names, d, thr)
 
 
 def _short(rep: dict) -> dict:
@@ -202,8 +201,8 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     n_new_va = len(va)
 
     model = model_from_checkpoint(parent)
-    before_new, _ = _reports(model, val_images[:n_new_va], y_va[:n_new_va], names, d, parent["threshold"], spec)
-    before_rep, _ = _reports(model, val_images[n_new_va:], y_va[n_new_va:], names, d, parent["threshold"], spec)
+    before_new = _report(model, val_images[:n_new_va], y_va[:n_new_va], names, d, parent["threshold"], spec)
+    before_rep = _report(model, val_images[n_new_va:], y_va[n_new_va:], names, d, parent["threshold"], spec)
     fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, stage1_epochs=cfg.stage1_epochs,
                    stage2_epochs=cfg.stage2_epochs, lr1=cfg.lr1, lr2=cfg.lr2, patience=cfg.patience,
                    ema_epochs=cfg.ema_epochs, batch_size=cfg.batch_size, members=1, region_weight=0.0)

@@ -120,14 +120,21 @@ def heatmap_peak(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return _resize(cam, size)
 
 
-def _resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _resize_raw(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One h x w float32 CAM resized bilinearly to ``size`` = (height, width), values untouched."""
     if cam.ndim != 2:
         raise ValueError(f"a CAM must be h x w, got shape {cam.shape}")
     height, width = int(size[0]), int(size[1])
     if height < 1 or width < 1:
         raise ValueError(f"heat-map size must be positive, got {size}")
     if cam.shape != (height, width):
+        # INTER_LINEAR is what pytorch-grad-cam uses; keeping it makes the two maps comparable pixel for pixel
         cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cam
+
+
+def _resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    cam = _resize_raw(cam, size)
     return np.clip(cam, 0.0, 1.0, out=cam) if cam.dtype == np.float32 else np.clip(cam, 0.0, 1.0).astype(np.float32)
 
 
@@ -150,16 +157,7 @@ def heatmap_at(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     The preprocessing stretches the whole frame to the network's square input, so the CAM grid covers the whole
     image and a plain resize maps it back onto the original pixels, whatever the aspect ratio.
     """
-    cam = np.asarray(cam, dtype=np.float32)
-    if cam.ndim != 2:
-        raise ValueError(f"a CAM must be h x w, got shape {cam.shape}")
-    height, width = int(size[0]), int(size[1])
-    if height < 1 or width < 1:
-        raise ValueError(f"heat-map size must be positive, got {size}")
-    if cam.shape != (height, width):
-        # INTER_LINEAR is what pytorch-grad-cam uses; keeping it makes the two maps comparable pixel for pixel
-        cam = cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
-    return normalize01(cam)
+    return normalize01(_resize_raw(np.asarray(cam, dtype=np.float32), size))
 
 
 def _colormap(colormap) -> int:
