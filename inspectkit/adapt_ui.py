@@ -18,473 +18,49 @@ What an engineer does there, and where it lives here:
 "Label these next" on the Inspect tab feeds this tab: :func:`send_to_adapt` puts the listed photos into a
 "to label" gallery, and :func:`apply_labels` moves the ones the engineer ticked into the class drop zones.
 
+The pieces live beside it, one concern each (re-exported here for app.py): ``adapt_intake`` (photos in, limits,
+the tab's files), ``adapt_settings`` (the budget), ``session_models`` (the sessions' model cache) and
+``adapt_view`` (the HTML it shows). This module holds the callbacks.
+
 Like ``ui_support``, nothing heavy is imported at module level: torch and the handler load when first needed.
 """
 
 from __future__ import annotations
 
-import html
 import os
 import re
 import shutil
-import stat
-import tempfile
 import threading
 import time
 import uuid
-import zipfile
-from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable
 
 from . import service
 from . import ui_support as ui
+
+# the tab's pieces, re-exported: app.py and the tests read them as ``aui.<name>``
+from .adapt_intake import (CHECKPOINT_SUFFIXES, HELD_OUT_MIN, IMAGE_TYPES, KEEP_FILES_S,  # noqa: F401
+                           MAX_CHECKPOINT_BYTES, MAX_CHECKPOINT_MB, MAX_PHOTO_BYTES, MAX_PHOTO_MB, MAX_PHOTOS,
+                           MAX_RATIO, MAX_UNZIPPED_MB, MAX_ZIP_ENTRIES, MAX_ZIP_MB, MIN_PER_CLASS, Photos, _unique,
+                           _work, prepare_photos, prune)
+from .adapt_settings import BACKENDS, ENV_PREFIX, AdaptSettings, require_torch, settings_dict  # noqa: F401
+from .adapt_view import (MAX_LISTED, _confusion_html, _esc, _metrics_table, _mode_hint, _name_lists, _num,  # noqa: F401
+                         adaptation_html, intro_markdown, session_line, status_html)
 from .digest import sha256_file
 from .service import get_handler, safe_name, upload_name
+from .session_models import _MODELS, MAX_SESSION_MODELS, _load_handler, _remember, class_names_of, pick  # noqa: F401
 
 # ------------------------------------------------------------------------------------------------ limits
 
-#: Most photos in one adaptation (zips and drop zones together): 500 photos at 96-224 px is a few minutes of
-#: adaptation on two cores at the default budget, and bounds the copy on disk.
-MAX_PHOTOS = 500
-#: Largest photo accepted; a line-camera JPEG is 10 KB to 2 MB.
-MAX_PHOTO_MB = 10
-MAX_PHOTO_BYTES = MAX_PHOTO_MB * 1024 * 1024
-#: Largest zip: the server's upload limit, which every file input shares (service.MAX_UPLOAD_MB). 500 casting
-#: photos of 300x300 px zip to about 5 MB; more photos go in several zips or the drop zones.
-MAX_ZIP_MB = service.MAX_UPLOAD_MB
-MAX_ZIP_BYTES = MAX_ZIP_MB * 1024 * 1024
-#: Most bytes unpacked from all zips of one request: bounds the disk a decompression bomb could fill.
-MAX_UNZIPPED_MB = 500
-MAX_UNZIPPED_BYTES = MAX_UNZIPPED_MB * 1024 * 1024
-#: Most entries (folders and files) read from one zip: bounds the work a zip of empty entries could cause.
-MAX_ZIP_ENTRIES = 5000
-#: A zip entry over 1 MiB that unpacks to more than this many times its packed size is refused as a
-#: decompression bomb. Photos barely compress (JPEG, PNG: ~1x; an uncompressed BMP or TIFF: ~2-10x).
-MAX_RATIO = 100
-#: Largest uploaded checkpoint: the server's upload limit (a MobileNetV2 checkpoint is ~9 MB).
-MAX_CHECKPOINT_MB = service.MAX_UPLOAD_MB
-MAX_CHECKPOINT_BYTES = MAX_CHECKPOINT_MB * 1024 * 1024
-#: Same as inspectkit.adaptation.MIN_PHOTOS_PER_CLASS (kept here so building the UI imports no torch; a test
-#: checks they agree).
-MIN_PER_CLASS = 4
-#: With at least this many photos in every class a part is held out (AdaptConfig's val_fraction 0.3 and
-#: min_val_per_class 3); with fewer, before/after is measured in-sample. A test checks it against AdaptConfig.
-HELD_OUT_MIN = 10
 #: Drop zones (and "label as" lists) in the UI: one per class of the model, up to this many.
 MAX_CLASS_ZONES = 4
-#: Adapted or uploaded models kept loaded for the sessions that use them (least recently used dropped first;
-#: a dropped one is loaded again from its file when its session next inspects).
-MAX_SESSION_MODELS = 4
-#: Files this tab writes (adapted checkpoints, copies of uploads) are removed after this long.
-KEEP_FILES_S = 24 * 3600
 #: Photos scored per hold of the inference lock: inspections of other users wait at most one chunk.
 SCORE_CHUNK = 16
-#: Names listed under "missed defects" and "false alarms" in a score.
-MAX_LISTED = 20
-
-#: Where this tab writes (adapted checkpoints, copies of uploads, the photos while they are used). Inside the
-#: system temp folder on purpose: Gradio serves downloads only from there, the working folder or allowed_paths.
-WORK_DIR = Path(tempfile.gettempdir()) / "inspect-adapt"
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
-#: Zip entries skipped without a word: operating-system litter, not photos the engineer meant.
-_JUNK = re.compile(r"^(__MACOSX|\..*|Thumbs\.db|desktop\.ini)$", re.IGNORECASE)
-
-ENV_PREFIX = "INSPECT_ADAPT_"
-#: inference_handler.BACKENDS (repeated so building the UI imports no handler; a test checks they agree).
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-
-
-#: The photo file types accepted: inspectkit.imageio.IMAGE_EXTENSIONS, those the decoder reads (repeated so
-#: building the UI imports no image library; a test checks they agree).
-IMAGE_TYPES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
 class AdaptationBusy(RuntimeError):
     """Another adaptation is running on this server; the message says since when and how far it is."""
-
-
-# ------------------------------------------------------------------------------------------------ settings
-
-
-@dataclass(frozen=True)
-class AdaptSettings:
-    """The adaptation budget of the app, and how adapted or uploaded models are served.
-
-    Small on purpose: a Space has two cores and keeps inspecting while it adapts. ``threads`` is the torch
-    threads adaptation uses (the rest of the CPU stays with inspection); ``replay`` is as in AdaptConfig
-    ('auto': the parent's training photos when they are on disk, else none); ``backend`` is the
-    InferenceHandler backend for the adapted/uploaded model ('auto': ONNX Runtime when equivalent).
-    """
-
-    views: int = 4
-    stage1_epochs: int = 10
-    stage2_epochs: int = 5
-    replay: str = "auto"
-    threads: int = 1
-    seed: int = 0
-    backend: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("views", "stage1_epochs", "stage2_epochs", "threads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 100:
-                raise ValueError(f"adaptation setting {name}={v!r} must be a whole number from 1 to 100")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"adaptation setting seed={self.seed!r} must be a whole number >= 0")
-        if not isinstance(self.replay, str) or not self.replay:
-            raise ValueError(f"adaptation setting replay={self.replay!r} must be 'auto', 'none' or a data folder")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"adaptation setting backend={self.backend!r} must be one of {list(BACKENDS)}")
-
-    @classmethod
-    def from_env(cls, env: dict | None = None) -> "AdaptSettings":
-        """Defaults, overridden by ``INSPECT_ADAPT_VIEWS``, ``..._STAGE1_EPOCHS``, ``..._STAGE2_EPOCHS``,
-        ``..._REPLAY``, ``..._THREADS``, ``..._SEED`` and ``..._BACKEND``. A bad value is a ValueError naming
-        the variable and what it may be."""
-        env = os.environ if env is None else env
-        kw: dict[str, Any] = {}
-        for f in fields(cls):
-            key = ENV_PREFIX + f.name.upper()
-            raw = env.get(key)
-            if raw is None or raw.strip() == "":
-                continue
-            if f.type in ("int", int):
-                try:
-                    kw[f.name] = int(raw)
-                except ValueError:
-                    raise ValueError(f"{key}={raw!r} is not a whole number") from None
-            else:
-                kw[f.name] = raw.strip()
-        try:
-            return cls(**kw)
-        except ValueError as exc:
-            raise ValueError(f"{exc} (set through {ENV_PREFIX}* environment variables)") from None
-
-    def describe(self) -> str:
-        """The budget in words, for the tab."""
-        replay = {"auto": "the parent's own training photos when they are on this server",
-                  "none": "none (the model adapts to the new line alone)"}.get(self.replay, f"`{self.replay}`")
-        return (f"{self.views} view{'s' if self.views != 1 else ''} per photo, at most {self.stage1_epochs} + "
-                f"{self.stage2_epochs} epochs, {self.threads} torch thread{'s' if self.threads != 1 else ''}, "
-                f"seed {self.seed}; replay: {replay}")
-
-
-def intro_markdown(settings: AdaptSettings) -> str:
-    """What the tab does, its limits and the adaptation budget."""
-    return f"""
-Adapt the model to **a new line** (another camera, light or part batch) from labelled photos of it, then use the
-adapted model **in this browser session** (other users keep the default model) and download it.
-
-1. Give labelled photos: **zip files with one folder per class** (e.g. `def_front/` and `ok_front/`; one top
-   folder around them is fine) and/or drop photos on **the zone of their class**. Photos sent from the Inspect
-   tab's *Label these next* list wait under *To label* until you tick their class.
-2. **Score the current model** on them, then **Adapt**. About 30 % of the photos (whole near-duplicate groups) are
-   held out: the threshold is chosen there and before/after is measured there. With fewer than {HELD_OUT_MIN}
-   photos in a class nothing is held out and the figures are **in-sample** (fit, not accuracy on the line).
-3. **Use** the adapted model here, and download it with its `.sha256`.
-
-**Limits**: at least {MIN_PER_CLASS} photos per class, at most **{MAX_PHOTOS} photos** in all, **{MAX_PHOTO_MB} MB
-per photo**, **{MAX_ZIP_MB} MB per zip** (at most {MAX_UNZIPPED_MB} MB unpacked, {MAX_ZIP_ENTRIES} entries; paths
-leading out of the zip, links and encrypted entries are refused), checkpoints up to **{MAX_CHECKPOINT_MB} MB**.
-**One adaptation at a time** on this server; inspection keeps answering meanwhile.
-Budget: {settings.describe()}.
-{_no_torch_note()}"""
-
-
-def _no_torch_note() -> str:
-    """A warning line when this server has no torch (installed from requirements.txt only), else nothing."""
-    from .fast import TRAIN_INSTALL, torch_missing
-
-    if torch_missing("adaptation") is None:
-        return ""
-    return (f"\n**Not available on this server**: fine-tuning and loading a checkpoint need torch, which is not "
-            f"installed here (the app serves through ONNX Runtime). Scoring the current model works. Install "
-            f"torch with `{TRAIN_INSTALL}`.\n")
-
-
-def require_torch(what: str) -> None:
-    """ValueError (shown as the tab's error) saying ``what`` needs torch and how to install it, when it is not."""
-    from .fast import torch_missing
-
-    missing = torch_missing(what)
-    if missing:
-        raise ValueError(missing)
-
-
-# ------------------------------------------------------------------------------------------------ session models
-
-_MODELS: "OrderedDict[str, Any]" = OrderedDict()
-_MODELS_LOCK = threading.Lock()
-
-
-def _work(sub: str) -> Path:
-    d = WORK_DIR / sub
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def prune(max_age_s: float = KEEP_FILES_S) -> None:
-    """Remove what this tab wrote more than ``max_age_s`` ago (a station left running must not fill its disk)."""
-    now = time.time()
-    for sub in ("runs", "models", "tolabel", "data"):
-        d = WORK_DIR / sub
-        if not d.is_dir():
-            continue
-        for entry in d.iterdir():
-            try:
-                if now - entry.stat().st_mtime > max_age_s:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-            except OSError:
-                pass
-
-
-def _load_handler(path: str, sha256: str, backend: str):
-    from inference_handler import InferenceHandler
-
-    return InferenceHandler(path, backend=backend, expected_sha256=sha256)
-
-
-def _remember(sha: str, handler: Any) -> None:
-    with _MODELS_LOCK:
-        _MODELS[sha] = handler
-        _MODELS.move_to_end(sha)
-        while len(_MODELS) > MAX_SESSION_MODELS:
-            _MODELS.popitem(last=False)
-
-
-def pick(shared: Any, choice: dict | None) -> Any:
-    """The handler this session inspects with: its adapted or uploaded model when it switched, else ``shared``.
-
-    The session's model is taken from the cache, or loaded again from its file (checked against its SHA-256)
-    when the cache dropped it. Raises ModelUnavailable when that file is gone.
-    """
-    if not choice:
-        return shared
-    sha = choice["sha256"]
-    with _MODELS_LOCK:
-        h = _MODELS.get(sha)
-        if h is not None:
-            _MODELS.move_to_end(sha)
-            return h
-    if not Path(choice["path"]).is_file():
-        raise service.ModelUnavailable(
-            f"this session's model {choice.get('name')} is no longer on the server (files are kept "
-            f"{KEEP_FILES_S // 3600} h); load it again, or go back to the default model")
-    try:
-        h = _load_handler(choice["path"], sha, choice.get("backend", "auto"))
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise service.ModelUnavailable(
-            f"this session's model {choice.get('name')} could not be loaded: {exc}") from None
-    _remember(sha, h)
-    return h
-
-
-def class_names_of(shared: Any, choice: dict | None) -> list[str]:
-    """The classes of the session's model (waits for the shared model to load)."""
-    return list(get_handler(pick(shared, choice)).class_names)
-
-
-def session_line(choice: dict | None) -> str:
-    """HTML: which model this session inspects and adapts with."""
-    if not choice:
-        return ("<div class='status ready' id='session-model-line'>This session uses the <b>default model</b> "
-                "(the one every user gets).</div>")
-    what = "adapted" if choice.get("source") == "adapted" else "uploaded"
-    return (f"<div class='status session' id='session-model-line'>This session uses the <b>{what} model</b> "
-            f"<code>{_esc(choice.get('name'))}</code> (file SHA-256 <code>{_esc(choice['sha256'][:16])}\u2026</code>,"
-            f" weights <code>{_esc(str(choice.get('weights_sha256', ''))[:16])}\u2026</code>, threshold "
-            f"{_num(choice.get('threshold'))}); other users keep the default model.</div>")
-
-
-# ------------------------------------------------------------------------------------------------ photos
-
-
-@dataclass
-class Photos:
-    """A folder-per-class copy of the photos of one request, checked against the limits."""
-
-    folder: Path
-    class_names: list[str]
-    files: dict[str, list[Path]]
-    ignored: list[str]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Photos per class."""
-        return {c: len(self.files.get(c, [])) for c in self.class_names}
-
-    def cleanup(self) -> None:
-        """Remove the copy (the photos are not kept after scoring or adapting)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-class _Budget:
-    """Counts photos and bytes of one request against MAX_PHOTOS and MAX_UNZIPPED_BYTES."""
-
-    def __init__(self) -> None:
-        self.photos = 0
-        self.unzipped = 0
-
-    def photo(self, what: str) -> None:
-        self.photos += 1
-        if self.photos > MAX_PHOTOS:
-            raise ValueError(f"more than {MAX_PHOTOS} photos were given (at {what}); the limit is {MAX_PHOTOS} "
-                             "photos per adaptation: leave some out")
-
-    def unzip(self, what: str, size: int) -> None:
-        self.unzipped += size
-        if self.unzipped > MAX_UNZIPPED_BYTES:
-            raise ValueError(f"the zips unpack to more than {MAX_UNZIPPED_MB} MB (at {what}); the limit is "
-                             f"{MAX_UNZIPPED_MB} MB unpacked per adaptation")
-
-
-def _unique(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``folder/stem_2.ext`` ... when taken (two zones may hold photos of the same name)."""
-    p = folder / name
-    stem, suffix = p.stem, p.suffix
-    k = 2
-    while p.exists():
-        p = folder / f"{stem}_{k}{suffix}"
-        k += 1
-    return p
-
-
-def _entry_parts(raw: str, zname: str) -> tuple[str, ...]:
-    """The path components of a zip entry; ValueError for names that lead out of the archive."""
-    if "\x00" in raw:
-        raise ValueError(f"{zname}: an entry name holds a NUL byte; refusing the zip")
-    shown = safe_name(raw.replace("/", "\u2215").replace("\\", "\u2215"), "entry")
-    if raw.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", raw):
-        raise ValueError(f"{zname}: the entry {shown!r} has an absolute path (it would be written outside the "
-                         "archive's folder); refusing the zip. Zip the class folders with relative paths")
-    parts = tuple(p for p in re.split(r"[\\/]", raw) if p not in ("", "."))
-    if ".." in parts:
-        raise ValueError(f"{zname}: the entry {shown!r} climbs out of the archive with '..' (path traversal); "
-                         "refusing the zip")
-    return parts
-
-
-def _read_zip(zpath: str, class_names: list[str], dest: Path, budget: _Budget, ignored: list[str],
-              files: dict[str, list[Path]]) -> None:
-    """Copy the photos of one zip (one folder per class) into ``dest/<class>/``; ValueError names the problem."""
-    zname = upload_name(zpath)
-    size = os.path.getsize(zpath)
-    if size > MAX_ZIP_BYTES:
-        raise ValueError(f"{zname} is {size / 1e6:.1f} MB; the limit is {MAX_ZIP_MB} MB per zip")
-    try:
-        zf = zipfile.ZipFile(zpath)
-    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError, EOFError) as exc:
-        raise ValueError(f"{zname} is not a readable zip archive ({safe_name(str(exc), 'damaged')}); zip the class "
-                         "folders (e.g. def_front/ and ok_front/) and upload the .zip") from None
-    suffixes = IMAGE_TYPES
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_ZIP_ENTRIES:
-            raise ValueError(f"{zname} has {len(infos)} entries; the limit is {MAX_ZIP_ENTRIES} per zip")
-        photos: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
-        for info in infos:
-            parts = _entry_parts(info.filename, zname)  # checked for every entry, folders included
-            if info.is_dir() or not parts:
-                continue
-            shown = "/".join(safe_name(p) for p in parts)
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise ValueError(f"{zname}: the entry {shown!r} is a symbolic link; refusing the zip (links could "
-                                 "point anywhere on the server). Zip the photos themselves")
-            if info.flag_bits & 0x1:
-                raise ValueError(f"{zname}: the entry {shown!r} is encrypted; upload a zip without a password")
-            if any(_JUNK.match(p) for p in parts):
-                continue
-            if PurePosixPath(parts[-1]).suffix.lower() not in suffixes:
-                ignored.append(f"{zname}: {shown}")
-                continue
-            if info.file_size > MAX_PHOTO_BYTES:
-                raise ValueError(f"{zname}: {shown} is {info.file_size / 1e6:.1f} MB; the limit is {MAX_PHOTO_MB} MB "
-                                 "per photo")
-            if info.file_size > (1 << 20) and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-                raise ValueError(f"{zname}: {shown} unpacks {info.file_size // max(info.compress_size, 1)}x its "
-                                 f"packed size (more than {MAX_RATIO}x): a decompression bomb, not a photo; "
-                                 "refusing the zip")
-            photos.append((info, parts))
-        # one folder around the class folders (what zipping a folder gives) is allowed and dropped
-        tops = {p[0] for _, p in photos}
-        if len(tops) == 1 and all(len(p) >= 3 for _, p in photos) and next(iter(tops)) not in class_names:
-            photos = [(i, p[1:]) for i, p in photos]
-        loose = [p for _, p in photos if len(p) < 2]
-        if loose:
-            raise ValueError(f"{zname}: {safe_name(loose[0][-1])!r} is not inside a class folder; the zip must hold "
-                             f"one folder per class of the model: {class_names}")
-        unknown = sorted({p[0] for _, p in photos} - set(class_names))
-        if unknown:
-            raise ValueError(f"{zname} has folders {[safe_name(u) for u in unknown]} that are not classes of the "
-                             f"model; expected one folder per class: {class_names} (e.g. {class_names[0]}/photo.jpg)")
-        for info, parts in photos:
-            shown = f"{zname}: {'/'.join(safe_name(p) for p in parts)}"
-            budget.photo(shown)
-            budget.unzip(shown, info.file_size)
-            target = _unique(dest / parts[0], safe_name(parts[-1]))
-            try:
-                with zf.open(info) as src, open(target, "wb") as out:
-                    got = 0
-                    # counted while reading: the sizes in the zip's directory are claims, not facts
-                    for chunk in iter(lambda: src.read(1 << 16), b""):
-                        got += len(chunk)
-                        if got > MAX_PHOTO_BYTES or got > info.file_size:
-                            raise ValueError(f"{shown} holds more than its {info.file_size} bytes declared: a "
-                                             "damaged or hostile zip; refusing it")
-                        out.write(chunk)
-            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
-                raise ValueError(f"{shown} could not be unpacked ({type(exc).__name__}: {exc})") from None
-            files[parts[0]].append(target)
-
-
-def prepare_photos(zips: Any, zones: list, class_names: list[str]) -> Photos:
-    """The photos of one request copied into a fresh folder-per-class tree: the zips' class folders plus
-    ``zones[i]`` for ``class_names[i]``.
-
-    ValueError (naming the file and the limit) for: a bad or hostile zip, a file that is not a photo, a photo
-    over MAX_PHOTO_MB, more than MAX_PHOTOS photos, fewer than MIN_PER_CLASS photos in a class, or no photos.
-    Whether a photo decodes is found out later (an unreadable one is skipped and listed).
-    """
-    prune()
-    dest = _work("data") / uuid.uuid4().hex
-    for c in class_names:
-        (dest / c).mkdir(parents=True)
-    photos = Photos(dest, list(class_names), {c: [] for c in class_names}, [])
-    try:
-        budget = _Budget()
-        for z in ui._as_paths(zips):
-            _read_zip(z, class_names, dest, budget, photos.ignored, photos.files)
-        suffixes = IMAGE_TYPES
-        for i, zone in enumerate(list(zones)[:len(class_names)]):
-            c = class_names[i]
-            for p in ui._as_paths(zone):
-                name = upload_name(p)
-                if Path(name).suffix.lower() not in suffixes:
-                    raise ValueError(f"{name} in the {c} zone is not a photo; accepted: {', '.join(suffixes)}")
-                size = os.path.getsize(p)
-                if size > MAX_PHOTO_BYTES:
-                    raise ValueError(f"{name} in the {c} zone is {size / 1e6:.1f} MB; the limit is {MAX_PHOTO_MB} MB "
-                                     "per photo")
-                budget.photo(f"{c}: {name}")
-                target = _unique(dest / c, name)
-                shutil.copyfile(p, target)
-                photos.files[c].append(target)
-        counts = photos.counts
-        if not sum(counts.values()):
-            raise ValueError("no photos were given: upload a zip with one folder per class "
-                             f"({', '.join(class_names)}), or drop photos on the zone of their class")
-        small = {c: n for c, n in counts.items() if n < MIN_PER_CLASS}
-        if small:
-            have = ", ".join(f"{c}: {n}" for c, n in counts.items())
-            raise ValueError(f"too few photos in {', '.join(small)} ({have}); adaptation needs at least "
-                             f"{MIN_PER_CLASS} photos per class (and {HELD_OUT_MIN} per class to hold some out for "
-                             "an honest before/after)")
-    except BaseException:
-        photos.cleanup()
-        raise
-    return photos
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -542,7 +118,7 @@ def score(shared: Any, choice: dict | None, zips: Any, zones: list, progress: Ca
     finally:
         photos.cleanup()
     counts = ", ".join(f"{_esc(c)}: {n}" for c, n in photos.counts.items())
-    out = [f"<div class='adapt-score'><h4>The current model on these photos</h4>",
+    out = ["<div class='adapt-score'><h4>The current model on these photos</h4>",
            f"<p>{sum(photos.counts.values())} photos ({counts}); all of them, nothing trained yet. "
            f"{_mode_hint(photos.counts)}</p>", _metrics_table([("current model", rep)]),
            _confusion_html(rep.get("confusion_matrix"), rep["class_names"], "Confusion matrix (rows: true class)")]
@@ -552,25 +128,6 @@ def score(shared: Any, choice: dict | None, zips: Any, zones: list, progress: Ca
                    f"{' ...' if len(photos.ignored) > MAX_LISTED else ''}</p>")
     out.append("</div>")
     return "".join(out)
-
-
-def _mode_hint(counts: dict[str, int]) -> str:
-    if min(counts.values()) >= HELD_OUT_MIN:
-        return "Adapting will hold about 30 % of them out to measure before and after honestly."
-    return (f"<b>Fewer than {HELD_OUT_MIN} photos in a class: adapting will measure before/after in-sample "
-            "(on the photos it trained on).</b>")
-
-
-def _name_lists(rep: dict) -> list[str]:
-    out = []
-    for key, title in (("missed", "Missed defects"), ("false_alarm_files", "False alarms"),
-                       ("unreadable", "Unreadable, skipped")):
-        names = rep.get(key) or []
-        if names:
-            more = f"<li>... and {len(names) - MAX_LISTED} more</li>" if len(names) > MAX_LISTED else ""
-            out.append(f"<p><b>{title}</b> ({len(names)}):</p><ul class='adapt-list'>"
-                       + "".join(f"<li>{_esc(n)}</li>" for n in names[:MAX_LISTED]) + more + "</ul>")
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ adapting
@@ -658,46 +215,6 @@ def _adapt_locked(shared, choice, settings, zips, zones, progress):
     return result, adaptation_html(ckpt, result, photos.ignored), [str(out), str(sidecar)]
 
 
-def adaptation_html(ckpt: dict, result: dict, ignored: list[str] | None = None) -> str:
-    """Before and after side by side (confusion matrices, missed defects, false alarms) on the held-out part,
-    or on the training photos with a plain warning in in-sample mode; the replayed line when there was one."""
-    a = ckpt["metrics"]["adaptation"]
-    names = list(ckpt["class_names"])
-    held = sum((a["split"].get("validation") or {}).values())
-    trained = sum((a["split"].get("train") or {}).values())
-    if a["mode"] == "held-out":
-        banner = (f"<div class='adapt-mode heldout'><b>Held-out</b>: measured on {held} photos of the new line that "
-                  f"the adaptation never trained on ({trained} trained on). The threshold was chosen on them "
-                  "too.</div>")
-    else:
-        banner = (f"<div class='adapt-mode insample'><b>IN-SAMPLE</b>: too few photos to hold any out (fewer than "
-                  f"{HELD_OUT_MIN} in a class), so before and after are measured on the {held} photos the model "
-                  f"trained on. They show fit, not accuracy on the line; the parent's threshold was kept.</div>")
-    cols = []
-    for side, title in (("before", "Before: the current model"), ("after", "After: the adapted model")):
-        r = a[side]["new_line"] or {}
-        rr = a[side].get("replay") or {}
-        parts = [("new line", r)] + ([("parent's line (replayed)", rr)] if rr else [])
-        block = [f"<div class='adapt-col' id='adapt-{side}'><h4>{title}</h4>", _metrics_columns(parts)]
-        block.append(_confusion_html(r.get("confusion_matrix"), names, "New line (rows: true class)"))
-        if rr:
-            block.append(_confusion_html(rr.get("confusion_matrix"), names, "Parent's line, replayed photos"))
-        block.append("</div>")
-        cols.append("".join(block))
-    skipped = (a.get("data") or {}).get("skipped") or []
-    replay = ("none (the model may forget its own line)" if not a.get("replay")
-              else f"{_esc(a['replay']['per_class'])} photos per class of the parent's line")
-    notes = [f"<p>Adapted in {result.get('seconds', 'n/a')} s. Threshold {_num(a['parent'].get('threshold'))} "
-             f"\u2192 {_num(ckpt['threshold'])}. Replay: {replay}. File SHA-256 <code>{_esc(result['sha256'])}</code>, "
-             f"weights <code>{_esc(result['weights_sha256'][:16])}\u2026</code>.</p>"]
-    if skipped:
-        notes.append("<p><b>Unreadable, skipped</b>: " + _esc("; ".join(
-            f"{Path(str(p)).parent.name}/{Path(str(p)).name}: {w}" for p, w in skipped[:MAX_LISTED])) + "</p>")
-    if ignored:
-        notes.append(f"<p class='muted'>Not photos, left out: {_esc('; '.join(ignored[:MAX_LISTED]))}</p>")
-    return (f"<div class='adapt-result'>{banner}<div class='adapt-cols'>{''.join(cols)}</div>{''.join(notes)}</div>")
-
-
 # ------------------------------------------------------------------------------------------------ switching
 
 #: What :func:`switch_view` returns, in order (app.py wires the same components).
@@ -724,15 +241,6 @@ def on_load(shared: Any, choice: dict | None) -> tuple:
     except service.ModelUnavailable:
         names = []
     return (*class_updates(names or ["class 1", "class 2"]), session_line(choice))
-
-
-def status_html(h: Any, choice: dict | None) -> str:
-    """The page's status line for the session's model."""
-    status, _, _ = ui.model_status(h)
-    if not choice:
-        return status
-    what = "adapted" if choice.get("source") == "adapted" else "uploaded"
-    return status.replace("Model ready:", f"This session: {what} model {_esc(choice.get('name'))} &middot; ready:", 1)
 
 
 def switch_view(shared: Any, choice: dict | None, note: str = "") -> tuple:
@@ -942,59 +450,3 @@ def inspect_call(fn: Callable, shared: Any, choice: dict | None, *args: Any) -> 
     except service.ModelUnavailable as exc:
         raise gr.Error(service.safe_text(exc), title="Cannot inspect") from None
     return ui.ui_call(fn, h, *args)
-
-
-# ------------------------------------------------------------------------------------------------ rendering
-
-
-def _esc(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _num(x: Any, digits: int = 4) -> str:
-    return "n/a" if not isinstance(x, (int, float)) or x != x else f"{x:.{digits}f}"
-
-
-def _pct(x: Any) -> str:
-    return "n/a" if not isinstance(x, (int, float)) or x != x else f"{100 * x:.1f} %"
-
-
-def _metrics_table(rows: list[tuple[str, dict]]) -> str:
-    head = ("<table class='adapt-metrics'><tr><th></th><th>photos</th><th>accuracy</th><th>ROC-AUC</th>"
-            "<th>missed defects</th><th>false alarms</th><th>threshold</th></tr>")
-    body = "".join(f"<tr><th>{_esc(label)}</th><td>{_esc(r.get('n', 'n/a'))}</td><td>{_pct(r.get('accuracy'))}</td>"
-                   f"<td>{_num(r.get('roc_auc'), 3)}</td><td class='missed'>{_esc(r.get('missed_defects', 'n/a'))}</td>"
-                   f"<td>{_esc(r.get('false_alarms', 'n/a'))}</td><td>{_num(r.get('threshold'))}</td></tr>"
-                   for label, r in rows)
-    return head + body + "</table>"
-
-
-def _metrics_columns(cols: list[tuple[str, dict]]) -> str:
-    """The same figures with one column per data part (narrow enough for two side by side)."""
-    head = "<table class='adapt-metrics'><tr><th></th>" + "".join(f"<th>{_esc(c)}</th>" for c, _ in cols) + "</tr>"
-    rows = [("photos", lambda r: _esc(r.get("n", "n/a"))), ("accuracy", lambda r: _pct(r.get("accuracy"))),
-            ("ROC-AUC", lambda r: _num(r.get("roc_auc"), 3)),
-            ("missed defects", lambda r: _esc(r.get("missed_defects", "n/a"))),
-            ("false alarms", lambda r: _esc(r.get("false_alarms", "n/a"))),
-            ("threshold", lambda r: _num(r.get("threshold")))]
-    body = "".join(f"<tr><th>{label}</th>" + "".join(
-        f"<td{' class=missed' if label == 'missed defects' else ''}>{fmt(r)}</td>" for _, r in cols) + "</tr>"
-        for label, fmt in rows)
-    return head + body + "</table>"
-
-
-def _confusion_html(cm: Any, names: list[str], caption: str) -> str:
-    """A confusion matrix as an HTML table: rows the true class, columns the predicted one."""
-    if not cm:
-        return ""
-    head = "".join(f"<th>{_esc(n)}</th>" for n in names)
-    rows = "".join(f"<tr><th>{_esc(names[i])}</th>" + "".join(
-        f"<td class='{'diag' if i == j else 'off'}'>{int(v)}</td>" for j, v in enumerate(row)) + "</tr>"
-        for i, row in enumerate(cm))
-    return (f"<table class='cm'><caption>{_esc(caption)}</caption><tr><th>true \\ predicted</th>{head}</tr>"
-            f"{rows}</table>")
-
-
-def settings_dict(settings: AdaptSettings) -> dict:
-    """The settings as a plain dict (for reports and the benchmark)."""
-    return asdict(settings)

@@ -193,7 +193,7 @@ def _save_overlay(folder: Path, index: int, name: str, overlay) -> str | None:
         return None
     import cv2
 
-    from .ui_support import _fit
+    from .ui_render import _fit
 
     img = _fit(overlay, OVERLAY_SIDE)
     path = folder / f"{index:05d}_{Path(name).stem[:60]}.jpg"
@@ -331,7 +331,7 @@ def _placeholder_file() -> str:
     if not path.is_file():
         import cv2
 
-        from .ui_support import _placeholder
+        from .ui_render import _placeholder
 
         _JOBS_DIR.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), _placeholder())
@@ -370,7 +370,7 @@ def summary_html(state: dict) -> str:
 
 def csv_text(state: dict) -> str:
     """Every photo of the job as CSV, text cells spreadsheet-safe."""
-    from .ui_support import spreadsheet_safe
+    from .ui_export import spreadsheet_safe
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")

@@ -22,7 +22,7 @@ import torch
 from conftest import write_checkpoint, write_images
 
 import app
-from inspectkit import adapt_ui as aui
+from inspectkit import adapt_intake as intake, adapt_ui as aui
 from inspectkit import ui_support as ui
 from inspectkit.digest import sha256_file
 
@@ -33,7 +33,7 @@ TINY = aui.AdaptSettings(views=1, stage1_epochs=1, stage2_epochs=1, replay="none
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Each test writes under its own folder and starts with no session models cached; one torch thread."""
-    monkeypatch.setattr(aui, "WORK_DIR", tmp_path / "adapt-work")
+    monkeypatch.setattr(intake, "WORK_DIR", tmp_path / "adapt-work")
     aui._MODELS.clear()
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -151,7 +151,7 @@ def test_zip_entries_leading_out_of_the_archive_are_refused(tmp_path, name, why)
     with pytest.raises(ValueError, match=why):
         aui.prepare_photos([str(z)], [], CLASSES)
     assert not list(tmp_path.rglob("evil.jpg")) and not Path("/tmp/evil.jpg").exists()
-    assert not list((aui.WORK_DIR / "data").iterdir())  # the partial copy was removed
+    assert not list((intake.WORK_DIR / "data").iterdir())  # the partial copy was removed
 
 
 def test_zip_links_bombs_and_big_entries_are_refused(tmp_path):
@@ -197,10 +197,10 @@ def test_drop_zone_limits(tmp_path, monkeypatch):
     text.write_text("not a photo")
     with pytest.raises(ValueError, match=r"notes.txt in the ok_front zone is not a photo"):
         aui.prepare_photos(None, [zones[0], zones[1] + [str(text)]], CLASSES)
-    monkeypatch.setattr(aui, "MAX_PHOTOS", 6)
+    monkeypatch.setattr(intake, "MAX_PHOTOS", 6)
     with pytest.raises(ValueError, match=r"more than 6 photos were given .*the limit is 6 photos per adaptation"):
         aui.prepare_photos(None, zones, CLASSES)
-    monkeypatch.setattr(aui, "MAX_PHOTO_BYTES", 100)
+    monkeypatch.setattr(intake, "MAX_PHOTO_BYTES", 100)
     with pytest.raises(ValueError, match=r"d_000.jpg in the def_front zone is .* MB; the limit is 10 MB per photo"):
         aui.prepare_photos(None, zones, CLASSES)
 
@@ -226,7 +226,7 @@ def test_score_of_the_current_model(handler, tmp_path):
     assert "The current model on these photos" in out and "10 photos (def_front: 5, ok_front: 5)" in out
     assert "Confusion matrix" in out and "Unreadable, skipped</b> (1)" in out and "ok_front/broken.jpg" in out
     assert "in-sample" in out  # fewer than HELD_OUT_MIN per class: said before adapting
-    assert not list((aui.WORK_DIR / "data").iterdir())  # the copy is gone
+    assert not list((intake.WORK_DIR / "data").iterdir())  # the copy is gone
 
 
 def test_adaptation_shows_before_and_after_and_offers_the_files(handler, tmp_path):
@@ -241,7 +241,7 @@ def test_adaptation_shows_before_and_after_and_offers_the_files(handler, tmp_pat
     ckpt, side = files
     assert side == ckpt + ".sha256" and Path(side).read_text().split()[0] == sha256_file(ckpt) == result["sha256"]
     assert result["mode"] == "held-out" and result["parent_sha256"] == handler.sha256
-    assert not list((aui.WORK_DIR / "data").iterdir())  # the photos are not kept
+    assert not list((intake.WORK_DIR / "data").iterdir())  # the photos are not kept
     assert aui.adaptation_status() is None and not aui.ADAPT_LOCK.locked()
 
 
@@ -283,7 +283,7 @@ def test_wrong_photos_leave_the_lock_free(handler, tmp_path):
     with pytest.raises(ValueError, match="too few photos"):
         aui.run_adaptation(handler, None, TINY, None, zones_of(tmp_path, 1, 5))
     assert not aui.ADAPT_LOCK.locked() and aui.adaptation_status() is None
-    runs = aui.WORK_DIR / "runs"
+    runs = intake.WORK_DIR / "runs"
     assert not runs.is_dir() or not list(runs.iterdir())
 
 
@@ -415,7 +415,7 @@ def test_a_bad_checkpoint_is_a_clear_error_and_the_model_stays(handler, tmp_path
         aui.adapt_call(aui.load_uploaded_checkpoint, handler, choice_before, files, TINY)
     assert choice_before == {"keep": "me"} and not aui._MODELS
     assert not Path(EVIL_MARK).exists()
-    models = aui.WORK_DIR / "models"
+    models = intake.WORK_DIR / "models"
     assert not models.is_dir() or not list(models.iterdir())  # a refused file is not kept
 
 

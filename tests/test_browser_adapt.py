@@ -32,7 +32,7 @@ def served(tiny_checkpoint, tmp_path_factory):
     import torch
 
     from inference_handler import InferenceHandler
-    from inspectkit import adapt_ui as aui
+    from inspectkit import adapt_intake as intake, adapt_ui as aui
 
     photos = tmp_path_factory.mktemp("line_b")
     r = np.random.default_rng(11)
@@ -43,7 +43,7 @@ def served(tiny_checkpoint, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         for k, v in TINY_ENV.items():
             mp.setenv(k, v)
-        mp.setattr(aui, "WORK_DIR", tmp_path_factory.mktemp("adapt-work"))
+        mp.setattr(intake, "WORK_DIR", tmp_path_factory.mktemp("adapt-work"))
         with running_server(handler) as url:
             yield url, handler, defs, oks
     aui._MODELS.clear()
