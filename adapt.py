@@ -43,7 +43,14 @@ def parse_args(argv=None) -> AdaptConfig:
     p.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs)
     p.add_argument("--lr1", type=float, default=d.lr1, help="stage 1 (head) learning rate")
     p.add_argument("--lr2", type=float, default=d.lr2, help="stage 2 (last blocks and head) learning rate")
-    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--keep", choices=("last", "best"), default=d.keep,
+                   help="'last': each stage runs all its epochs (validation only reports); 'best': each stage stops "
+                        "early and keeps its best epoch on validation (needs a validation part of hundreds of photos)")
+    p.add_argument("--patience", type=int, default=d.patience, help="epochs without improvement (--keep best)")
+    p.add_argument("--threshold", choices=("auto", "rule", "parent"), default=d.threshold,
+                   help="'auto': train.py's rule on validation when it holds enough defects to check the parent's "
+                        "recall target (1 / (1 - target): 500 at 0.998), else the parent's threshold; 'rule' or "
+                        "'parent': always that one")
     p.add_argument("--ema-epochs", type=float, default=d.ema_epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--replay", default=d.replay,

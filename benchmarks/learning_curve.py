@@ -70,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--no-replay-at", type=int, nargs="*", default=[50])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--keep", choices=("last", "best"), default=AdaptConfig.keep,
+                   help="adapt.py's --keep: 'best' is the first recipe (early stopping on the few validation photos)")
     p.add_argument("--work", default="runs/learning-curve", help="folder for the per-run photo subsets")
     p.add_argument("--out", default="reports/line-b/learning_curve", help="writes OUT.json, OUT.md and OUT.png")
     p.add_argument("--merge", nargs="+", metavar="JSON",
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
             variants = [("adapted", "auto")] + ([("adapted_no_replay", "none")] if n in a.no_replay_at else [])
             for key, replay in variants:
                 cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, replay=replay,
-                                  threads=a.threads)
+                                  threads=a.threads, keep=a.keep)
                 t0 = time.perf_counter()
                 ck = adapt(parent, cfg, save=False)
                 secs = time.perf_counter() - t0
@@ -143,8 +145,11 @@ def merge(a) -> int:
                 raise SystemExit(f"learning_curve.py: error: seed {key[0]}, {key[1]} per class is in two outputs")
             seen.add(key)
             rows.append(r)
+    if len({d.get("keep", "best") for d in docs}) != 1:  # outputs without the key predate it: early stopping
+        raise SystemExit("learning_curve.py: error: --merge needs outputs of one recipe (--keep)")
     rows.sort(key=lambda r: (r["seed"], r["per_class"]))
     a.checkpoint, a.line, a.casting = docs[0]["checkpoint"], docs[0]["line"], docs[0]["casting"]
+    a.keep = docs[0].get("keep", "best")
     write(a, docs[0]["parent_weights_sha256"], rows, sum(d["seconds"] for d in docs),
           commands=[d["command"] for d in docs])
     return 0
@@ -184,7 +189,7 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
     summary = summarise(rows)
     command = "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:])
     doc = {"command": command, **({"merged_from": commands} if commands else {}),
-           "checkpoint": a.checkpoint, "parent_weights_sha256": parent_digest,
+           "checkpoint": a.checkpoint, "parent_weights_sha256": parent_digest, "keep": a.keep,
            "line": a.line, "casting": a.casting, "seconds": round(seconds, 1), "summary": summary, "runs": rows}
     D.save_json(doc, out.with_suffix(".json"))
     lines = ["# Adapting to line B: the learning curve", "",

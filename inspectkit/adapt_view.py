@@ -35,7 +35,8 @@ adapted model **in this browser session** (other users keep the default model) a
    folder around them is fine) and/or drop photos on **the zone of their class**. Photos sent from the Inspect
    tab's *Label these next* list wait under *To label* until you tick their class.
 2. **Score the current model** on them, then **Adapt**. About 30 % of the photos (whole near-duplicate groups) are
-   held out: the threshold is chosen there and before/after is measured there. With fewer than {HELD_OUT_MIN}
+   held out and before/after is measured there (the threshold is chosen there only with enough defects to check
+   the model's recall target; otherwise the current model's is kept). With fewer than {HELD_OUT_MIN}
    photos in a class nothing is held out and the figures are **in-sample** (fit, not accuracy on the line).
 3. **Use** the adapted model here, and download it with its `.sha256`.
 
@@ -85,10 +86,12 @@ def adaptation_html(ckpt: dict, result: dict, ignored: list[str] | None = None) 
     names = list(ckpt["class_names"])
     held = sum((a["split"].get("validation") or {}).values())
     trained = sum((a["split"].get("train") or {}).values())
+    tc = (ckpt.get("metrics") or {}).get("threshold_choice") or {}
+    threshold_note = (f"The current model's threshold was kept ({_esc(tc.get('why', ''))})."
+                      if tc.get("kept_from_parent") else "The threshold was chosen on them too.")
     if a["mode"] == "held-out":
         banner = (f"<div class='adapt-mode heldout'><b>Held-out</b>: measured on {held} photos of the new line that "
-                  f"the adaptation never trained on ({trained} trained on). The threshold was chosen on them "
-                  "too.</div>")
+                  f"the adaptation never trained on ({trained} trained on). {threshold_note}</div>")
     else:
         banner = (f"<div class='adapt-mode insample'><b>IN-SAMPLE</b>: too few photos to hold any out (fewer than "
                   f"{HELD_OUT_MIN} in a class), so before and after are measured on the {held} photos the model "

@@ -68,6 +68,10 @@ class TrainConfig:
     members: int = 1  # >1: that many stage-2 runs from the stage-1 model, their weights averaged (a model soup)
     target_recall: float = 0.995
     region_weight: float = 0.0  # >0: stage 2 also penalises heat-map mass outside the defect boxes/masks
+    # 'best': each stage keeps its best epoch on validation and stops early; 'last': each stage runs all its epochs
+    # and keeps the last (averaged) weights, validation only watches (a validation part of a few dozen photos
+    # chose noise: see docs/line_b.md)
+    keep: str = "best"
     seed: int = 0
     split_seed: int | None = None  # seed of the validation (and test) split; None: ``seed``. Set it to compare
     # runs of several seeds on one validation split
@@ -452,7 +456,10 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
 
     # the starting point competes too: stage 2 is only kept where it beats the stage-1 head on validation (and an
     # adapted model's head only where it beats the parent's)
-    best = validate() if stage != "stage1" or keep_start else None
+    if cfg.keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {cfg.keep!r}")
+    last = cfg.keep == "last"
+    best = validate() if (stage != "stage1" or keep_start) and not last else None
     best_state, bad = copy.deepcopy(net.state_dict()), 0
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
@@ -483,18 +490,22 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
         history.append(row)
         if tick is not None:
             tick()
-        improved = _better(val, best)
+        improved = last or _better(val, best)
         log.info("%s epoch %d/%d train_loss %.4f val_loss %.4f val_acc %.4f val_score %.4f%s %.1fs%s", stage, epoch,
                  epochs, row["train_loss"], val["val_loss"], val["val_acc"], val["val_score"],
                  f" val_region {val['val_region']:.4f}" if "val_region" in val else "", row["seconds"],
                  " *" if improved else "")
-        if improved:
+        if last:
+            best = val
+        elif improved:
             best, best_state, bad = val, copy.deepcopy(net.state_dict()), 0
         else:
             bad += 1
             if bad >= cfg.patience:
                 log.info("%s: early stop after %d epochs without improvement", stage, bad)
                 break
+    if last:
+        best_state = net.state_dict()
     module.load_state_dict(best_state)
     return best
 

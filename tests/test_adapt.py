@@ -15,8 +15,9 @@ import torch
 import adapt as adapt_cli
 from conftest import write_checkpoint, write_images
 from inference_handler import InferenceHandler
-from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt
+from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, checkable_defects
 from inspectkit.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, weights_digest
+from inspectkit.metrics import choose_threshold
 from inspectkit.model import build_model
 from inspectkit.preprocess import default_spec
 
@@ -123,6 +124,52 @@ def test_very_few_photos_adapt_in_sample_and_keep_the_parents_threshold(parent, 
     assert ckpt["threshold"] == load_checkpoint(parent)["threshold"]
     assert ckpt["metrics"]["threshold_choice"]["kept_from_parent"] is True
     assert a["after"]["new_line"]["n"] == 10  # measured on the photos it trained on, and labelled so
+
+
+@pytest.mark.parametrize("target, need", [(0.998, 500), (0.995, 200), (0.9, 10), (0.5, 2), (1.0, float("inf"))])
+def test_a_recall_target_is_checkable_with_one_over_its_miss_rate_in_defects(target, need):
+    assert checkable_defects(target) == need
+
+
+@pytest.mark.parametrize("target", [0.0, -0.1, 1.5])
+def test_a_recall_target_outside_0_1_is_refused(target):
+    with pytest.raises(ValueError, match=f"target recall {target} must be in"):
+        checkable_defects(target)
+
+
+@pytest.mark.parametrize("mode", ["auto", "parent", "rule"])
+def test_the_threshold_is_the_rules_only_where_validation_can_check_it(parent, tmp_path, mode):
+    data = new_line(tmp_path / "lineb", 14, 14)
+    ckpt = run(parent, data, tmp_path / "x.pt", threshold=mode)
+    p = load_checkpoint(parent)
+    v = ckpt["metrics"]["adaptation"]["validation_scores"]
+    target = p["train_config"].get("target_recall", 0.995)
+    rule = choose_threshold(np.array(v["is_defect"]), np.array(v["defect"]), target)["threshold"]
+    choice = ckpt["metrics"]["threshold_choice"]
+    if mode == "rule":
+        assert ckpt["threshold"] == pytest.approx(rule, abs=1e-6) and "kept_from_parent" not in choice
+    else:  # a few validation defects cannot check a recall target: the parent's threshold stays
+        assert sum(v["is_defect"]) < checkable_defects(target)
+        assert ckpt["threshold"] == p["threshold"] and choice["kept_from_parent"] is True
+        assert choice["rule"]["threshold"] == pytest.approx(rule, abs=1e-6)
+        assert ("needs at least" in choice["why"]) == (mode == "auto")
+    assert ckpt["metrics"]["validation"]["threshold"] == ckpt["threshold"]
+
+
+def test_fixed_epochs_run_every_epoch_whatever_validation_says(parent, tmp_path):
+    data = new_line(tmp_path / "lineb", 12, 12)
+    ckpt = run(parent, data, tmp_path / "x.pt", keep="last", patience=1, stage1_epochs=3, stage2_epochs=3)
+    stages = [h["stage"] for h in ckpt["history"]]
+    assert stages.count("stage1") == 3 and stages.count("stage2") == 3
+
+
+@pytest.mark.parametrize("field, value, message", [("keep", "first", "keep must be 'last' or 'best', got 'first'"),
+                                                   ("threshold", "0.5", "threshold must be 'auto', 'rule' or 'parent'")])
+def test_unknown_recipe_options_are_refused_before_any_work(parent, tmp_path, field, value, message):
+    data = new_line(tmp_path / "lineb", 6, 6)
+    with pytest.raises(ValueError, match=message):
+        run(parent, data, tmp_path / "x.pt", **{field: value})
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_replay_samples_the_parents_training_data(tmp_path, casting_tree):

@@ -1,0 +1,152 @@
+"""Adaptation recipes and threshold rules compared on development seeds of line B, before the learning curve.
+
+    python benchmarks/adapt_variants.py --seeds 100 --variants early-stop fixed --out runs/av/s100.json
+    python benchmarks/adapt_variants.py --merge runs/av/s100.json runs/av/s101.json --out reports/line-b/adapt_variants
+
+Each (seed, variant) adapts the checkpoint with ``--per-class`` photos per class of the line, drawn as
+``benchmarks/learning_curve.py`` draws them but from development seeds (100 and up) that the curve does not use,
+and scores the line's photos it did not use. Every threshold rule is then applied to the same scores, so rules
+are compared on identical models. The scored photos overlap those of the curve's seeds: the curve measured after
+this choice is not independent of it, and docs/line_b.md says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inspectkit import data as D  # noqa: E402
+from inspectkit.adaptation import AdaptConfig, adapt  # noqa: E402
+from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest  # noqa: E402
+from inspectkit.metrics import choose_threshold, roc_auc  # noqa: E402
+from inspectkit.model import predict_probs  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning_curve import _link_subset  # noqa: E402
+
+#: recipe name -> AdaptConfig fields that differ from the defaults
+VARIANTS = {
+    "early-stop": {"keep": "best"},
+    "fixed": {"keep": "last"},
+    "fixed-replay50": {"keep": "last", "replay_per_class": 50},
+}
+log = logging.getLogger("adapt_variants")
+
+
+def rules(run: dict, target_recall: float) -> dict:
+    """Threshold of each rule from the run's validation scores (and its parent)."""
+    v = run["validation_scores"]
+    s, y, new = (np.asarray(v[k]) for k in ("defect", "is_defect", "new_line"))
+    out = {"validation rule, both lines": choose_threshold(y, s, target_recall)["threshold"],
+           "parent's threshold (adapt.py's auto below 1/(1-target) validation defects)": run["parent_threshold"],
+           "0.5": 0.5}
+    if y[new].any() and (~y[new]).any():
+        out["validation rule, new line only"] = choose_threshold(y[new], s[new], target_recall)["threshold"]
+    return out
+
+
+def accuracy(run: dict, t: float) -> dict:
+    s, y = np.asarray(run["rest"]["defect"]), np.asarray(run["rest"]["is_defect"])
+    pred = s >= t
+    return {"accuracy": float((pred == y).mean()), "missed_defects": int((~pred & y).sum()),
+            "false_alarms": int((pred & ~y).sum())}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="runs/j/model.pt")
+    p.add_argument("--line", default="../shared/data/casting-line-b")
+    p.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
+    p.add_argument("--per-class", type=int, default=50)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work", default="runs/av/work")
+    p.add_argument("--out", required=True, help="a JSON file (runs), or with --merge the stem of OUT.{json,md}")
+    p.add_argument("--merge", nargs="+", metavar="JSON")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if a.merge:
+        return merge(a)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    parent = load_checkpoint(a.checkpoint)
+    names, d = parent["class_names"], parent["defect_index"]
+    line = D.load_folder(a.line, None, names[d], names)
+    line, images = D.decode_all(line)
+    runs = []
+    for seed in a.seeds:
+        rng = np.random.default_rng(1000 + seed)  # the learning curve's draw, on other seeds
+        order = {c: rng.permutation(np.nonzero(line.labels == c)[0]).tolist() for c in range(len(names))}
+        used = sorted(i for c in order for i in order[c][:a.per_class])
+        rest = np.setdiff1d(np.arange(len(line)), used)
+        folder = _link_subset(line, used, Path(a.work) / f"s{seed}" / f"n{a.per_class}")
+        for name in a.variants:
+            cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, threads=a.threads,
+                              **VARIANTS[name])
+            t0 = time.perf_counter()
+            ck = adapt(parent, cfg, save=False)
+            secs = time.perf_counter() - t0
+            probs = predict_probs(model_from_checkpoint(ck), [images[i] for i in rest], ck["preprocessing"])[:, d]
+            is_def = line.labels[rest] == d
+            ad = ck["metrics"]["adaptation"]
+            runs.append({"seed": seed, "per_class": a.per_class, "variant": name, "seconds": round(secs, 1),
+                         "threshold": ck["threshold"], "parent_threshold": parent["threshold"],
+                         "target_recall": (parent.get("train_config") or {}).get("target_recall", 0.995),
+                         "roc_auc": roc_auc(is_def, probs), "validation_scores": ad["validation_scores"],
+                         "rest": {"defect": [round(float(x), 6) for x in probs], "is_defect": is_def.tolist()}})
+            log.info("seed %d %s: AUC %.4f, accuracy %.4f at its threshold %.3f, %.0fs", seed, name,
+                     runs[-1]["roc_auc"], accuracy(runs[-1], ck["threshold"])["accuracy"], ck["threshold"], secs)
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps({"checkpoint": a.checkpoint,
+                                               "parent_weights_sha256": weights_digest(parent["state_dict"]),
+                                               "runs": runs}))
+    return 0
+
+
+def merge(a) -> int:
+    """Every (variant, rule) pair on the joined runs: accuracy on the unused photos, mean and range over seeds."""
+    docs = [json.loads(Path(f).read_text()) for f in a.merge]
+    runs = [r for doc in docs for r in doc["runs"]]
+    table = {}
+    for r in runs:
+        for rule, t in rules(r, r["target_recall"]).items():
+            table.setdefault((r["variant"], rule), []).append({"seed": r["seed"], "threshold": t, **accuracy(r, t),
+                                                               "roc_auc": r["roc_auc"], "seconds": r["seconds"]})
+    summary = [{"variant": v, "rule": rule, "seeds": [x["seed"] for x in xs],
+                "accuracy_mean": float(np.mean([x["accuracy"] for x in xs])),
+                "accuracy_min": min(x["accuracy"] for x in xs), "accuracy_max": max(x["accuracy"] for x in xs),
+                "missed_mean": float(np.mean([x["missed_defects"] for x in xs])),
+                "false_alarms_mean": float(np.mean([x["false_alarms"] for x in xs])),
+                "roc_auc_mean": float(np.mean([x["roc_auc"] for x in xs])),
+                "thresholds": [round(x["threshold"], 4) for x in xs], "runs": xs}
+               for (v, rule), xs in table.items()]
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = "python benchmarks/adapt_variants.py --merge " + " ".join(a.merge) + f" --out {a.out}"
+    out.with_suffix(".json").write_text(json.dumps({"command": cmd, "inputs": a.merge, "summary": summary}, indent=1)
+                                        + "\n")
+    lines = ["# Adaptation recipes and threshold rules (development seeds)", "", f"`{cmd}`", "",
+             "Accuracy on the line-B photos not used for adaptation, mean over seeds [min, max].", "",
+             "| recipe | threshold rule | seeds | accuracy | missed / false alarms | ROC-AUC | thresholds |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for s in summary:
+        lines.append(f"| {s['variant']} | {s['rule']} | {len(s['seeds'])} | {100 * s['accuracy_mean']:.2f} % "
+                     f"[{100 * s['accuracy_min']:.1f}, {100 * s['accuracy_max']:.1f}] | {s['missed_mean']:.1f} / "
+                     f"{s['false_alarms_mean']:.1f} | {s['roc_auc_mean']:.4f} | "
+                     f"{', '.join(f'{t:.3f}' for t in s['thresholds'])} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
