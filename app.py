@@ -8,9 +8,12 @@ The Adapt tab adapts the model to a new line from labelled photos (or loads an u
 the browser session to it; other sessions and the APIs keep the default model.
 
 This file is the UI only: layout and one-line callbacks. What they call lives in ``inspectkit/ui_support.py``
-(what the UI shows), ``inspectkit/adapt_ui.py`` (the Adapt tab and the per-session model) and
-``inspectkit/service.py`` (lazy model loading, the JSON endpoint, the server). Importing it loads no model and
-no torch: the model loads in a background thread once the server is up.
+(the Inspect and Model tabs), ``inspectkit/shift_ui.py``, ``inspectkit/adapt_ui.py`` (the Adapt tab and the
+per-session model) and ``inspectkit/service.py`` (the serving modules: model loading, the JSON endpoint, the
+server); docs/architecture.md maps every module. Importing it loads no model and no torch: the model loads in a
+background thread once the server is up.
+
+Why this file is long: it is the layout of four tabs and their wiring; every callback is one line.
 """
 
 from __future__ import annotations

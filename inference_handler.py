@@ -32,6 +32,10 @@ the requested layer.
 Importing this module does not import torch, and neither does loading a committed or cached graph: the app
 serves without torch installed (requirements.txt). Only ``backend="torch"`` and generating a missing graph need it
 (``pip install -r requirements-train.txt``).
+
+Why one file of this length: it is the design's single inference entry point (``InferenceHandler`` and
+``InspectionResult``), and its parts (two backends, one forward for prediction and CAM, overlays, timings)
+share one object's state.
 """
 
 from __future__ import annotations

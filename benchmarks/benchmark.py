@@ -14,6 +14,8 @@ Measured: "predict" = verdict only on an already decoded image (batch 1); "+CAM+
 the photo's size and the overlay (batch 1); throughput = images/s through predict_batch at batch 32; and, each
 in a fresh process, model load time (constructor, and import + constructor) and peak resident memory after
 20 predictions with heat maps. Latencies are wall-clock around the public call (time.perf_counter).
+
+A benchmark script, long because it measures every stage and backend in one report; nothing imports it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ Reported: requests/s, latency p50/p95/p99/max per endpoint and overall, errors (
 answer; a 503 "busy"/queue-full answer is counted apart as `busy`), the server's RSS (psutil, the process and
 its children) before and after and its peak, and whether the server still answers afterwards. Exit status 1
 when there were errors or the server stopped answering, so the script can gate a release.
+
+A benchmark script, long because it starts a real server and drives it in several phases; nothing imports it.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ the tab's files), ``adapt_settings`` (the budget), ``session_models`` (the sessi
 ``adapt_view`` (the HTML it shows). This module holds the callbacks.
 
 Like ``ui_support``, nothing heavy is imported at module level: torch and the handler load when first needed.
+
+Why this module is a little over 400 lines: its callbacks (scoring, adapting, switching models, the to-label
+flow) share the session's model choice and the one-adaptation lock, so they stay together.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ The ``.pt`` checkpoint stays the single source of truth; its graph comes from on
 Why features as a second output: with global-average-pool + linear head, Grad-CAM at the last block equals
 ``ReLU(sum_k w_ck A_k)`` up to a positive factor (see :func:`inspectkit.heatmap.cam_from_features`), so one
 forward pass gives the verdict and the heat map, with no backward pass.
+
+Why one module of this length: export, binding (digests in the graph's metadata), loading and int8
+quantisation must agree on one metadata format and one binding check; together, that format lives in one place.
 """
 
 from __future__ import annotations

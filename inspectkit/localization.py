@@ -25,6 +25,9 @@ Spearman rank correlation between the trained and the fully randomised model's m
 
 The metric functions work on plain arrays (heat map H x W, boolean mask H x W), so they can be tested on
 constructed maps whose answers are known.
+
+Why one module of this length: the metrics, the model-randomisation sanity check and the ``localize.py`` run
+and report are one experiment, read top to bottom.
 """
 
 from __future__ import annotations

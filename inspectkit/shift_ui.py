@@ -11,6 +11,9 @@ What a session keeps is small whatever the job's size: a row of numbers per phot
 on disk in a job folder, each overlay as a JPEG (served to the gallery, zipped on request). The gallery shows at
 most :data:`GALLERY_MAX` photos, defects and needs-review photos first, and says how many it leaves out; the CSV
 has every photo.
+
+One tab, one module: planning a job, running it in chunks, and what the tab shows of it (a little over 400
+lines; the drawing is small enough to stay beside the job it draws).
 """
 
 from __future__ import annotations

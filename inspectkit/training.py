@@ -10,6 +10,10 @@ teaches the heat map where the defect is: the class activation map of the true c
 the last block's maps A (what Grad-CAM computes for a global-pool + linear head), is penalised for the share of
 its mass that falls outside the defect region (boxes moved with every augmented view). The penalty acts on the
 same maps the logits are pooled from, so the served heat map stays a faithful account of the prediction.
+
+Why one module of this length: data preparation, the feature cache, the losses, one stage (``_fit``) and both
+stages (``fit_stages``) are one recipe that shares the cached tensors, the config and the seeding; split, one
+change to the recipe would touch several files. ``adaptation.py`` reuses ``fit_stages`` as it is.
 """
 
 from __future__ import annotations
