@@ -273,13 +273,49 @@ def test_round_6_summary_in_the_history_is_the_served_models_test_report():
             f"{t['false_alarms']} false alarms;") in " ".join(HISTORY.split())
 
 
+LINE_B = REPO / "reports" / "line-b"
+
+
+def _curve(name: str = "learning_curve", per_class: int = 50) -> dict:
+    lc = json.loads((LINE_B / f"{name}.json").read_text())
+    return next(x for x in lc["summary"] if x["per_class"] == per_class)
+
+
 def test_readme_adaptation_sentence_is_the_learning_curve():
-    lc = json.loads((REPO / "reports" / "line-b" / "learning_curve.json").read_text())
-    s = next(x for x in lc["summary"] if x["per_class"] == 50)
+    s, t = _curve(), json.loads((LINE_B / "adapt_time.json").read_text())
+    a = s["adapted"]["line_rest"]
     flat = " ".join(README.split())
-    assert (f"`adapt.py` reached {pct(s['adapted']['line_rest']['accuracy_mean'])} on the line-B photos it did not use "
-            f"(mean of {s['seeds']} seeds; J as it is: {pct(s['parent']['line_rest']['accuracy_mean'])}), with the "
-            f"casting test split at {pct(s['adapted']['casting_test']['accuracy_mean'])}.") in flat
+    assert (f"`adapt.py` reached {pct(a['accuracy_mean'])} on the line-B photos it did not use (mean of {s['seeds']} "
+            f"seeds, {pct(a['accuracy_min'])} to {pct(a['accuracy_max'])}; J as it is: "
+            f"{pct(s['parent']['line_rest']['accuracy_mean'])}), with the casting test split at "
+            f"{pct(s['adapted']['casting_test']['accuracy_mean'])}") in flat
+    assert f"took {t['seconds_max']:.0f} s at most for those {sum(t['photos'].values())} photos" in flat
+
+
+def test_line_b_page_states_the_curve_and_the_timing():
+    flat = " ".join(DOCS["line_b"].split())
+    for n in (50, 100, 200):
+        s = _curve(per_class=n)
+        a = s["adapted"]["line_rest"]
+        assert (f"**{n} photos per class**: {pct(a['accuracy_mean'])} on the unused line-B photos ("
+                f"{pct(a['accuracy_min'])} to {pct(a['accuracy_max'])}), casting test "
+                f"{pct(s['adapted']['casting_test']['accuracy_mean'])}") in flat, n
+    first = _curve("learning_curve_early_stop")
+    assert (f"the first recipe reached {pct(first['adapted']['line_rest']['accuracy_mean'])} at 50 photos per class"
+            in flat)
+    t = json.loads((LINE_B / "adapt_time.json").read_text())
+    assert t["photos"] == {"def_front": 50, "ok_front": 50} and all(r["written"] and r["graph_written"] for r in t["runs"])
+    secs = ", ".join(f"{r['seconds']:.0f}" for r in t["runs"])
+    assert f"adapt.py` took {secs} s" in flat
+
+
+def test_recipe_comparison_table_is_the_scripts_output():
+    """docs/line_b.md shows the table adapt_variants.py wrote, row for row."""
+    written = (LINE_B / "adapt_variants.md").read_text().splitlines()
+    rows = [ln for ln in written if ln.startswith("| ") and not ln.startswith("| recipe")]
+    assert len(rows) == 8
+    for ln in rows:
+        assert ln in DOCS["line_b"], ln
 
 
 def test_readme_twin_and_validation_counts_are_the_reports():
