@@ -30,7 +30,7 @@ from inspectkit.metrics import choose_threshold, roc_auc  # noqa: E402
 from inspectkit.model import predict_probs  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import _link_subset  # noqa: E402
+from learning_curve import _link_subset, class_order, draw  # noqa: E402
 
 #: recipe name -> AdaptConfig fields that differ from the defaults
 VARIANTS = {
@@ -84,10 +84,7 @@ def main(argv=None) -> int:
     line, images = D.decode_all(line)
     runs = []
     for seed in a.seeds:
-        rng = np.random.default_rng(1000 + seed)  # the learning curve's draw, on other seeds
-        order = {c: rng.permutation(np.nonzero(line.labels == c)[0]).tolist() for c in range(len(names))}
-        used = sorted(i for c in order for i in order[c][:a.per_class])
-        rest = np.setdiff1d(np.arange(len(line)), used)
+        used, rest = draw(class_order(line.labels, len(names), seed), a.per_class, len(line))  # the curve's draw
         folder = _link_subset(line, used, Path(a.work) / f"s{seed}" / f"n{a.per_class}")
         for name in a.variants:
             cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, threads=a.threads,

@@ -51,6 +51,18 @@ def _measure(ckpt, model, sets) -> dict:
     return out
 
 
+def class_order(labels: np.ndarray, n_classes: int, seed: int) -> dict[int, list[int]]:
+    """Every class's indices shuffled once for ``seed``: size n takes the first n of each (nested sets)."""
+    rng = np.random.default_rng(1000 + seed)
+    return {c: rng.permutation(np.nonzero(labels == c)[0]).tolist() for c in range(n_classes)}
+
+
+def draw(order: dict[int, list[int]], n: int, total: int) -> tuple[list[int], np.ndarray]:
+    """(the photos used for adaptation: the first n of each class, the rest) as sorted indices."""
+    used = sorted(i for c in order for i in order[c][:n])
+    return used, np.setdiff1d(np.arange(total), used)
+
+
 def _link_subset(ds: D.Dataset, idx: list[int], folder: Path) -> Path:
     for i in idx:
         cls = ds.class_names[ds.labels[i]]
@@ -97,11 +109,9 @@ def main(argv=None) -> int:
     rows = []
     t_all = time.perf_counter()
     for seed in a.seeds:
-        rng = np.random.default_rng(1000 + seed)
-        order = {c: rng.permutation(np.nonzero(line.labels == c)[0]).tolist() for c in range(len(names))}
+        order = class_order(line.labels, len(names), seed)
         for n in a.sizes:
-            used = sorted(i for c in order for i in order[c][:n])
-            rest = np.setdiff1d(np.arange(len(line)), used)
+            used, rest = draw(order, n, len(line))
             rest_images, rest_labels = [line_images[i] for i in rest], line.labels[rest]
             sets = {"line_rest": (rest_images, rest_labels), "casting_test": (test_images, test.labels)}
             row = {"seed": seed, "per_class": n, "used": len(used)}
