@@ -213,9 +213,9 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         """Inspect several images (at most MAX_BATCH): one result per image, bad files carry an error."""
         return ui.api_predict_batch(handler, images, threshold)
 
-    def inspect_shift(files, folder, opacity, state):
-        """Inspect any number of photos in chunks; the results arrive as they are computed."""
-        yield from sh.run_shift(handler, files, folder, opacity, state)
+    def inspect_shift(model, files, folder, opacity, state):
+        """Inspect any number of photos in chunks with the session's model; the results arrive as they are computed."""
+        yield from aui.inspect_call(sh.run_shift, handler, model, files, folder, opacity, state)
 
     def shift_zip(state):
         """A zip of the Shift job's heat-map overlays."""
@@ -443,7 +443,7 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
         # The Shift tab: its own concurrency group, so a long job never holds up the Inspect tab's queue; the
         # inference lock is taken per chunk, so other requests are served between two chunks.
         shift_view = [shift_state, shift_progress, shift_summary, shift_gallery, shift_table, shift_csv]
-        shift_job = shift_btn.click(inspect_shift, [shift_files, shift_folder, opacity, shift_state], shift_view,
+        shift_job = shift_btn.click(inspect_shift, [model, shift_files, shift_folder, opacity, shift_state], shift_view,
                                     concurrency_limit=sh.CONCURRENT_JOBS, concurrency_id="shift",
                                     show_progress="hidden", api_name="inspect_shift", **hidden)
         shift_stop.click(None, None, None, cancels=[shift_job], api_visibility="private")

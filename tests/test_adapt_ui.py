@@ -23,7 +23,7 @@ from conftest import write_checkpoint, write_images
 
 import app
 from inspectkit import adapt_intake as intake, adapt_ui as aui
-from inspectkit import ui_support as ui
+from inspectkit import shift_ui as sh, ui_support as ui
 from inspectkit.digest import sha256_file
 
 CLASSES = ["def_front", "ok_front"]
@@ -309,6 +309,9 @@ def test_switching_makes_this_sessions_inspection_use_the_adapted_model(handler,
     assert mine["defect_probability"] == pytest.approx(session_h.predict(photo, heatmap=False).defect_probability)
     assert theirs["defect_probability"] == pytest.approx(handler.predict(photo, heatmap=False).defect_probability)
     assert mine["defect_probability"] != pytest.approx(theirs["defect_probability"], abs=1e-6)
+    # the Shift tab's job runs on the session's model too
+    shift = list(aui.inspect_call(sh.run_shift, handler, choice, [photo], None, 0.45, None))[-1][0]["rows"][0]
+    assert shift["p"] == pytest.approx(mine["defect_probability"]) and shift["threshold"] == session_h.threshold
 
     aui._MODELS.clear()  # dropped from the cache: loaded again from its file, checked
     assert aui.pick(handler, choice).sha256 == result["sha256"]

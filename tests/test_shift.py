@@ -164,6 +164,9 @@ def test_the_app_has_the_shift_tab_in_its_own_concurrency_group():
     demo = app.build_demo(FakeHandler())
     fns = [f for f in demo.fns.values() if f.api_name == "inspect_shift"]
     assert len(fns) == 1 and fns[0].concurrency_id == "shift" and fns[0].concurrency_limit == sh.CONCURRENT_JOBS
+    # its first input is the session's model choice (a State: not a parameter of the API endpoint)
+    import gradio as gr
+    assert isinstance(fns[0].inputs[0], gr.State) and fns[0].inputs[0].value is None
     cancels = [f for f in demo.fns.values() if getattr(f, "cancels", None)]
     assert cancels, "the Stop button cancels the job"
 
