@@ -37,6 +37,7 @@ VARIANTS = {
     "early-stop": {"keep": "best"},
     "fixed": {"keep": "last"},
     "fixed-replay50": {"keep": "last", "replay_per_class": 50},
+    "fixed-replay300": {"keep": "last", "replay_per_class": 300},
 }
 log = logging.getLogger("adapt_variants")
 
@@ -71,6 +72,9 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="runs/av/work")
     p.add_argument("--out", required=True, help="a JSON file (runs), or with --merge the stem of OUT.{json,md}")
     p.add_argument("--merge", nargs="+", metavar="JSON")
+    p.add_argument("--line-a-val", action="store_true",
+                   help="also score the parent's own validation split of its line (forgetting, without the casting "
+                        "test split), less any photo the run replayed")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if a.merge:
@@ -82,6 +86,13 @@ def main(argv=None) -> int:
     names, d = parent["class_names"], parent["defect_index"]
     line = D.load_folder(a.line, None, names[d], names)
     line, images = D.decode_all(line)
+    line_a = None
+    if a.line_a_val:
+        from inspectkit.training import validation_split
+
+        ds_a, images_a = D.decode_all(validation_split(parent, parent["train_config"]["data"]))
+        parent_a = predict_probs(model_from_checkpoint(parent), images_a, parent["preprocessing"])[:, d]
+        line_a = (ds_a, images_a, parent_a)
     runs = []
     for seed in a.seeds:
         used, rest = draw(class_order(line.labels, len(names), seed), a.per_class, len(line))  # the curve's draw
@@ -100,6 +111,8 @@ def main(argv=None) -> int:
                          "target_recall": (parent.get("train_config") or {}).get("target_recall", 0.995),
                          "roc_auc": roc_auc(is_def, probs), "validation_scores": ad["validation_scores"],
                          "rest": {"defect": [round(float(x), 6) for x in probs], "is_defect": is_def.tolist()}})
+            if line_a is not None:
+                runs[-1]["line_a_val"] = _score_line_a(line_a, parent, cfg, ck, d)
             log.info("seed %d %s: AUC %.4f, accuracy %.4f at its threshold %.3f, %.0fs", seed, name,
                      runs[-1]["roc_auc"], accuracy(runs[-1], ck["threshold"])["accuracy"], ck["threshold"], secs)
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +120,20 @@ def main(argv=None) -> int:
                                                "parent_weights_sha256": weights_digest(parent["state_dict"]),
                                                "runs": runs}))
     return 0
+
+
+def _score_line_a(line_a, parent: dict, cfg: AdaptConfig, ck: dict, d: int) -> dict:
+    """The adapted model on the parent's validation split, less the photos this run replayed (it trained on them)."""
+    from inspectkit.adaptation import replay_pool
+
+    ds, images, parent_probs = line_a
+    pool = replay_pool(parent, cfg)
+    replayed = set() if pool is None else {p.resolve() for p in pool.paths}
+    keep = [i for i, p in enumerate(ds.paths) if p.resolve() not in replayed]
+    probs = predict_probs(model_from_checkpoint(ck), [images[i] for i in keep], ck["preprocessing"])[:, d]
+    return {"defect": [round(float(x), 6) for x in probs], "is_defect": (ds.labels[keep] == d).tolist(),
+            "parent_defect": [round(float(parent_probs[i]), 6) for i in keep],
+            "left_out_replayed": len(ds) - len(keep)}
 
 
 def merge(a) -> int:
@@ -140,9 +167,43 @@ def merge(a) -> int:
                      f"[{100 * s['accuracy_min']:.1f}, {100 * s['accuracy_max']:.1f}] | {s['missed_mean']:.1f} / "
                      f"{s['false_alarms_mean']:.1f} | {s['roc_auc_mean']:.4f} | "
                      f"{', '.join(f'{t:.3f}' for t in s['thresholds'])} |")
+    forgetting = _forgetting(runs)
+    if forgetting:
+        doc = json.loads(out.with_suffix(".json").read_text())
+        doc["line_a_validation"] = forgetting
+        out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+        lines += ["", "The parent's own line: its validation split, less the photos each run replayed, at the adapted "
+                  "model's threshold (mean over seeds; the parent's own figure on the same photos beside it).", "",
+                  "| recipe | seeds | photos | accuracy | missed / false alarms | parent: accuracy |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for f in forgetting:
+            lines.append(f"| {f['variant']} | {f['seeds']} | {f['n_mean']:.0f} | {100 * f['accuracy_mean']:.2f} % | "
+                         f"{f['missed_mean']:.1f} / {f['false_alarms_mean']:.1f} | "
+                         f"{100 * f['parent_accuracy_mean']:.2f} % |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def _forgetting(runs: list[dict]) -> list[dict]:
+    """Per recipe, the runs' accuracy on the parent's validation split at their own threshold (and the parent's)."""
+    out = []
+    for v in dict.fromkeys(r["variant"] for r in runs if "line_a_val" in r):
+        rs = [r for r in runs if r["variant"] == v and "line_a_val" in r]
+        acc, par, missed, fa, n = [], [], [], [], []
+        for r in rs:
+            s, y = np.asarray(r["line_a_val"]["defect"]), np.asarray(r["line_a_val"]["is_defect"])
+            pred = s >= r["threshold"]
+            acc.append(float((pred == y).mean()))
+            missed.append(int((~pred & y).sum()))
+            fa.append(int((pred & ~y).sum()))
+            n.append(len(y))
+            ps = np.asarray(r["line_a_val"]["parent_defect"])
+            par.append(float(((ps >= r["parent_threshold"]) == y).mean()))
+        out.append({"variant": v, "seeds": len(rs), "n_mean": float(np.mean(n)), "accuracy_mean": float(np.mean(acc)),
+                    "missed_mean": float(np.mean(missed)), "false_alarms_mean": float(np.mean(fa)),
+                    "parent_accuracy_mean": float(np.mean(par))})
+    return out
 
 
 if __name__ == "__main__":

@@ -309,11 +309,12 @@ def test_line_b_page_states_the_curve_and_the_timing():
     assert f"adapt.py` took {secs} s" in flat
 
 
-def test_recipe_comparison_table_is_the_scripts_output():
-    """docs/line_b.md shows the table adapt_variants.py wrote, row for row."""
-    written = (LINE_B / "adapt_variants.md").read_text().splitlines()
+@pytest.mark.parametrize("report, n_rows", [("adapt_variants", 8), ("adapt_replay", 10)])
+def test_recipe_comparison_tables_are_the_scripts_output(report, n_rows):
+    """docs/line_b.md shows the tables adapt_variants.py wrote, row for row."""
+    written = (LINE_B / f"{report}.md").read_text().splitlines()
     rows = [ln for ln in written if ln.startswith("| ") and not ln.startswith("| recipe")]
-    assert len(rows) == 8
+    assert len(rows) == n_rows
     for ln in rows:
         assert ln in DOCS["line_b"], ln
 
