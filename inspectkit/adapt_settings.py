@@ -5,7 +5,7 @@ has two cores and keeps inspecting while it adapts.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 ENV_PREFIX = "INSPECT_ADAPT_"
@@ -96,8 +96,3 @@ def require_torch(what: str) -> None:
     missing = torch_missing(what)
     if missing:
         raise ValueError(missing)
-
-
-def settings_dict(settings: AdaptSettings) -> dict:
-    """The settings as a plain dict (for reports and the benchmark)."""
-    return asdict(settings)

@@ -43,16 +43,15 @@ from . import service
 from . import ui_support as ui
 
 # the tab's pieces, re-exported: app.py and the tests read them as ``aui.<name>``
-from .adapt_intake import (CHECKPOINT_SUFFIXES, HELD_OUT_MIN, IMAGE_TYPES, KEEP_FILES_S,  # noqa: F401
-                           MAX_CHECKPOINT_BYTES, MAX_CHECKPOINT_MB, MAX_PHOTO_BYTES, MAX_PHOTO_MB, MAX_PHOTOS,
-                           MAX_RATIO, MAX_UNZIPPED_MB, MAX_ZIP_ENTRIES, MAX_ZIP_MB, MIN_PER_CLASS, Photos, _unique,
-                           _work, prepare_photos, prune)
-from .adapt_settings import BACKENDS, ENV_PREFIX, AdaptSettings, require_torch, settings_dict  # noqa: F401
+from .adapt_intake import (CHECKPOINT_SUFFIXES, HELD_OUT_MIN, IMAGE_TYPES, MAX_CHECKPOINT_BYTES,  # noqa: F401
+                           MAX_CHECKPOINT_MB, MAX_PHOTO_BYTES, MAX_PHOTO_MB, MAX_PHOTOS, MAX_ZIP_MB, MIN_PER_CLASS,
+                           Photos, _unique, _work, prepare_photos, prune)
+from .adapt_settings import BACKENDS, AdaptSettings, require_torch  # noqa: F401
 from .adapt_view import (MAX_LISTED, _confusion_html, _esc, _metrics_table, _mode_hint, _name_lists, _num,  # noqa: F401
                          adaptation_html, intro_markdown, session_line, status_html)
 from .digest import sha256_file
 from .service import get_handler, safe_name, upload_name
-from .session_models import _MODELS, MAX_SESSION_MODELS, _load_handler, _remember, class_names_of, pick  # noqa: F401
+from .session_models import _MODELS, _load_handler, _remember, class_names_of, pick  # noqa: F401
 
 # ------------------------------------------------------------------------------------------------ limits
 

@@ -41,7 +41,7 @@ from .checkpoint import make_checkpoint, model_from_checkpoint, save_checkpoint,
 from .metrics import classification_report
 from .model import predict_probs
 from .review import review_band
-from .training import TrainConfig, fit_stages, validation_threshold
+from .training import TrainConfig, check_keep, fit_stages, validation_threshold
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,11 @@ class AdaptConfig:
     replay_per_class: int = 100
     threads: int = 0
     limit: int = 0  # >0: use at most this many new photos per class (learning curves)
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+        if self.threshold not in ("auto", "rule", "parent"):
+            raise ValueError(f"threshold must be 'auto', 'rule' or 'parent', got {self.threshold!r}")
 
 
 def checkable_defects(target_recall: float) -> int:
@@ -185,10 +190,6 @@ def adapt(parent: dict, cfg: AdaptConfig, progress: Callable[[float, str], None]
 
 def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], save: bool) -> dict:
     t_start = time.perf_counter()
-    if cfg.threshold not in ("auto", "rule", "parent"):
-        raise ValueError(f"threshold must be 'auto', 'rule' or 'parent', got {cfg.threshold!r}")
-    if cfg.keep not in ("last", "best"):
-        raise ValueError(f"keep must be 'last' or 'best', got {cfg.keep!r}")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     names, d, spec = parent["class_names"], parent["defect_index"], parent["preprocessing"]

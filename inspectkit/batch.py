@@ -36,10 +36,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
 # the pieces, re-exported: batch_ray, the benchmarks and the tests read them from here
 from .batch_inputs import (IMAGE_SUFFIXES, UsageError, collect_inputs, common_root, heatmap_target,  # noqa: F401
                            is_uri)
-from .batch_io import (COLUMNS, FORMATS, RowWriter, open_writer, output_format, parquet_schema,  # noqa: F401
+from .batch_io import (COLUMNS, RowWriter, open_writer, output_format, parquet_schema,  # noqa: F401
                        read_rows)
 
 REPO = Path(__file__).resolve().parents[1]

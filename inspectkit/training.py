@@ -88,6 +88,15 @@ class TrainConfig:
     out: str = "final_best_model.pt"
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+
+
+def check_keep(keep: str) -> None:
+    """ValueError unless ``keep`` is a known way to pick a stage's weights ('last' or 'best')."""
+    if keep not in ("last", "best"):
+        raise ValueError(f"keep must be 'last' or 'best', got {keep!r}")
+
 
 def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
@@ -460,11 +469,9 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
 
     # the starting point competes too: stage 2 is only kept where it beats the stage-1 head on validation (and an
     # adapted model's head only where it beats the parent's)
-    if cfg.keep not in ("best", "last"):
-        raise ValueError(f"keep must be 'best' or 'last', got {cfg.keep!r}")
-    last = cfg.keep == "last"
-    best = validate() if (stage != "stage1" or keep_start) and not last else None
-    best_state, bad = copy.deepcopy(net.state_dict()), 0
+    last = cfg.keep == "last"  # every epoch runs and the final weights are kept: no copy per epoch, no early stop
+    best = None if last or (stage == "stage1" and not keep_start) else validate()
+    best_state, bad = None if last else copy.deepcopy(net.state_dict()), 0
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         set_mode()
@@ -499,18 +506,16 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
                  epochs, row["train_loss"], val["val_loss"], val["val_acc"], val["val_score"],
                  f" val_region {val['val_region']:.4f}" if "val_region" in val else "", row["seconds"],
                  " *" if improved else "")
-        if last:
-            best = val
-        elif improved:
-            best, best_state, bad = val, copy.deepcopy(net.state_dict()), 0
+        if improved:
+            best, bad = val, 0
+            if not last:
+                best_state = copy.deepcopy(net.state_dict())
         else:
             bad += 1
             if bad >= cfg.patience:
                 log.info("%s: early stop after %d epochs without improvement", stage, bad)
                 break
-    if last:
-        best_state = net.state_dict()
-    module.load_state_dict(best_state)
+    module.load_state_dict(net.state_dict() if last else best_state)
     return best
 
 

@@ -29,15 +29,14 @@ import numpy as np
 from . import service
 
 # the Inspect tab's pieces, re-exported: app.py and the tests read them all as ``ui.<name>``
-from .report_view import (REPORT_IMAGES, initial_threshold, load_report, loaded_model_markdown,  # noqa: F401
-                          metrics_markdown, model_status, provenance_markdown, report_images, report_markdown_text)
+from .report_view import (initial_threshold, load_report, loaded_model_markdown, metrics_markdown,  # noqa: F401
+                          model_status, provenance_markdown, report_images, report_markdown_text)
 from .review import DEFAULT_MARGIN
 from .service import MAX_BATCH, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, get_handler, upload_name
-from .ui_export import CSV_HEADERS, FORMULA_PREFIXES, csv_text, spreadsheet_safe, write_csv  # noqa: F401
-from .ui_render import (DEFAULT_OPACITY, DISPLAY_SIDE, LABEL_NEXT_ROWS, STAGES, TABLE_HEADERS, _badge,  # noqa: F401
-                        _colormap, _esc, _fit, _gallery_entry, _heat_u8, _placeholder, _summary, _table_view, blend,
-                        label_next_markdown, latency_html, md_cell, needs_review_of, review_ranks, shown_class,
-                        table_rows)
+from .ui_export import CSV_HEADERS, spreadsheet_safe, write_csv  # noqa: F401
+from .ui_render import (DEFAULT_OPACITY, LABEL_NEXT_ROWS, TABLE_HEADERS, _badge, _colormap, _esc, _fit,  # noqa: F401
+                        _gallery_entry, _heat_u8, _summary, _table_view, blend, label_next_markdown, latency_html,
+                        md_cell, needs_review_of, review_ranks, shown_class, table_rows)
 
 #: The outputs every render returns, in order (the session state comes first, then these).
 VIEW_OUTPUTS = ("summary", "gallery", "badge", "original", "overlay", "probabilities", "latency", "table", "csv",

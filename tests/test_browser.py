@@ -4,6 +4,7 @@ names and the Model tab's score distribution must be on the page. Keeps screensh
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -50,75 +51,73 @@ def page_url(named_checkpoint):
         yield url
 
 
-def test_upload_two_images_shows_two_overlays_and_two_verdicts(page_url):
+@contextlib.contextmanager
+def open_page(url: str):
+    """A fresh headless Chromium page on ``url``, once the page says the model is ready; closed afterwards."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    photos = [next(p for p in EXAMPLES if "def" in p.name), next(p for p in EXAMPLES if "ok" in p.name)]
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(page_url, wait_until="domcontentloaded")
-            page.wait_for_selector("#batch-files input[type=file]", state="attached", timeout=60_000)
+            page.goto(url, wait_until="domcontentloaded")
             page.locator("#model-status").get_by_text("Model ready").wait_for(timeout=60_000)
-            page.set_input_files("#batch-files input[type=file]", [str(p) for p in photos])
-
-            page.wait_for_function("document.querySelectorAll('#gallery img').length === 2", timeout=120_000)
-            captions = page.locator("#gallery").inner_text()
-            for p in photos:
-                assert re.search(re.escape(p.name) + r" \u2014 (OK|DEFECT) \(p=0\.\d{3}\)", captions), captions
-            table = page.locator("#results").inner_text()  # the results table: file, then its verdict
-            verdicts = [re.search(re.escape(p.name) + r"\s+(OK|DEFECT)\s", table) for p in photos]
-            assert all(verdicts), table
-            for panel in ("#original img", "#overlay img"):  # images arrive a moment after the table
-                page.locator(panel).wait_for(state="visible", timeout=30_000)
-            assert page.locator("#badge .badge").inner_text().strip() in ("OK", "DEFECT")
-            assert "2 images" in page.locator("#summary").inner_text()
-            page.screenshot(path=str(ARTIFACTS / "browser_inspect.png"), full_page=True)
+            yield page
         finally:
             browser.close()
+
+
+def test_upload_two_images_shows_two_overlays_and_two_verdicts(page_url):
+    photos = [next(p for p in EXAMPLES if "def" in p.name), next(p for p in EXAMPLES if "ok" in p.name)]
+    with open_page(page_url) as page:
+        page.wait_for_selector("#batch-files input[type=file]", state="attached", timeout=60_000)
+        page.set_input_files("#batch-files input[type=file]", [str(p) for p in photos])
+
+        page.wait_for_function("document.querySelectorAll('#gallery img').length === 2", timeout=120_000)
+        captions = page.locator("#gallery").inner_text()
+        for p in photos:
+            assert re.search(re.escape(p.name) + r" \u2014 (OK|DEFECT) \(p=0\.\d{3}\)", captions), captions
+        table = page.locator("#results").inner_text()  # the results table: file, then its verdict
+        verdicts = [re.search(re.escape(p.name) + r"\s+(OK|DEFECT)\s", table) for p in photos]
+        assert all(verdicts), table
+        for panel in ("#original img", "#overlay img"):  # images arrive a moment after the table
+            page.locator(panel).wait_for(state="visible", timeout=30_000)
+        assert page.locator("#badge .badge").inner_text().strip() in ("OK", "DEFECT")
+        assert "2 images" in page.locator("#summary").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "browser_inspect.png"), full_page=True)
 
 
 def test_colour_bar_display_names_and_score_distribution_on_the_page(page_url):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
     photo = next(p for p in EXAMPLES if "def" in p.name)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(page_url, wait_until="domcontentloaded")
-            page.locator("#model-status").get_by_text("Model ready").wait_for(timeout=60_000)
-            # the colour bar says what the colours mean, on this model's fixed scale
-            legend = page.locator("#heat-legend")
-            legend.get_by_text("fixed scale").wait_for(timeout=60_000)
-            text = legend.inner_text()
-            assert "no defect evidence" in text and "typical defect" in text and "0.5" in text
-            bar = legend.locator(".heat-bar")
-            assert "linear-gradient" in bar.evaluate("e => getComputedStyle(e).backgroundImage")
-            assert bar.bounding_box()["width"] > 100
-            page.set_input_files("#batch-files input[type=file]", [str(photo)])
-            page.wait_for_function("document.querySelectorAll('#gallery img').length === 1", timeout=120_000)
-            page.locator("#overlay img").wait_for(state="visible", timeout=30_000)
-            # display names beside the raw class names: badge, class probabilities, results table
-            badge = page.locator("#badge").inner_text()
-            assert "Porosity defect (def_front)" in badge or "Good casting (ok_front)" in badge, badge
-            assert "Porosity defect (def_front)" in page.locator("#probabilities").inner_text()
-            assert re.search(r"(Porosity defect \(def_front\)|Good casting \(ok_front\))",
-                             page.locator("#results").inner_text())
-            page.screenshot(path=str(ARTIFACTS / "browser_heat_legend.png"), full_page=True)
-            # the per-image normalised class CAM is a choice, named as such; the colour bar follows it
-            page.locator("#heatmap-mode").get_by_text("Per-image normalised class CAM").click()
-            legend.get_by_text("per-image normalised class CAM").wait_for(timeout=60_000)
-            assert "cannot be compared" in legend.inner_text()
-            # the Model tab: validation scores per class with the threshold and the needs-review band
-            page.get_by_role("tab", name="Model").click()
-            dist = page.locator("#score-distribution")
-            dist.locator("svg").wait_for(state="visible", timeout=60_000)
-            assert dist.locator("line.threshold").count() == 1 and dist.locator("rect.review-band").count() == 1
-            assert dist.locator("rect.bar[data-class='def_front']").count() > 0
-            assert dist.locator("rect.bar[data-class='ok_front']").count() > 0
-            assert "Porosity defect" in dist.inner_text() and "Good casting" in dist.inner_text()
-            page.screenshot(path=str(ARTIFACTS / "browser_score_distribution.png"), full_page=True)
-        finally:
-            browser.close()
+    with open_page(page_url) as page:
+        # the colour bar says what the colours mean, on this model's fixed scale
+        legend = page.locator("#heat-legend")
+        legend.get_by_text("fixed scale").wait_for(timeout=60_000)
+        text = legend.inner_text()
+        assert "no defect evidence" in text and "typical defect" in text and "0.5" in text
+        bar = legend.locator(".heat-bar")
+        assert "linear-gradient" in bar.evaluate("e => getComputedStyle(e).backgroundImage")
+        assert bar.bounding_box()["width"] > 100
+        page.set_input_files("#batch-files input[type=file]", [str(photo)])
+        page.wait_for_function("document.querySelectorAll('#gallery img').length === 1", timeout=120_000)
+        page.locator("#overlay img").wait_for(state="visible", timeout=30_000)
+        # display names beside the raw class names: badge, class probabilities, results table
+        badge = page.locator("#badge").inner_text()
+        assert "Porosity defect (def_front)" in badge or "Good casting (ok_front)" in badge, badge
+        assert "Porosity defect (def_front)" in page.locator("#probabilities").inner_text()
+        assert re.search(r"(Porosity defect \(def_front\)|Good casting \(ok_front\))",
+                         page.locator("#results").inner_text())
+        page.screenshot(path=str(ARTIFACTS / "browser_heat_legend.png"), full_page=True)
+        # the per-image normalised class CAM is a choice, named as such; the colour bar follows it
+        page.locator("#heatmap-mode").get_by_text("Per-image normalised class CAM").click()
+        legend.get_by_text("per-image normalised class CAM").wait_for(timeout=60_000)
+        assert "cannot be compared" in legend.inner_text()
+        # the Model tab: validation scores per class with the threshold and the needs-review band
+        page.get_by_role("tab", name="Model").click()
+        dist = page.locator("#score-distribution")
+        dist.locator("svg").wait_for(state="visible", timeout=60_000)
+        assert dist.locator("line.threshold").count() == 1 and dist.locator("rect.review-band").count() == 1
+        assert dist.locator("rect.bar[data-class='def_front']").count() > 0
+        assert dist.locator("rect.bar[data-class='ok_front']").count() > 0
+        assert "Porosity defect" in dist.inner_text() and "Good casting" in dist.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "browser_score_distribution.png"), full_page=True)

@@ -26,9 +26,7 @@ from inspectkit.heatmap import cam_from_features, heatmap_at
 from inspectkit.imageio import load_rgb
 from inspectkit.metrics import predict_labels, softmax
 from inspectkit.preprocess import preprocess
-from trained_tiny import train_tiny
-
-TRAINED = {"mobilenet_v2": dict(size=96), "resnet18": dict(size=64, n=16, steps=10)}
+from trained_tiny import train_archs
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trained")
-    return {arch: train_tiny(folder, arch, **kw) for arch, kw in TRAINED.items()}
+    return train_archs(folder)
 
 
 def _images(n, size, seed=0):

@@ -22,9 +22,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from gradcam import (GradCAM, cam_from_features, colorize, default_layer, find_layer, gradcam, heatmap_at,
                      hook_count, linear_head, overlay)
 from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint
-from trained_tiny import train_tiny
-
-MODELS = {"mobilenet_v2": dict(size=96), "resnet18": dict(size=64, n=16, steps=10)}
+from trained_tiny import ARCHS as MODELS, train_tiny
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -26,9 +26,7 @@ from inspectkit.heatmap import (cam_from_features, evidence_coefficients, eviden
                                 heatmap_on_scale, heatmap_peak, on_scale)
 from inspectkit.model import build_model
 from inspectkit.preprocess import default_spec, preprocess
-from trained_tiny import train_tiny
-
-ARCHS = {"mobilenet_v2": dict(size=96), "resnet18": dict(size=64, n=16, steps=10)}
+from trained_tiny import ARCHS, train_archs
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,7 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trained")
-    return {arch: train_tiny(folder, arch, **kw) for arch, kw in ARCHS.items()}
+    return train_archs(folder)
 
 
 def _synthetic(n: int, size, seed: int):

@@ -22,6 +22,8 @@ from inspectkit.preprocess import default_spec, preprocess
 _CACHE: dict = {}
 #: How many of the last blocks are trained (the rest stay at their random initialisation).
 LAST_BLOCKS = {"mobilenet_v2": 2, "resnet18": 1}
+#: The tests' model of each backbone: train_tiny's options (ResNet-18 smaller, so it trains in seconds too).
+ARCHS = {"mobilenet_v2": dict(size=96), "resnet18": dict(size=64, n=16, steps=10)}
 
 
 def train_tiny(folder: Path, arch: str = "mobilenet_v2", size: int = 96, steps: int = 60, n: int = 64,
@@ -86,3 +88,8 @@ def _train(folder, arch, size, steps, n, seed, key) -> Path:
     save_checkpoint(ckpt, path)
     _CACHE[key] = path
     return path
+
+
+def train_archs(folder: Path) -> dict[str, Path]:
+    """:func:`train_tiny` for every backbone of :data:`ARCHS` (cached per session): arch -> checkpoint path."""
+    return {arch: train_tiny(folder, arch, **kw) for arch, kw in ARCHS.items()}
