@@ -52,6 +52,11 @@ def parse_args(argv=None) -> AdaptConfig:
                         "recall target (1 / (1 - target): 500 at 0.998), else the parent's threshold; 'rule' or "
                         "'parent': always that one")
     p.add_argument("--ema-epochs", type=float, default=d.ema_epochs)
+    p.add_argument("--anchor", type=float, default=d.anchor,
+                   help="pull towards the parent's weights (L2-SP: anchor/2 x squared distance), so the model keeps "
+                        "more of its old line; 0: none")
+    p.add_argument("--last-blocks", type=int, default=d.last_blocks,
+                   help="backbone blocks unfrozen in stage 2 (0: as many as the parent was trained with)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--replay", default=d.replay,
                    help="the parent's line to replay: 'auto' (its recorded training data, when on disk), a data "

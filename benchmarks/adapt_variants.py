@@ -38,6 +38,11 @@ VARIANTS = {
     "fixed": {"keep": "last"},
     "fixed-replay50": {"keep": "last", "replay_per_class": 50},
     "fixed-replay300": {"keep": "last", "replay_per_class": 300},
+    # against forgetting the parent's line (issue 15's casting goal), measured with --line-a-val
+    "fixed-anchor0.1": {"keep": "last", "anchor": 0.1},
+    "fixed-anchor1": {"keep": "last", "anchor": 1.0},
+    "fixed-blocks1": {"keep": "last", "last_blocks": 1},
+    "fixed-lr-half": {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4},
 }
 log = logging.getLogger("adapt_variants")
 

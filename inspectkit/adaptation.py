@@ -71,6 +71,8 @@ class AdaptConfig:
     # threshold (see checkable_defects); 'rule': always the rule; 'parent': always the parent's threshold
     threshold: str = "auto"
     ema_epochs: float = 1.0
+    anchor: float = 0.0  # L2-SP pull towards the parent's weights (TrainConfig.anchor); 0: none
+    last_blocks: int = 0  # blocks unfrozen in stage 2; 0: the parent's own training setting
     batch_size: int = 32
     replay: str = "auto"  # the parent's line: 'auto' (its training data when on disk), a folder, or 'none'
     replay_per_class: int = 100
@@ -79,6 +81,8 @@ class AdaptConfig:
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
+        if self.anchor < 0 or self.last_blocks < 0:
+            raise ValueError(f"anchor and last_blocks must be >= 0, got {self.anchor} and {self.last_blocks}")
         if self.threshold not in ("auto", "rule", "parent"):
             raise ValueError(f"threshold must be 'auto', 'rule' or 'parent', got {self.threshold!r}")
 
@@ -232,7 +236,8 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     before_rep = _report(model, val_images[n_new_va:], y_va[n_new_va:], names, d, parent["threshold"], spec)
     fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, stage1_epochs=cfg.stage1_epochs,
                    stage2_epochs=cfg.stage2_epochs, lr1=cfg.lr1, lr2=cfg.lr2, patience=cfg.patience,
-                   ema_epochs=cfg.ema_epochs, keep=cfg.keep, batch_size=cfg.batch_size, members=1, region_weight=0.0)
+                   ema_epochs=cfg.ema_epochs, keep=cfg.keep, anchor=cfg.anchor,
+                   last_blocks=cfg.last_blocks or tcfg.last_blocks, batch_size=cfg.batch_size, members=1, region_weight=0.0)
     metrics, history = fit_stages(model, fcfg, train_images, y_tr, val_images, y_va, names, d, spec,
                                   keep_start=True, progress=lambda f, t: say(0.1 + 0.8 * f, t))
     say(0.92, "choosing the threshold")

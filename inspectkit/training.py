@@ -72,6 +72,9 @@ class TrainConfig:
     members: int = 1  # >1: that many stage-2 runs from the stage-1 model, their weights averaged (a model soup)
     target_recall: float = 0.995
     region_weight: float = 0.0  # >0: stage 2 also penalises heat-map mass outside the defect boxes/masks
+    # >0: both stages add anchor/2 x the squared distance of the trained weights from where the stage started
+    # (L2-SP, Li et al. 2018): adaptation stays near the parent, which is what keeps the parent's line
+    anchor: float = 0.0
     # 'best': each stage keeps its best epoch on validation and stops early; 'last': each stage runs all its epochs
     # and keeps the last (averaged) weights, validation only watches (a validation part of a few dozen photos
     # chose noise: see docs/line_b.md)
@@ -90,6 +93,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
+        if self.anchor < 0:
+            raise ValueError(f"anchor must be >= 0 (0: no pull towards the starting weights), got {self.anchor}")
 
 
 def check_keep(keep: str) -> None:
@@ -447,6 +452,7 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
 
     ``regions`` (train N x V x h x w, validation M x h x w; see :func:`cache_prefix`) with the head's ``linear``
     layer add ``cfg.region_weight`` x :func:`region_loss`; ``module`` must then end in pool, flatten, head.
+    ``cfg.anchor`` > 0 adds the L2-SP penalty towards the stage's starting weights (logged in ``train_loss``).
     """
     # member k of a stage-2 soup sees its own data order and views; member 0 is the single run
     g = torch.Generator().manual_seed(cfg.seed + (1 if stage == "stage1" else 2) + 1000 * member)
@@ -456,6 +462,7 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
     steps = max(1, epochs * math.ceil(n / cfg.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     y_all = torch.from_numpy(train_labels)
+    start = [p.detach().clone() for p in params] if cfg.anchor > 0 else None
     if regions is not None:
         body, tail = _maps_and_head(module)
     ema, net = None, module
@@ -487,6 +494,8 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
                 fmap = body(x)
                 loss = loss_fn(tail(fmap), y_all[idx]) + cfg.region_weight * region_loss(
                     fmap, linear.weight, y_all[idx], regions[0][idx, view[idx]])
+            if start is not None:
+                loss = loss + 0.5 * cfg.anchor * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -163,8 +163,38 @@ def test_fixed_epochs_run_every_epoch_whatever_validation_says(parent, tmp_path)
     assert stages.count("stage1") == 3 and stages.count("stage2") == 3
 
 
+def _distance(a: dict, b: dict) -> float:
+    return float(sum(((a[k] - b[k]) ** 2).sum() for k in a if a[k].is_floating_point() and "running_" not in k))
+
+
+def test_the_anchor_keeps_the_adapted_weights_nearer_the_parents(parent, tmp_path):
+    data = new_line(tmp_path / "lineb", 12, 12)
+    start = load_checkpoint(parent)["state_dict"]
+    free, anchored = (run(parent, data, tmp_path / f"a{a}.pt", keep="last", stage1_epochs=4, stage2_epochs=4,
+                          lr1=1e-2, lr2=1e-2, anchor=a)["state_dict"] for a in (0.0, 100.0))
+    assert 0 < _distance(anchored, start) < 0.5 * _distance(free, start)
+    assert load_checkpoint(tmp_path / "a100.0.pt")["train_config"]["adaptation"]["anchor"] == 100.0
+
+
+@pytest.mark.parametrize("last_blocks", [1, 2])
+def test_last_blocks_sets_how_much_of_the_parent_adapts(parent, tmp_path, last_blocks):
+    from inspectkit.model import blocks, build_model
+
+    data = new_line(tmp_path / "lineb", 8, 8)
+    p = load_checkpoint(parent)
+    after = run(parent, data, tmp_path / "x.pt", last_blocks=last_blocks)["state_dict"]
+    model = build_model(p["arch"], len(p["class_names"]), None)
+    names = {id(t): n for n, t in model.named_parameters()}
+    all_blocks = blocks(model, p["arch"])
+    for i, b in enumerate(all_blocks):
+        changed = any(not torch.equal(after[names[id(t)]], p["state_dict"][names[id(t)]]) for t in b.parameters())
+        assert changed == (i >= len(all_blocks) - last_blocks), f"block {i}"
+
+
 @pytest.mark.parametrize("field, value, message", [("keep", "first", "keep must be 'last' or 'best', got 'first'"),
-                                                   ("threshold", "0.5", "threshold must be 'auto', 'rule' or 'parent'")])
+                                                   ("threshold", "0.5", "threshold must be 'auto', 'rule' or 'parent'"),
+                                                   ("anchor", -1.0, "anchor and last_blocks must be >= 0"),
+                                                   ("last_blocks", -2, "anchor and last_blocks must be >= 0")])
 def test_unknown_recipe_options_are_refused_before_any_work(parent, tmp_path, field, value, message):
     data = new_line(tmp_path / "lineb", 6, 6)
     with pytest.raises(ValueError, match=message):
