@@ -33,17 +33,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_curve import _link_subset, class_order, draw  # noqa: E402
 
 #: recipe name -> AdaptConfig fields that differ from the defaults
+#: the first recipes' rates, without the pull towards the parent (AdaptConfig's defaults until the forgetting round)
+FIRST = {"lr1": 1e-3, "lr2": 3e-4, "anchor": 0.0}
+#: recipe name -> AdaptConfig fields, all spelled out so a name means the same runs whatever the defaults become
 VARIANTS = {
-    "early-stop": {"keep": "best"},
-    "fixed": {"keep": "last"},
-    "fixed-replay50": {"keep": "last", "replay_per_class": 50},
-    "fixed-replay300": {"keep": "last", "replay_per_class": 300},
+    "early-stop": {**FIRST, "keep": "best"},
+    "fixed": {**FIRST, "keep": "last"},
+    "fixed-replay50": {**FIRST, "keep": "last", "replay_per_class": 50},
+    "fixed-replay300": {**FIRST, "keep": "last", "replay_per_class": 300},
     # against forgetting the parent's line (issue 15's casting goal), measured with --line-a-val
-    "fixed-anchor0.1": {"keep": "last", "anchor": 0.1},
-    "fixed-anchor1": {"keep": "last", "anchor": 1.0},
-    "fixed-blocks1": {"keep": "last", "last_blocks": 1},
-    "fixed-lr-half": {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4},
+    "fixed-anchor0.1": {**FIRST, "keep": "last", "anchor": 0.1},
+    "fixed-anchor1": {**FIRST, "keep": "last", "anchor": 1.0},
+    "fixed-blocks1": {**FIRST, "keep": "last", "last_blocks": 1},
+    "fixed-lr-half": {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4, "anchor": 0.0},
+    "fixed-lr-quarter": {"keep": "last", "lr1": 2.5e-4, "lr2": 7.5e-5, "anchor": 0.0},
+    "fixed-lr-half-anchor1": {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4, "anchor": 1.0},  # the defaults now
 }
+
 log = logging.getLogger("adapt_variants")
 
 

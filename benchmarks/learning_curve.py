@@ -84,6 +84,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--keep", choices=("last", "best"), default=AdaptConfig.keep,
                    help="adapt.py's --keep: 'best' is the first recipe (early stopping on the few validation photos)")
+    p.add_argument("--lr1", type=float, default=AdaptConfig.lr1, help="adapt.py's --lr1")
+    p.add_argument("--lr2", type=float, default=AdaptConfig.lr2, help="adapt.py's --lr2")
+    p.add_argument("--anchor", type=float, default=AdaptConfig.anchor,
+                   help="adapt.py's --anchor; the second recipe's curve: --lr1 1e-3 --lr2 3e-4 --anchor 0")
     p.add_argument("--work", default="runs/learning-curve", help="folder for the per-run photo subsets")
     p.add_argument("--out", default="reports/line-b/learning_curve", help="writes OUT.json, OUT.md and OUT.png")
     p.add_argument("--merge", nargs="+", metavar="JSON",
@@ -124,7 +128,7 @@ def main(argv=None) -> int:
             variants = [("adapted", "auto")] + ([("adapted_no_replay", "none")] if n in a.no_replay_at else [])
             for key, replay in variants:
                 cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, replay=replay,
-                                  threads=a.threads, keep=a.keep)
+                                  threads=a.threads, keep=a.keep, lr1=a.lr1, lr2=a.lr2, anchor=a.anchor)
                 t0 = time.perf_counter()
                 ck = adapt(parent, cfg, save=False)
                 secs = time.perf_counter() - t0

@@ -63,15 +63,17 @@ class AdaptConfig:
     views: int = 8  # cached views per photo: the clean one and views-1 augmented ones
     stage1_epochs: int = 20
     stage2_epochs: int = 10
-    lr1: float = 1e-3
-    lr2: float = 3e-4
+    # half the first recipe's rates and a pull towards the parent (L2-SP): fewer line-A photos forgotten on
+    # development seeds at no cost on the new line (docs/line_b.md, reports/line-b/adapt_forgetting.md)
+    lr1: float = 5e-4
+    lr2: float = 1.5e-4
     patience: int = 4
     keep: str = "last"  # 'last': fixed epochs, validation only reports; 'best': stages stop early on validation
     # 'auto': train.py's rule where validation holds enough defects to check its recall target, else the parent's
     # threshold (see checkable_defects); 'rule': always the rule; 'parent': always the parent's threshold
     threshold: str = "auto"
     ema_epochs: float = 1.0
-    anchor: float = 0.0  # L2-SP pull towards the parent's weights (TrainConfig.anchor); 0: none
+    anchor: float = 1.0  # L2-SP pull towards the parent's weights (TrainConfig.anchor); 0: none
     last_blocks: int = 0  # blocks unfrozen in stage 2; 0: the parent's own training setting
     batch_size: int = 32
     replay: str = "auto"  # the parent's line: 'auto' (its training data when on disk), a folder, or 'none'

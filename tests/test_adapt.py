@@ -178,17 +178,17 @@ def test_the_anchor_keeps_the_adapted_weights_nearer_the_parents(parent, tmp_pat
 
 @pytest.mark.parametrize("last_blocks", [1, 2])
 def test_last_blocks_sets_how_much_of_the_parent_adapts(parent, tmp_path, last_blocks):
-    from inspectkit.model import blocks, build_model
-
+    """Unfrozen blocks move (their batch-norm statistics at least: the random parent's deep gradients are ~0);
+    the blocks before them stay bit-identical."""
     data = new_line(tmp_path / "lineb", 8, 8)
     p = load_checkpoint(parent)
+    assert p["arch"] == "mobilenet_v2"
     after = run(parent, data, tmp_path / "x.pt", last_blocks=last_blocks)["state_dict"]
-    model = build_model(p["arch"], len(p["class_names"]), None)
-    names = {id(t): n for n, t in model.named_parameters()}
-    all_blocks = blocks(model, p["arch"])
-    for i, b in enumerate(all_blocks):
-        changed = any(not torch.equal(after[names[id(t)]], p["state_dict"][names[id(t)]]) for t in b.parameters())
-        assert changed == (i >= len(all_blocks) - last_blocks), f"block {i}"
+    n_blocks = 1 + max(int(k.split(".")[1]) for k in after if k.startswith("features."))
+    for i in range(n_blocks):
+        keys = [k for k in after if k.startswith(f"features.{i}.") and after[k].is_floating_point()]
+        changed = any(not torch.equal(after[k], p["state_dict"][k]) for k in keys)
+        assert changed == (i >= n_blocks - last_blocks), f"block {i}"
 
 
 @pytest.mark.parametrize("field, value, message", [("keep", "first", "keep must be 'last' or 'best', got 'first'"),

@@ -290,6 +290,9 @@ def test_readme_adaptation_sentence_is_the_learning_curve():
             f"{pct(s['parent']['line_rest']['accuracy_mean'])}), with the casting test split at "
             f"{pct(s['adapted']['casting_test']['accuracy_mean'])}") in flat
     assert f"took {t['seconds_max']:.0f} s at most for those {sum(t['photos'].values())} photos" in flat
+    s100 = _curve(per_class=100)["adapted"]
+    assert (f"with 100 photos per class, {pct(s100['line_rest']['accuracy_mean'])} and "
+            f"{pct(s100['casting_test']['accuracy_mean'])}") in flat
 
 
 def test_line_b_page_states_the_curve_and_the_timing():
@@ -300,6 +303,9 @@ def test_line_b_page_states_the_curve_and_the_timing():
         assert (f"**{n} photos per class**: {pct(a['accuracy_mean'])} on the unused line-B photos ("
                 f"{pct(a['accuracy_min'])} to {pct(a['accuracy_max'])}), casting test "
                 f"{pct(s['adapted']['casting_test']['accuracy_mean'])}") in flat, n
+    second = [_curve("learning_curve_recipe2", per_class=n)["adapted"] for n in (50, 100, 200)]
+    assert ("at 50 per class {} on line B and {} on the casting test; at 100, {} and {}; at 200, {} and {}".format(
+        *(pct(x[k]["accuracy_mean"]) for x in second for k in ("line_rest", "casting_test")))) in flat
     first = _curve("learning_curve_early_stop")
     assert (f"the first recipe reached {pct(first['adapted']['line_rest']['accuracy_mean'])} at 50 photos per class"
             in flat)
@@ -309,7 +315,31 @@ def test_line_b_page_states_the_curve_and_the_timing():
     assert f"adapt.py` took {secs} s" in flat
 
 
-@pytest.mark.parametrize("report, n_rows", [("adapt_variants", 8), ("adapt_replay", 10)])
+def test_line_b_page_states_the_recipe_choice_that_keeps_line_a():
+    """The choice of adapt.py's rates and anchor, as docs/line_b.md states it, is adapt_forgetting.json's."""
+    doc = json.loads((LINE_B / "adapt_forgetting.json").read_text())
+    forgot = {f["variant"]: f for f in doc["line_a_validation"]}
+    errors = {v: round((f["missed_mean"] + f["false_alarms_mean"]) * f["seeds"]) for v, f in forgot.items()}
+    at_parent = {s["variant"]: s for s in doc["summary"] if s["rule"].startswith("parent's threshold")}
+    base, line_b_errors = at_parent["fixed"], lambda s: sum(r["missed_defects"] + r["false_alarms"] for r in s["runs"])
+    eligible = [v for v, s in at_parent.items() if v in errors and line_b_errors(s) <= line_b_errors(base)
+                and max(r["seconds"] for r in s["runs"]) < 180]
+    chosen = min(eligible, key=lambda v: (errors[v], line_b_errors(at_parent[v])))
+    assert chosen == "fixed-lr-half-anchor1"
+    from benchmarks.adapt_variants import VARIANTS
+    from inspectkit.adaptation import AdaptConfig
+
+    assert all(getattr(AdaptConfig(), k) == v for k, v in VARIANTS[chosen].items())
+    flat = " ".join(DOCS["line_b"].split())
+    secs = [r["seconds"] for r in at_parent[chosen]["runs"]]
+    assert (f"{errors[chosen]} line-A errors in three runs against {errors['fixed']} for `fixed`, "
+            f"{pct(at_parent[chosen]['accuracy_mean'])} on line B against {pct(base['accuracy_mean'])}, "
+            f"{min(secs)} to {max(secs)} s a run") in flat
+    second = _curve("learning_curve_recipe2")
+    assert f"missed the casting test goal: {pct(second['adapted']['casting_test']['accuracy_mean'])}" in flat
+
+
+@pytest.mark.parametrize("report, n_rows", [("adapt_variants", 8), ("adapt_forgetting", 40)])
 def test_recipe_comparison_tables_are_the_scripts_output(report, n_rows):
     """docs/line_b.md shows the tables adapt_variants.py wrote, row for row."""
     written = (LINE_B / f"{report}.md").read_text().splitlines()
