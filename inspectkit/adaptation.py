@@ -11,7 +11,9 @@ rule of ``train.py``, which may miss no defect on so few, let a single low-scori
 (:func:`checkable_defects`); otherwise the parent's threshold is kept and validation reports at it. The choice
 and its measurements are in docs/line_b.md (``benchmarks/adapt_variants.py``, then the learning curve).
 
-What the parent knew about its own line is kept by **replay**: a seeded sample of the parent's training photos
+What the parent knew about its own line is kept by small steps pulled towards its weights (``lr1``/``lr2`` half the
+first recipes', ``anchor``: L2-SP), which forgot fewest of its validation photos on development seeds, and by
+**replay**: a seeded sample of the parent's training photos
 (``replay_per_class`` per class, from ``replay``; by default the parent's training data where it is on disk) is
 trained on beside the new photos and has its own validation part, so the before/after figures cover both
 lines. Without replay data (e.g. a Space without the training set) the model adapts to the new line alone and
