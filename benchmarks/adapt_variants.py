@@ -32,7 +32,6 @@ from inspectkit.model import predict_probs  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_curve import _link_subset, class_order, draw  # noqa: E402
 
-#: recipe name -> AdaptConfig fields that differ from the defaults
 #: the first recipes' rates, without the pull towards the parent (AdaptConfig's defaults until the forgetting round)
 FIRST = {"lr1": 1e-3, "lr2": 3e-4, "anchor": 0.0}
 #: recipe name -> AdaptConfig fields, all spelled out so a name means the same runs whatever the defaults become
@@ -167,8 +166,11 @@ def merge(a) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/adapt_variants.py --merge " + " ".join(a.merge) + f" --out {a.out}"
-    out.with_suffix(".json").write_text(json.dumps({"command": cmd, "inputs": a.merge, "summary": summary}, indent=1)
-                                        + "\n")
+    forgetting = _forgetting(runs)
+    doc = {"command": cmd, "inputs": a.merge, "summary": summary}
+    if forgetting:
+        doc["line_a_validation"] = forgetting
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     lines = ["# Adaptation recipes and threshold rules (development seeds)", "", f"`{cmd}`", "",
              "Accuracy on the line-B photos not used for adaptation, mean over seeds [min, max].", "",
              "| recipe | threshold rule | seeds | accuracy | missed / false alarms | ROC-AUC | thresholds |",
@@ -178,11 +180,7 @@ def merge(a) -> int:
                      f"[{100 * s['accuracy_min']:.1f}, {100 * s['accuracy_max']:.1f}] | {s['missed_mean']:.1f} / "
                      f"{s['false_alarms_mean']:.1f} | {s['roc_auc_mean']:.4f} | "
                      f"{', '.join(f'{t:.3f}' for t in s['thresholds'])} |")
-    forgetting = _forgetting(runs)
     if forgetting:
-        doc = json.loads(out.with_suffix(".json").read_text())
-        doc["line_a_validation"] = forgetting
-        out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
         lines += ["", "The parent's own line: its validation split, less the photos each run replayed, at the adapted "
                   "model's threshold (mean over seeds; the parent's own figure on the same photos beside it).", "",
                   "| recipe | seeds | photos | accuracy | missed / false alarms | parent: accuracy |",

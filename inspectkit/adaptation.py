@@ -240,8 +240,8 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     before_rep = _report(model, val_images[n_new_va:], y_va[n_new_va:], names, d, parent["threshold"], spec)
     fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, stage1_epochs=cfg.stage1_epochs,
                    stage2_epochs=cfg.stage2_epochs, lr1=cfg.lr1, lr2=cfg.lr2, patience=cfg.patience,
-                   ema_epochs=cfg.ema_epochs, keep=cfg.keep, anchor=cfg.anchor,
-                   last_blocks=cfg.last_blocks or tcfg.last_blocks, batch_size=cfg.batch_size, members=1, region_weight=0.0)
+                   ema_epochs=cfg.ema_epochs, keep=cfg.keep, anchor=cfg.anchor, batch_size=cfg.batch_size,
+                   last_blocks=cfg.last_blocks or tcfg.last_blocks, members=1, region_weight=0.0)
     metrics, history = fit_stages(model, fcfg, train_images, y_tr, val_images, y_va, names, d, spec,
                                   keep_start=True, progress=lambda f, t: say(0.1 + 0.8 * f, t))
     say(0.92, "choosing the threshold")
