@@ -57,6 +57,10 @@ def parse_args(argv=None) -> AdaptConfig:
                         "more of its old line; 0: none")
     p.add_argument("--last-blocks", type=int, default=d.last_blocks,
                    help="backbone blocks unfrozen in stage 2 (0: as many as the parent was trained with)")
+    p.add_argument("--members", type=int, default=d.members,
+                   help="stage-2 runs averaged into one network (a model soup; each adds stage 2's time)")
+    p.add_argument("--balance-lines", action="store_true", default=d.balance_lines,
+                   help="weight the new line's and the replayed line's photos so both lines count equally")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--replay", default=d.replay,
                    help="the parent's line to replay: 'auto' (its recorded training data, when on disk), a data "

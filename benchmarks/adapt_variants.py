@@ -34,6 +34,8 @@ from learning_curve import _link_subset, class_order, draw  # noqa: E402
 
 #: the first recipes' rates, without the pull towards the parent (AdaptConfig's defaults until the forgetting round)
 FIRST = {"lr1": 1e-3, "lr2": 3e-4, "anchor": 0.0}
+#: the third recipe (AdaptConfig's defaults since the forgetting round)
+THIRD = {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4, "anchor": 1.0, "members": 1, "balance_lines": False, "views": 8}
 #: recipe name -> AdaptConfig fields, all spelled out so a name means the same runs whatever the defaults become
 VARIANTS = {
     "early-stop": {**FIRST, "keep": "best"},
@@ -46,7 +48,11 @@ VARIANTS = {
     "fixed-blocks1": {**FIRST, "keep": "last", "last_blocks": 1},
     "fixed-lr-half": {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4, "anchor": 0.0},
     "fixed-lr-quarter": {"keep": "last", "lr1": 2.5e-4, "lr2": 7.5e-5, "anchor": 0.0},
-    "fixed-lr-half-anchor1": {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4, "anchor": 1.0},  # the defaults now
+    "fixed-lr-half-anchor1": {**THIRD},  # the defaults now
+    # round 4: more of the new line's signal at 50 photos per class, each on top of the third recipe
+    "third-balance": {**THIRD, "balance_lines": True},
+    "third-members2": {**THIRD, "members": 2},
+    "third-views16": {**THIRD, "views": 16},
 }
 
 log = logging.getLogger("adapt_variants")

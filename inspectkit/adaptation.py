@@ -77,6 +77,10 @@ class AdaptConfig:
     ema_epochs: float = 1.0
     anchor: float = 1.0  # L2-SP pull towards the parent's weights (TrainConfig.anchor); 0: none
     last_blocks: int = 0  # blocks unfrozen in stage 2; 0: the parent's own training setting
+    members: int = 1  # stage-2 runs averaged into one network (TrainConfig.members, a model soup)
+    # weight each line's photos so that the new line and the replayed one count equally in the loss (without it,
+    # each photo counts the same and the replayed line, often the larger, dominates)
+    balance_lines: bool = False
     batch_size: int = 32
     replay: str = "auto"  # the parent's line: 'auto' (its training data when on disk), a folder, or 'none'
     replay_per_class: int = 100
@@ -87,6 +91,8 @@ class AdaptConfig:
         check_keep(self.keep)
         if self.anchor < 0 or self.last_blocks < 0:
             raise ValueError(f"anchor and last_blocks must be >= 0, got {self.anchor} and {self.last_blocks}")
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
         if self.threshold not in ("auto", "rule", "parent"):
             raise ValueError(f"threshold must be 'auto', 'rule' or 'parent', got {self.threshold!r}")
 
@@ -102,6 +108,14 @@ def checkable_defects(target_recall: float) -> int:
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"target recall {target_recall} must be in (0, 1]")
     return math.inf if target_recall >= 1.0 else math.ceil(1.0 / (1.0 - target_recall) - 1e-9)
+
+
+def line_weights(n_new: int, n_replay: int) -> np.ndarray:
+    """Per-photo loss weights (new line first, then replay) that give both lines the same total, mean 1."""
+    n = n_new + n_replay
+    if n_new == 0 or n_replay == 0:
+        return np.ones(n)
+    return np.concatenate([np.full(n_new, n / (2 * n_new)), np.full(n_replay, n / (2 * n_replay))])
 
 
 def content_fingerprint(ds: D.Dataset, hashes: list[str]) -> dict:
@@ -241,9 +255,10 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, stage1_epochs=cfg.stage1_epochs,
                    stage2_epochs=cfg.stage2_epochs, lr1=cfg.lr1, lr2=cfg.lr2, patience=cfg.patience,
                    ema_epochs=cfg.ema_epochs, keep=cfg.keep, anchor=cfg.anchor, batch_size=cfg.batch_size,
-                   last_blocks=cfg.last_blocks or tcfg.last_blocks, members=1, region_weight=0.0)
+                   last_blocks=cfg.last_blocks or tcfg.last_blocks, members=cfg.members, region_weight=0.0)
+    weight = line_weights(len(tr), len(r_tr)) if cfg.balance_lines else None
     metrics, history = fit_stages(model, fcfg, train_images, y_tr, val_images, y_va, names, d, spec,
-                                  keep_start=True, progress=lambda f, t: say(0.1 + 0.8 * f, t))
+                                  keep_start=True, progress=lambda f, t: say(0.1 + 0.8 * f, t), sample_weight=weight)
     say(0.92, "choosing the threshold")
     val_probs = predict_probs(model, val_images, spec)
     threshold = parent["threshold"]

@@ -443,7 +443,7 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
          train_labels: np.ndarray, val_feats: torch.Tensor, val_labels: np.ndarray, cfg: TrainConfig,
          defect_index: int | None, n_classes: int, stage: str, history: list,
          regions: tuple[torch.Tensor, torch.Tensor] | None = None, linear: nn.Linear | None = None,
-         member: int = 0, keep_start: bool = False, tick=None) -> dict:
+         member: int = 0, keep_start: bool = False, tick=None, sample_weight: np.ndarray | None = None) -> dict:
     """One stage: AdamW + cosine decay, a random cached view per image each epoch, early stopping, best kept.
 
     With ``cfg.ema_epochs`` > 0 the validated (and kept) weights are an exponential moving average of the trained
@@ -453,6 +453,7 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
     ``regions`` (train N x V x h x w, validation M x h x w; see :func:`cache_prefix`) with the head's ``linear``
     layer add ``cfg.region_weight`` x :func:`region_loss`; ``module`` must then end in pool, flatten, head.
     ``cfg.anchor`` > 0 adds the L2-SP penalty towards the stage's starting weights (logged in ``train_loss``).
+    ``sample_weight`` (one per train image) scales each image's share of the class-weighted loss.
     """
     # member k of a stage-2 soup sees its own data order and views; member 0 is the single run
     g = torch.Generator().manual_seed(cfg.seed + (1 if stage == "stage1" else 2) + 1000 * member)
@@ -462,6 +463,16 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
     steps = max(1, epochs * math.ceil(n / cfg.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     y_all = torch.from_numpy(train_labels)
+    sw = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
+
+    def data_loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if sw is None:
+            return loss_fn(logits, y_all[idx])
+        # the weighted mean cross-entropy of nn.CrossEntropyLoss(weight=...), each term also scaled by its image's
+        # weight: with equal weights it is exactly loss_fn
+        per = nn.functional.cross_entropy(logits, y_all[idx], weight=loss_fn.weight, reduction="none")
+        return (per * sw[idx]).sum() / (loss_fn.weight[y_all[idx]] * sw[idx]).sum()
+
     start = [p.detach().clone() for p in params] if cfg.anchor > 0 else None
     if regions is not None:
         body, tail = _maps_and_head(module)
@@ -489,10 +500,10 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
             idx = order[s:s + cfg.batch_size]
             x = train_feats[idx, view[idx]].float()
             if regions is None:
-                loss = loss_fn(module(x), y_all[idx])
+                loss = data_loss(module(x), idx)
             else:
                 fmap = body(x)
-                loss = loss_fn(tail(fmap), y_all[idx]) + cfg.region_weight * region_loss(
+                loss = data_loss(tail(fmap), idx) + cfg.region_weight * region_loss(
                     fmap, linear.weight, y_all[idx], regions[0][idx, view[idx]])
             if start is not None:
                 loss = loss + 0.5 * cfg.anchor * sum(((p - p0) ** 2).sum() for p, p0 in zip(params, start))
@@ -531,14 +542,14 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
 def fit_stages(model: nn.Module, cfg: TrainConfig, train_images: list[np.ndarray], y_tr: np.ndarray,
                val_images: list[np.ndarray], y_va: np.ndarray, names: list[str], defect_index: int | None,
                spec: dict, masks: tuple[list, list] | None = None, keep_start: bool = False,
-               progress=None) -> tuple[dict, list]:
+               progress=None, sample_weight: np.ndarray | None = None) -> tuple[dict, list]:
     """Both stages on cached prefix features: the machinery shared by training and adaptation.
 
     ``model`` is trained in place (left in eval mode) and its last ``cfg.last_blocks`` blocks and head are what
     changes. ``masks`` (train, validation: one region mask or None per image) turns on the region loss.
     ``keep_start``: the model's starting head competes in stage 1 too, so adapting a good model never keeps a
-    worse head (training from ImageNet has a random head, which must always be replaced). ``progress(fraction,
-    text)`` is called as the work advances (for a UI). Returns (metrics with stage bests and timing, history).
+    worse head (training from ImageNet has a random head, which must always be replaced). ``sample_weight`` (one
+    per train image) scales each image's share of the loss in both stages. ``progress(fraction, text)`` is called as the work advances (for a UI). Returns (metrics with stage bests and timing, history).
     """
     say = progress or (lambda f, t: None)
     set_trainable(model, cfg.arch, cfg.last_blocks)
@@ -571,7 +582,8 @@ def fit_stages(model: nn.Module, cfg: TrainConfig, train_images: list[np.ndarray
         pooled_va = _logits(body, val_feats)
     hd = head(model, cfg.arch)
     best1 = _fit(hd, hd.train, list(hd.parameters()), cfg.lr1, cfg.stage1_epochs, pooled_tr, y_tr, pooled_va,
-                 y_va, cfg, defect_index, len(names), "stage1", history, keep_start=keep_start, tick=tick)
+                 y_va, cfg, defect_index, len(names), "stage1", history, keep_start=keep_start, tick=tick,
+                 sample_weight=sample_weight)
     stage1_s = time.perf_counter() - t1
 
     # Stage 2: the last K blocks and the head at a lower learning rate; frozen BatchNorm stays in eval.
@@ -588,7 +600,7 @@ def fit_stages(model: nn.Module, cfg: TrainConfig, train_images: list[np.ndarray
         suffix.load_state_dict(start)
         member_best.append(_fit(suffix, mode, params, cfg.lr2, cfg.stage2_epochs, train_feats, y_tr, val_feats, y_va,
                                 cfg, defect_index, len(names), "stage2", history, regions, linear, member=k,
-                                tick=tick))
+                                tick=tick, sample_weight=sample_weight))
         states.append(copy.deepcopy(suffix.state_dict()))
     best2 = member_best[0]
     if len(states) > 1:
