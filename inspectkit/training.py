@@ -340,6 +340,14 @@ def _loss_fn(labels: np.ndarray, n: int) -> nn.CrossEntropyLoss:
     return nn.CrossEntropyLoss(weight=_class_weights(labels, n))
 
 
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor,
+                           sample_weight: torch.Tensor) -> torch.Tensor:
+    """The mean of ``nn.CrossEntropyLoss(weight=class_weight)`` with each image's term also scaled by its own
+    weight: equal weights give exactly that loss, and a weight of 0 drops the image."""
+    per = nn.functional.cross_entropy(logits, labels, weight=class_weight, reduction="none")
+    return (per * sample_weight).sum() / (class_weight[labels] * sample_weight).sum()
+
+
 @torch.no_grad()
 def _logits(module: nn.Module, feats: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     module.eval()
@@ -468,10 +476,7 @@ def _fit(module: nn.Module, set_mode, params, lr: float, epochs: int, train_feat
     def data_loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if sw is None:
             return loss_fn(logits, y_all[idx])
-        # the weighted mean cross-entropy of nn.CrossEntropyLoss(weight=...), each term also scaled by its image's
-        # weight: with equal weights it is exactly loss_fn
-        per = nn.functional.cross_entropy(logits, y_all[idx], weight=loss_fn.weight, reduction="none")
-        return (per * sw[idx]).sum() / (loss_fn.weight[y_all[idx]] * sw[idx]).sum()
+        return weighted_cross_entropy(logits, y_all[idx], loss_fn.weight, sw[idx])
 
     start = [p.detach().clone() for p in params] if cfg.anchor > 0 else None
     if regions is not None:

@@ -15,7 +15,7 @@ import torch
 import adapt as adapt_cli
 from conftest import write_checkpoint, write_images
 from inference_handler import InferenceHandler
-from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, checkable_defects
+from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, checkable_defects, line_weights
 from inspectkit.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, weights_digest
 from inspectkit.metrics import choose_threshold
 from inspectkit.model import build_model
@@ -191,10 +191,42 @@ def test_last_blocks_sets_how_much_of_the_parent_adapts(parent, tmp_path, last_b
         assert changed == (i >= n_blocks - last_blocks), f"block {i}"
 
 
+@pytest.mark.parametrize("n_new, n_replay", [(70, 140), (35, 35), (3, 200), (10, 0), (0, 10)])
+def test_line_weights_give_both_lines_the_same_total_and_a_mean_of_one(n_new, n_replay):
+    w = line_weights(n_new, n_replay)
+    assert len(w) == n_new + n_replay and w.mean() == pytest.approx(1.0)
+    if n_new and n_replay:
+        assert w[:n_new].sum() == pytest.approx(w[n_new:].sum())
+        assert len(set(w[:n_new])) == 1 and len(set(w[n_new:])) == 1
+
+
+def test_balance_lines_changes_the_training_and_is_recorded(tmp_path, casting_tree):
+    """With replay, the balanced loss weights the (smaller) new line up: the weights differ from the plain run's."""
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v2", 2, weights=None).eval()
+    ckpt = make_checkpoint(model, "mobilenet_v2", ["def_front", "ok_front"], 0, default_spec(96), 0.5,
+                           train_config={"data": str(casting_tree), "seed": 0}, data={"counts": {}})
+    parent = tmp_path / "parent.pt"
+    save_checkpoint(ckpt, parent)
+    data = new_line(tmp_path / "lineb", 8, 8)
+    plain, balanced = (run(parent, data, tmp_path / f"b{b}.pt", replay="auto", replay_per_class=20, lr1=1e-2,
+                           lr2=1e-2, balance_lines=b) for b in (False, True))
+    assert _distance(plain["state_dict"], balanced["state_dict"]) > 0
+    assert balanced["metrics"]["adaptation"]["config"]["balance_lines"] is True
+
+
+def test_members_average_several_stage2_runs(parent, tmp_path):
+    data = new_line(tmp_path / "lineb", 8, 8)
+    ckpt = run(parent, data, tmp_path / "x.pt", members=2)
+    assert len(ckpt["metrics"]["stage2_members"]) == 2
+    assert {h["member"] for h in ckpt["history"] if h["stage"] == "stage2"} == {0, 1}
+
+
 @pytest.mark.parametrize("field, value, message", [("keep", "first", "keep must be 'last' or 'best', got 'first'"),
                                                    ("threshold", "0.5", "threshold must be 'auto', 'rule' or 'parent'"),
                                                    ("anchor", -1.0, "anchor and last_blocks must be >= 0"),
-                                                   ("last_blocks", -2, "anchor and last_blocks must be >= 0")])
+                                                   ("last_blocks", -2, "anchor and last_blocks must be >= 0"),
+                                                   ("members", 0, "members must be >= 1, got 0")])
 def test_unknown_recipe_options_are_refused_before_any_work(parent, tmp_path, field, value, message):
     data = new_line(tmp_path / "lineb", 6, 6)
     with pytest.raises(ValueError, match=message):

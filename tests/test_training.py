@@ -9,7 +9,7 @@ from torch import nn
 
 from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint
 from inspectkit.model import blocks, build_model, set_trainable, train_mode
-from inspectkit.training import TrainConfig, train
+from inspectkit.training import TrainConfig, train, weighted_cross_entropy
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -203,3 +203,24 @@ def test_train_cli_reports_bad_data_folder(tmp_path, capsys):
 
     assert train_cli.main(["--data", str(tmp_path / "nowhere"), "--weights", "none", "--no-eval"]) == 2
     assert "data folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n, classes", [(6, 2), (9, 3)])
+def test_weighted_cross_entropy_with_equal_weights_is_the_class_weighted_loss(n, classes):
+    g = torch.Generator().manual_seed(n)
+    logits, labels = torch.randn(n, classes, generator=g), torch.arange(n) % classes
+    cw = torch.rand(classes, generator=g) + 0.5
+    want = nn.CrossEntropyLoss(weight=cw)(logits, labels)
+    for w in (1.0, 3.0):
+        got = weighted_cross_entropy(logits, labels, cw, torch.full((n,), w))
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_weighted_cross_entropy_drops_an_image_of_weight_zero_and_counts_one_of_weight_two_twice():
+    g = torch.Generator().manual_seed(1)
+    logits, labels, cw = torch.randn(5, 2, generator=g), torch.tensor([0, 1, 1, 0, 1]), torch.tensor([2.0, 0.5])
+    dropped = weighted_cross_entropy(logits, labels, cw, torch.tensor([1.0, 1, 1, 1, 0]))
+    assert torch.allclose(dropped, nn.CrossEntropyLoss(weight=cw)(logits[:4], labels[:4]), atol=1e-6)
+    doubled = weighted_cross_entropy(logits, labels, cw, torch.tensor([2.0, 1, 1, 1, 1]))
+    rows = [0, 0, 1, 2, 3, 4]
+    assert torch.allclose(doubled, nn.CrossEntropyLoss(weight=cw)(logits[rows], labels[rows]), atol=1e-6)
