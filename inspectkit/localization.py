@@ -276,7 +276,6 @@ def localize(checkpoint: str | Path, data_root: str | Path, target: str = "true"
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .evaluation import test_split
     from .layouts import detect_layout, region_mask
-    from .metrics import softmax
     from .model import cam_layer_name
 
     if split not in ("test", "validation"):

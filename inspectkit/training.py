@@ -554,7 +554,8 @@ def fit_stages(model: nn.Module, cfg: TrainConfig, train_images: list[np.ndarray
     changes. ``masks`` (train, validation: one region mask or None per image) turns on the region loss.
     ``keep_start``: the model's starting head competes in stage 1 too, so adapting a good model never keeps a
     worse head (training from ImageNet has a random head, which must always be replaced). ``sample_weight`` (one
-    per train image) scales each image's share of the loss in both stages. ``progress(fraction, text)`` is called as the work advances (for a UI). Returns (metrics with stage bests and timing, history).
+    per train image) scales each image's share of the loss in both stages. ``progress(fraction, text)`` is called
+    as the work advances (for a UI). Returns (metrics with stage bests and timing, history).
     """
     say = progress or (lambda f, t: None)
     set_trainable(model, cfg.arch, cfg.last_blocks)

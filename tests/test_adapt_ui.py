@@ -5,9 +5,7 @@ per-session model switch, and "Label these next" sent to the tab."""
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import os
 import shutil
 import stat

@@ -23,13 +23,11 @@ import os
 import struct
 import zlib
 from functools import lru_cache
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
-from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from tests.conftest import synthetic_casting
