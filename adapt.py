@@ -36,8 +36,9 @@ def parse_args(argv=None) -> AdaptConfig:
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help="share of the photos (by near-duplicate group) held out for validation and the threshold")
     p.add_argument("--min-val-per-class", type=int, default=d.min_val_per_class,
-                   help="with fewer held-out photos than this in a class, adapt in-sample: train on all, keep the "
-                        f"parent's threshold (at least {MIN_PHOTOS_PER_CLASS} photos per class are needed at all)")
+                   help="with fewer held-out photos than this in a class, adapt in-sample: train on all, threshold "
+                        f"as --threshold auto without validation (at least {MIN_PHOTOS_PER_CLASS} photos per class "
+                        "are needed at all)")
     p.add_argument("--views", type=int, default=d.views, help="cached views per photo (1 clean + augmented)")
     p.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs)
     p.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs)
@@ -49,8 +50,8 @@ def parse_args(argv=None) -> AdaptConfig:
     p.add_argument("--patience", type=int, default=d.patience, help="epochs without improvement (--keep best)")
     p.add_argument("--threshold", choices=("auto", "rule", "parent"), default=d.threshold,
                    help="'auto': train.py's rule on validation when it holds enough defects to check the parent's "
-                        "recall target (1 / (1 - target): 500 at 0.998), else the parent's threshold; 'rule' or "
-                        "'parent': always that one")
+                        "recall target (1 / (1 - target): 500 at 0.998), else the lower of the parent's threshold "
+                        "and 0.5; 'rule' or 'parent': always that one")
     p.add_argument("--ema-epochs", type=float, default=d.ema_epochs)
     p.add_argument("--anchor", type=float, default=d.anchor,
                    help="pull towards the parent's weights (L2-SP: anchor/2 x squared distance), so the model keeps "

@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     p.add_argument("--line", default="../shared/data/casting-line-b")
     p.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
     p.add_argument("--per-class", type=int, default=50)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                   help="recipes to run (default: all), or with --merge the only ones to report")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="runs/av/work")
     p.add_argument("--out", required=True, help="a JSON file (runs), or with --merge the stem of OUT.{json,md}")
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     for seed in a.seeds:
         used, rest = draw(class_order(line.labels, len(names), seed), a.per_class, len(line))  # the curve's draw
         folder = _link_subset(line, used, Path(a.work) / f"s{seed}" / f"n{a.per_class}")
-        for name in a.variants:
+        for name in a.variants or list(VARIANTS):
             cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, threads=a.threads,
                               **VARIANTS[name])
             t0 = time.perf_counter()
@@ -155,7 +156,7 @@ def _score_line_a(line_a, parent: dict, cfg: AdaptConfig, ck: dict, d: int) -> d
 def merge(a) -> int:
     """Every (variant, rule) pair on the joined runs: accuracy on the unused photos, mean and range over seeds."""
     docs = [json.loads(Path(f).read_text()) for f in a.merge]
-    runs = [r for doc in docs for r in doc["runs"]]
+    runs = [r for doc in docs for r in doc["runs"] if not a.variants or r["variant"] in a.variants]
     table = {}
     for r in runs:
         for rule, t in rules(r, r["target_recall"]).items():
@@ -171,7 +172,8 @@ def merge(a) -> int:
                for (v, rule), xs in table.items()]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "python benchmarks/adapt_variants.py --merge " + " ".join(a.merge) + f" --out {a.out}"
+    cmd = ("python benchmarks/adapt_variants.py --merge " + " ".join(a.merge)
+           + (" --variants " + " ".join(a.variants) if a.variants else "") + f" --out {a.out}")
     forgetting = _forgetting(runs)
     doc = {"command": cmd, "inputs": a.merge, "summary": summary}
     if forgetting:

@@ -87,15 +87,19 @@ def adaptation_html(ckpt: dict, result: dict, ignored: list[str] | None = None) 
     held = sum((a["split"].get("validation") or {}).values())
     trained = sum((a["split"].get("train") or {}).values())
     tc = (ckpt.get("metrics") or {}).get("threshold_choice") or {}
-    threshold_note = (f"The current model's threshold was kept ({_esc(tc.get('why', ''))})."
-                      if tc.get("kept_from_parent") else "The threshold was chosen on them too.")
+    if "kept_from_parent" not in tc:
+        threshold_note = "The threshold was chosen on them too."
+    elif tc["kept_from_parent"]:
+        threshold_note = f"The current model's threshold was kept ({_esc(tc.get('why', ''))})."
+    else:
+        threshold_note = f"The threshold was not chosen on them: {tc['threshold']:.3f} ({_esc(tc.get('why', ''))})."
     if a["mode"] == "held-out":
         banner = (f"<div class='adapt-mode heldout'><b>Held-out</b>: measured on {held} photos of the new line that "
                   f"the adaptation never trained on ({trained} trained on). {threshold_note}</div>")
     else:
         banner = (f"<div class='adapt-mode insample'><b>IN-SAMPLE</b>: too few photos to hold any out (fewer than "
                   f"{HELD_OUT_MIN} in a class), so before and after are measured on the {held} photos the model "
-                  f"trained on. They show fit, not accuracy on the line; the parent's threshold was kept.</div>")
+                  f"trained on. They show fit, not accuracy on the line. {threshold_note}</div>")
     cols = []
     for side, title in (("before", "Before: the current model"), ("after", "After: the adapted model")):
         r = a[side]["new_line"] or {}

@@ -8,8 +8,9 @@ A validation part of a few dozen photos is too small to choose anything on, and 
 stopping on it (``keep='best'``) often kept the parent's own head on a lucky validation part, and the threshold
 rule of ``train.py``, which may miss no defect on so few, let a single low-scoring defect drag the threshold to
 ~0. So the threshold is the rule's only where validation holds enough defects to check the recall target
-(:func:`checkable_defects`); otherwise the parent's threshold is kept and validation reports at it. The choice
-and its measurements are in docs/line_b.md (``benchmarks/adapt_variants.py``, then the learning curve).
+(:func:`checkable_defects`); otherwise it is the lower of the parent's and 0.5 (:func:`fallback_threshold`) and
+validation reports at it. The choices and their measurements are in docs/line_b.md
+(``benchmarks/adapt_variants.py``, then the learning curve).
 
 What the parent knew about its own line is kept by small steps pulled towards its weights (``lr1``/``lr2`` half the
 first recipes', ``anchor``: L2-SP), which forgot fewest of its validation photos on development seeds, and by
@@ -20,8 +21,9 @@ lines. Without replay data (e.g. a Space without the training set) the model ada
 may forget the old one; the checkpoint records which kind ran.
 
 With very few photos (fewer than ``min_val_per_class / val_fraction`` of some class) no validation part can be
-held out: the model trains on all of them, the parent's threshold is kept, and the before/after figures are
-measured on the training photos themselves (``mode: in-sample``): they show fit, not accuracy on the line.
+held out: the model trains on all of them, the threshold is :func:`fallback_threshold`'s, and the before/after
+figures are measured on the training photos themselves (``mode: in-sample``): they show fit, not accuracy on the
+line.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ class AdaptConfig:
     lr2: float = 1.5e-4
     patience: int = 4
     keep: str = "last"  # 'last': fixed epochs, validation only reports; 'best': stages stop early on validation
-    # 'auto': train.py's rule where validation holds enough defects to check its recall target, else the parent's
-    # threshold (see checkable_defects); 'rule': always the rule; 'parent': always the parent's threshold
+    # 'auto': train.py's rule where validation holds enough defects to check its recall target, else the lower of
+    # the parent's threshold and 0.5 (checkable_defects, fallback_threshold); 'rule': always the rule; 'parent':
+    # always the parent's threshold
     threshold: str = "auto"
     ema_epochs: float = 1.0
     anchor: float = 1.0  # L2-SP pull towards the parent's weights (TrainConfig.anchor); 0: none
@@ -95,6 +98,21 @@ class AdaptConfig:
             raise ValueError(f"members must be >= 1, got {self.members}")
         if self.threshold not in ("auto", "rule", "parent"):
             raise ValueError(f"threshold must be 'auto', 'rule' or 'parent', got {self.threshold!r}")
+
+
+#: the defect score at which a model trained with class-balanced weights is indifferent between the classes
+BALANCED = 0.5
+
+
+def fallback_threshold(parent_threshold: float) -> float:
+    """The threshold when validation cannot check the recall target: the lower of the parent's and :data:`BALANCED`.
+
+    A threshold above the balanced point trades missed defects for fewer false alarms, which only a checked
+    recall target justifies; the parent's was checked on its own line, not on the new one. On development seeds
+    of line B this kept fewer defects unseen than J's 0.603 (in 22 of 41 adapted models, worse in 4; docs/line_b.md,
+    round 5), and a parent whose threshold is already lower keeps it.
+    """
+    return min(float(parent_threshold), BALANCED)
 
 
 def checkable_defects(target_recall: float) -> int:
@@ -235,7 +253,7 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
         hashes = D.file_hashes(new.paths)
         tr = va = np.arange(len(new))
         log.warning("only %d photos in the smallest class: no held-out validation (needs %d per class); training on "
-                    "all, keeping the parent's threshold, before/after measured on the training photos themselves",
+                    "all, the threshold not chosen on the line, before/after measured on the training photos",
                     per_class, math.ceil(cfg.min_val_per_class / cfg.val_fraction))
     say(0.05, "reading replay photos")
     rep = replay_pool(parent, cfg)
@@ -261,7 +279,16 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
                                   keep_start=True, progress=lambda f, t: say(0.1 + 0.8 * f, t), sample_weight=weight)
     say(0.92, "choosing the threshold")
     val_probs = predict_probs(model, val_images, spec)
-    threshold = parent["threshold"]
+    p_thr = parent["threshold"]
+    threshold = p_thr if cfg.threshold == "parent" else fallback_threshold(p_thr)
+
+    def unchecked(why: str) -> dict:
+        if cfg.threshold == "parent":
+            why = "asked for (--threshold parent)"
+        elif threshold != p_thr:
+            why += f": the lower of the parent's threshold ({p_thr:.4g}) and {BALANCED}, the class-balanced decision"
+        return {"threshold": threshold, "kept_from_parent": threshold == p_thr, "parent_threshold": p_thr, "why": why}
+
     if mode == "held-out" and d is not None:
         rule, found = validation_threshold(y_va, val_probs, names, d, tcfg.target_recall)
         n_def, need = int((y_va == d).sum()), checkable_defects(tcfg.target_recall)
@@ -271,14 +298,14 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
         else:
             metrics["validation"] = classification_report(y_va, val_probs, names, d, threshold)
             metrics["validation_sweep"] = found["validation_sweep"]
-            metrics["threshold_choice"] = {
-                "threshold": threshold, "kept_from_parent": True, "rule": found["threshold_choice"],
-                "why": "asked for (--threshold parent)" if cfg.threshold == "parent" else
-                f"{n_def} validation defects; checking recall >= {tcfg.target_recall} needs at least {need}"}
+            metrics["threshold_choice"] = {**unchecked(
+                f"{n_def} validation defects; checking recall >= {tcfg.target_recall} needs at least {need}"),
+                "rule": found["threshold_choice"]}
     else:
+        if d is None:
+            threshold = p_thr  # no defect class: the threshold is not a defect-score cut
         metrics["validation"] = classification_report(y_va, val_probs, names, d, threshold)
-        metrics["threshold_choice"] = {"threshold": threshold, "kept_from_parent": True,
-                                       "why": "no held-out validation photos (in-sample mode)"}
+        metrics["threshold_choice"] = unchecked("no held-out validation photos (in-sample mode)")
     after_new = classification_report(y_va[:n_new_va], val_probs[:n_new_va], names, d, threshold)
     after_rep = (classification_report(y_va[n_new_va:], val_probs[n_new_va:], names, d, threshold)
                  if len(r_va) else {})

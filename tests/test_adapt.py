@@ -15,7 +15,8 @@ import torch
 import adapt as adapt_cli
 from conftest import write_checkpoint, write_images
 from inference_handler import InferenceHandler
-from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, checkable_defects, line_weights
+from inspectkit.adaptation import (MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, checkable_defects, fallback_threshold,
+                                   line_weights)
 from inspectkit.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, weights_digest
 from inspectkit.metrics import choose_threshold
 from inspectkit.model import build_model
@@ -116,13 +117,19 @@ def test_too_few_photos_is_an_error_that_names_the_counts(parent, tmp_path, n_de
         run(parent, data, tmp_path / "x.pt")
 
 
-def test_very_few_photos_adapt_in_sample_and_keep_the_parents_threshold(parent, tmp_path):
+@pytest.mark.parametrize("parent_threshold, want", [(0.3, 0.3), (0.5, 0.5), (0.7, 0.5)])
+def test_very_few_photos_adapt_in_sample_at_the_lower_of_the_parents_threshold_and_one_half(
+        tmp_path, parent_threshold, want):
+    parent = write_checkpoint(tmp_path / "base.pt", threshold=parent_threshold)
     data = new_line(tmp_path / "few", 5, 5)  # 5 x 0.3 < 3 held-out photos per class: nothing can be held out
     ckpt = run(parent, data, tmp_path / "x.pt")
     a = ckpt["metrics"]["adaptation"]
     assert a["mode"] == "in-sample"
-    assert ckpt["threshold"] == load_checkpoint(parent)["threshold"]
-    assert ckpt["metrics"]["threshold_choice"]["kept_from_parent"] is True
+    assert ckpt["threshold"] == want == fallback_threshold(parent_threshold)
+    choice = ckpt["metrics"]["threshold_choice"]
+    assert choice["kept_from_parent"] is (want == parent_threshold) and choice["parent_threshold"] == parent_threshold
+    assert "in-sample" in choice["why"]
+    assert ("0.5, the class-balanced decision" in choice["why"]) == (want != parent_threshold)
     assert a["after"]["new_line"]["n"] == 10  # measured on the photos it trained on, and labelled so
 
 
@@ -137,8 +144,10 @@ def test_a_recall_target_outside_0_1_is_refused(target):
         checkable_defects(target)
 
 
+@pytest.mark.parametrize("parent_threshold", [0.3, 0.7])
 @pytest.mark.parametrize("mode", ["auto", "parent", "rule"])
-def test_the_threshold_is_the_rules_only_where_validation_can_check_it(parent, tmp_path, mode):
+def test_the_threshold_is_the_rules_only_where_validation_can_check_it(tmp_path, mode, parent_threshold):
+    parent = write_checkpoint(tmp_path / "base.pt", threshold=parent_threshold)
     data = new_line(tmp_path / "lineb", 14, 14)
     ckpt = run(parent, data, tmp_path / "x.pt", threshold=mode)
     p = load_checkpoint(parent)
@@ -148,9 +157,10 @@ def test_the_threshold_is_the_rules_only_where_validation_can_check_it(parent, t
     choice = ckpt["metrics"]["threshold_choice"]
     if mode == "rule":
         assert ckpt["threshold"] == pytest.approx(rule, abs=1e-6) and "kept_from_parent" not in choice
-    else:  # a few validation defects cannot check a recall target: the parent's threshold stays
+    else:  # a few validation defects cannot check a recall target: never above the balanced 0.5 unless asked
         assert sum(v["is_defect"]) < checkable_defects(target)
-        assert ckpt["threshold"] == p["threshold"] and choice["kept_from_parent"] is True
+        want = parent_threshold if mode == "parent" else min(parent_threshold, 0.5)
+        assert ckpt["threshold"] == want and choice["kept_from_parent"] is (want == p["threshold"])
         assert choice["rule"]["threshold"] == pytest.approx(rule, abs=1e-6)
         assert ("needs at least" in choice["why"]) == (mode == "auto")
     assert ckpt["metrics"]["validation"]["threshold"] == ckpt["threshold"]
