@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inspectkit import data as D  # noqa: E402
-from inspectkit.adaptation import AdaptConfig, adapt  # noqa: E402
+from inspectkit.adaptation import AdaptConfig, adapt, fallback_threshold  # noqa: E402
 from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest  # noqa: E402
 from inspectkit.metrics import choose_threshold, roc_auc  # noqa: E402
 from inspectkit.model import predict_probs  # noqa: E402
@@ -57,14 +57,18 @@ VARIANTS = {
 
 log = logging.getLogger("adapt_variants")
 
+#: threshold rules by name: adapt.py's --threshold auto, where validation cannot check the recall target, was the
+#: parent's threshold until round 5 and is the lower of it and 0.5 since (for J, whose threshold is 0.603: 0.5)
+PARENT = "parent's threshold (adapt.py's auto until round 5)"
+LOWER = "lower of parent's and 0.5 (adapt.py's auto since round 5)"
+
 
 def rules(run: dict, target_recall: float) -> dict:
     """Threshold of each rule from the run's validation scores (and its parent)."""
     v = run["validation_scores"]
     s, y, new = (np.asarray(v[k]) for k in ("defect", "is_defect", "new_line"))
     out = {"validation rule, both lines": choose_threshold(y, s, target_recall)["threshold"],
-           "parent's threshold (adapt.py's auto below 1/(1-target) validation defects)": run["parent_threshold"],
-           "0.5": 0.5}
+           PARENT: run["parent_threshold"], LOWER: fallback_threshold(run["parent_threshold"])}
     if y[new].any() and (~y[new]).any():
         out["validation rule, new line only"] = choose_threshold(y[new], s[new], target_recall)["threshold"]
     return out
@@ -89,6 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="runs/av/work")
     p.add_argument("--out", required=True, help="a JSON file (runs), or with --merge the stem of OUT.{json,md}")
     p.add_argument("--merge", nargs="+", metavar="JSON")
+    p.add_argument("--paired", action="store_true",
+                   help="with --merge: also tabulate, model by model, adapt.py's fallback thresholds against each other")
     p.add_argument("--line-a-val", action="store_true",
                    help="also score the parent's own validation split of its line (forgetting, without the casting "
                         "test split), less any photo the run replayed")
@@ -173,9 +179,11 @@ def merge(a) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = ("python benchmarks/adapt_variants.py --merge " + " ".join(a.merge)
-           + (" --variants " + " ".join(a.variants) if a.variants else "") + f" --out {a.out}")
+           + (" --variants " + " ".join(a.variants) if a.variants else "") + (" --paired" if a.paired else "")
+           + f" --out {a.out}")
     forgetting = _forgetting(runs)
-    doc = {"command": cmd, "inputs": a.merge, "summary": summary}
+    paired = _paired(runs)
+    doc = {"command": cmd, "inputs": a.merge, "summary": summary, "lower_against_parent": paired}
     if forgetting:
         doc["line_a_validation"] = forgetting
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -197,9 +205,37 @@ def merge(a) -> int:
             lines.append(f"| {f['variant']} | {f['seeds']} | {f['n_mean']:.0f} | {100 * f['accuracy_mean']:.2f} % | "
                          f"{f['missed_mean']:.1f} / {f['false_alarms_mean']:.1f} | "
                          f"{100 * f['parent_accuracy_mean']:.2f} % |")
+    if a.paired and paired["models"]:
+        p = paired
+        lines += ["", f"Model by model, the lower of the parent's threshold and 0.5 against the parent's threshold, "
+                  f"over all {p['models']} adapted models above:", "",
+                  "| models | fewer line-B errors | more | as many | line-B errors fewer a model | "
+                  "line-A errors: parent's / lower |", "|---:|---:|---:|---:|---:|---:|",
+                  f"| {p['models']} | {p['better']} | {p['worse']} | {p['tie']} | {p['line_b_errors_saved_mean']:.2f} | "
+                  f"{p['line_a_errors_parent'] if p['line_a_models'] else '-'} / "
+                  f"{p['line_a_errors_lower'] if p['line_a_models'] else '-'} |"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def _errors(scores: dict, t: float) -> int:
+    s, y = np.asarray(scores["defect"]), np.asarray(scores["is_defect"])
+    return int(((s >= t) != y).sum())
+
+
+def _paired(runs: list[dict]) -> dict:
+    """adapt.py's two fallback thresholds on the same models: how often the lower of the parent's and 0.5 makes
+    fewer or more errors on the unused line-B photos than the parent's, and (where scored) on line A's validation."""
+    diffs = [_errors(r["rest"], r["parent_threshold"]) - _errors(r["rest"], fallback_threshold(r["parent_threshold"]))
+             for r in runs]
+    with_a = [r for r in runs if "line_a_val" in r]
+    return {"models": len(runs), "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs),
+            "tie": sum(d == 0 for d in diffs), "line_b_errors_saved_mean": float(np.mean(diffs)) if diffs else 0.0,
+            "line_a_models": len(with_a),
+            "line_a_errors_parent": sum(_errors(r["line_a_val"], r["parent_threshold"]) for r in with_a),
+            "line_a_errors_lower": sum(_errors(r["line_a_val"], fallback_threshold(r["parent_threshold"]))
+                                       for r in with_a)}
 
 
 def _forgetting(runs: list[dict]) -> list[dict]:
