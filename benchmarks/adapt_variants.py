@@ -49,7 +49,7 @@ VARIANTS = {
     "fixed-lr-half": {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4, "anchor": 0.0},
     "fixed-lr-quarter": {"keep": "last", "lr1": 2.5e-4, "lr2": 7.5e-5, "anchor": 0.0},
     "fixed-lr-half-anchor1": {**THIRD},  # the defaults now
-    # round 4: more of the new line's signal at 50 photos per class, each on top of the third recipe
+    # adaptation round 4: more of the new line's signal at 50 photos per class, each on top of the third recipe
     "third-balance": {**THIRD, "balance_lines": True},
     "third-members2": {**THIRD, "members": 2},
     "third-views16": {**THIRD, "views": 16},
@@ -58,9 +58,9 @@ VARIANTS = {
 log = logging.getLogger("adapt_variants")
 
 #: threshold rules by name: adapt.py's --threshold auto, where validation cannot check the recall target, was the
-#: parent's threshold until round 5 and is the lower of it and 0.5 since (for J, whose threshold is 0.603: 0.5)
-PARENT = "parent's threshold (adapt.py's auto until round 5)"
-LOWER = "lower of parent's and 0.5 (adapt.py's auto since round 5)"
+#: parent's threshold until adaptation round 5 and is the lower of it and 0.5 since (for J, at 0.603: 0.5)
+PARENT = "parent's threshold (adapt.py's auto until adaptation round 5)"
+LOWER = "lower of parent's and 0.5 (adapt.py's auto since adaptation round 5)"
 
 
 def rules(run: dict, target_recall: float) -> dict:
@@ -94,7 +94,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="a JSON file (runs), or with --merge the stem of OUT.{json,md}")
     p.add_argument("--merge", nargs="+", metavar="JSON")
     p.add_argument("--paired", action="store_true",
-                   help="with --merge: also tabulate, model by model, adapt.py's fallback thresholds against each other")
+                   help="with --merge: also tabulate, model by model, adapt.py's two fallback thresholds against "
+                        "each other")
     p.add_argument("--line-a-val", action="store_true",
                    help="also score the parent's own validation split of its line (forgetting, without the casting "
                         "test split), less any photo the run replayed")
@@ -211,7 +212,8 @@ def merge(a) -> int:
                   f"over all {p['models']} adapted models above:", "",
                   "| models | fewer line-B errors | more | as many | line-B errors fewer a model | "
                   "line-A errors: parent's / lower |", "|---:|---:|---:|---:|---:|---:|",
-                  f"| {p['models']} | {p['better']} | {p['worse']} | {p['tie']} | {p['line_b_errors_saved_mean']:.2f} | "
+                  f"| {p['models']} | {p['better']} | {p['worse']} | {p['tie']} | "
+                  f"{p['line_b_errors_saved_mean']:.2f} | "
                   f"{p['line_a_errors_parent'] if p['line_a_models'] else '-'} / "
                   f"{p['line_a_errors_lower'] if p['line_a_models'] else '-'} |"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

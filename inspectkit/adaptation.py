@@ -110,7 +110,7 @@ def fallback_threshold(parent_threshold: float) -> float:
     A threshold above the balanced point trades missed defects for fewer false alarms, which only a checked
     recall target justifies; the parent's was checked on its own line, not on the new one. On development seeds
     of line B this kept fewer defects unseen than J's 0.603 (in 22 of 41 adapted models, worse in 4; docs/line_b.md,
-    round 5), and a parent whose threshold is already lower keeps it.
+    adaptation round 5), and a parent whose threshold is already lower keeps it.
     """
     return min(float(parent_threshold), BALANCED)
 

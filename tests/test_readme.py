@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -339,7 +340,34 @@ def test_line_b_page_states_the_recipe_choice_that_keeps_line_a():
     assert f"missed the casting test goal: {pct(second['adapted']['casting_test']['accuracy_mean'])}" in flat
 
 
-@pytest.mark.parametrize("report, n_rows", [("adapt_variants", 8), ("adapt_forgetting", 40)])
+def test_line_b_page_states_round_4_by_its_rule_and_round_5s_paired_count():
+    """Round 4's rule, recomputed from adapt_round4.json, keeps the third recipe; round 5's table is the report's."""
+    doc = json.loads((LINE_B / "adapt_round4.json").read_text())
+    errors = {f["variant"]: round((f["missed_mean"] + f["false_alarms_mean"]) * f["seeds"])
+              for f in doc["line_a_validation"]}
+    at_parent = {s["variant"]: s for s in doc["summary"] if s["rule"].startswith("parent's threshold")}
+    third = "fixed-lr-half-anchor1"
+    assert all(at_parent[v]["seeds"] == at_parent[third]["seeds"] == [100, 101, 102, 103, 104] for v in at_parent)
+    passed = [v for v, s in at_parent.items() if v != third
+              and s["accuracy_mean"] >= at_parent[third]["accuracy_mean"] + 0.005 and errors[v] <= errors[third] + 2
+              and np.mean([r["seconds"] for r in s["runs"]]) <= 150]
+    assert passed == []
+    flat = " ".join(DOCS["line_b"].split())
+    assert "**No candidate passed; the third recipe stays.**" in flat
+    assert (f"tied it on line B ({pct(at_parent['third-balance']['accuracy_mean'])} each) and made "
+            f"{errors['third-balance']} line-A errors against {errors[third]}") in flat
+    assert at_parent["third-balance"]["accuracy_mean"] == pytest.approx(at_parent[third]["accuracy_mean"])
+    p = json.loads((LINE_B / "adapt_threshold.json").read_text())["lower_against_parent"]
+    row = (f"| {p['models']} | {p['better']} | {p['worse']} | {p['tie']} | {p['line_b_errors_saved_mean']:.2f} | "
+           f"{p['line_a_errors_parent']} / {p['line_a_errors_lower']} |")
+    assert row in DOCS["line_b"] and p["better"] > p["worse"] and p["line_a_errors_lower"] <= p["line_a_errors_parent"]
+    from inspectkit.adaptation import fallback_threshold
+
+    assert f"(in {p['better']} of {p['models']} adapted models, worse in {p['worse']}" in " ".join(
+        (fallback_threshold.__doc__ or "").split())
+
+
+@pytest.mark.parametrize("report, n_rows", [("adapt_variants", 8), ("adapt_forgetting", 40), ("adapt_round4", 20)])
 def test_recipe_comparison_tables_are_the_scripts_output(report, n_rows):
     """docs/line_b.md shows the tables adapt_variants.py wrote, row for row."""
     written = (LINE_B / f"{report}.md").read_text().splitlines()
