@@ -280,7 +280,8 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     say(0.92, "choosing the threshold")
     val_probs = predict_probs(model, val_images, spec)
     p_thr = parent["threshold"]
-    threshold = p_thr if cfg.threshold == "parent" else fallback_threshold(p_thr)
+    # without a defect class there is no defect-score cut to lower
+    threshold = p_thr if cfg.threshold == "parent" or d is None or p_thr is None else fallback_threshold(p_thr)
 
     def unchecked(why: str) -> dict:
         if cfg.threshold == "parent":
@@ -302,8 +303,6 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
                 f"{n_def} validation defects; checking recall >= {tcfg.target_recall} needs at least {need}"),
                 "rule": found["threshold_choice"]}
     else:
-        if d is None:
-            threshold = p_thr  # no defect class: the threshold is not a defect-score cut
         metrics["validation"] = classification_report(y_va, val_probs, names, d, threshold)
         metrics["threshold_choice"] = unchecked("no held-out validation photos (in-sample mode)")
     after_new = classification_report(y_va[:n_new_va], val_probs[:n_new_va], names, d, threshold)

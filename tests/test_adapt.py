@@ -133,6 +133,19 @@ def test_very_few_photos_adapt_in_sample_at_the_lower_of_the_parents_threshold_a
     assert a["after"]["new_line"]["n"] == 10  # measured on the photos it trained on, and labelled so
 
 
+def test_a_parent_without_a_defect_class_adapts_without_a_threshold(tmp_path):
+    """Several classes and no defect class (e.g. NEU-DET's six): the predicted class is the argmax, nothing to cut."""
+    names = ("crazing", "inclusion", "patches")
+    parent = write_checkpoint(tmp_path / "base.pt", class_names=names, defect_index=None, threshold=None)
+    r = np.random.default_rng(3)
+    for k, name in enumerate(names):
+        write_images(tmp_path / "line" / name, r, 10, k == 0, prefix=name, size=(100, 120) if k else (96, 96))
+    ckpt = run(parent, tmp_path / "line", tmp_path / "x.pt")
+    assert ckpt["threshold"] is None and ckpt["defect_index"] is None
+    assert ckpt["metrics"]["threshold_choice"]["kept_from_parent"] is True
+    assert load_checkpoint(tmp_path / "x.pt")["class_names"] == list(names)
+
+
 @pytest.mark.parametrize("target, need", [(0.998, 500), (0.995, 200), (0.9, 10), (0.5, 2), (1.0, float("inf"))])
 def test_a_recall_target_is_checkable_with_one_over_its_miss_rate_in_defects(target, need):
     assert checkable_defects(target) == need
