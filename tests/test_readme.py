@@ -307,6 +307,14 @@ def test_line_b_page_states_the_curve_and_the_timing():
     second = [_curve("learning_curve_recipe2", per_class=n)["adapted"] for n in (50, 100, 200)]
     assert ("at 50 per class {} on line B and {} on the casting test; at 100, {} and {}; at 200, {} and {}".format(
         *(pct(x[k]["accuracy_mean"]) for x in second for k in ("line_rest", "casting_test")))) in flat
+    third = [_curve("learning_curve_recipe3", per_class=n)["adapted"] for n in (50, 100, 200)]
+    assert ("at 50 per class {} on line B and {} on the casting test; at 100, {} and {}; at 200, {} and {}".format(
+        *(pct(x[k]["accuracy_mean"]) for x in third for k in ("line_rest", "casting_test")))) in flat
+    # "the same models, only the threshold differs": every run ranks the unused photos identically in both curves
+    runs = {name: {(r["seed"], r["per_class"]): r["adapted"]["line_rest"]["roc_auc"]
+                   for r in json.loads((LINE_B / f"{name}.json").read_text())["runs"]}
+            for name in ("learning_curve", "learning_curve_recipe3")}
+    assert runs["learning_curve"] == runs["learning_curve_recipe3"] and len(runs["learning_curve"]) == 15
     first = _curve("learning_curve_early_stop")
     assert (f"the first recipe reached {pct(first['adapted']['line_rest']['accuracy_mean'])} at 50 photos per class"
             in flat)
