@@ -223,14 +223,19 @@ def test_line_weights_give_both_lines_the_same_total_and_a_mean_of_one(n_new, n_
         assert len(set(w[:n_new])) == 1 and len(set(w[n_new:])) == 1
 
 
-def test_balance_lines_changes_the_training_and_is_recorded(tmp_path, casting_tree):
-    """With replay, the balanced loss weights the (smaller) new line up: the weights differ from the plain run's."""
+def parent_trained_on(data: Path, path: Path) -> Path:
+    """A parent whose recorded training data is ``data`` (so replay finds line A there), by the real save function."""
     torch.manual_seed(0)
     model = build_model("mobilenet_v2", 2, weights=None).eval()
     ckpt = make_checkpoint(model, "mobilenet_v2", ["def_front", "ok_front"], 0, default_spec(96), 0.5,
-                           train_config={"data": str(casting_tree), "seed": 0}, data={"counts": {}})
-    parent = tmp_path / "parent.pt"
-    save_checkpoint(ckpt, parent)
+                           train_config={"data": str(data), "seed": 0}, data={"counts": {}})
+    save_checkpoint(ckpt, path)
+    return path
+
+
+def test_balance_lines_changes_the_training_and_is_recorded(tmp_path, casting_tree):
+    """With replay, the balanced loss weights the (smaller) new line up: the weights differ from the plain run's."""
+    parent = parent_trained_on(casting_tree, tmp_path / "parent.pt")
     data = new_line(tmp_path / "lineb", 8, 8)
     plain, balanced = (run(parent, data, tmp_path / f"b{b}.pt", replay="auto", replay_per_class=20, lr1=1e-2,
                            lr2=1e-2, balance_lines=b) for b in (False, True))
@@ -258,12 +263,7 @@ def test_unknown_recipe_options_are_refused_before_any_work(parent, tmp_path, fi
 
 
 def test_replay_samples_the_parents_training_data(tmp_path, casting_tree):
-    torch.manual_seed(0)
-    model = build_model("mobilenet_v2", 2, weights=None).eval()
-    ckpt = make_checkpoint(model, "mobilenet_v2", ["def_front", "ok_front"], 0, default_spec(96), 0.5,
-                           train_config={"data": str(casting_tree), "seed": 0}, data={"counts": {}})
-    parent = tmp_path / "parent.pt"
-    save_checkpoint(ckpt, parent)
+    parent = parent_trained_on(casting_tree, tmp_path / "parent.pt")
     data = new_line(tmp_path / "lineb", 12, 12)
     out = run(parent, data, tmp_path / "x.pt", replay="auto", replay_per_class=10)
     rp = out["metrics"]["adaptation"]["replay"]
