@@ -365,7 +365,11 @@ def test_line_b_page_states_round_4_by_its_rule_and_round_5s_paired_count():
     assert (f"tied it on line B ({pct(at_parent['third-balance']['accuracy_mean'])} each) and made "
             f"{errors['third-balance']} line-A errors against {errors[third]}") in flat
     assert at_parent["third-balance"]["accuracy_mean"] == pytest.approx(at_parent[third]["accuracy_mean"])
-    p = json.loads((LINE_B / "adapt_threshold.json").read_text())["lower_against_parent"]
+    th = json.loads((LINE_B / "adapt_threshold.json").read_text())
+    seeds = sorted({x for r in th["summary"] for x in r["seeds"]})
+    assert (f"({len({r['variant'] for r in th['summary']})} recipes, seeds {seeds[0]} to {seeds[-1]}, J as parent)"
+            in flat)
+    p = th["lower_against_parent"]
     row = (f"| {p['models']} | {p['better']} | {p['worse']} | {p['tie']} | {p['line_b_errors_saved_mean']:.2f} | "
            f"{p['line_a_errors_parent']} / {p['line_a_errors_lower']} |")
     assert row in DOCS["line_b"] and p["better"] > p["worse"] and p["line_a_errors_lower"] <= p["line_a_errors_parent"]
