@@ -74,11 +74,17 @@ def rules(run: dict, target_recall: float) -> dict:
     return out
 
 
-def accuracy(run: dict, t: float) -> dict:
-    s, y = np.asarray(run["rest"]["defect"]), np.asarray(run["rest"]["is_defect"])
+def counts(scores: dict, t: float, key: str = "defect") -> dict:
+    """Accuracy, missed defects and false alarms of the scores under ``key`` at threshold ``t``."""
+    s, y = np.asarray(scores[key]), np.asarray(scores["is_defect"])
     pred = s >= t
     return {"accuracy": float((pred == y).mean()), "missed_defects": int((~pred & y).sum()),
             "false_alarms": int((pred & ~y).sum())}
+
+
+def accuracy(run: dict, t: float) -> dict:
+    """:func:`counts` on the line's photos the run did not use."""
+    return counts(run["rest"], t)
 
 
 def main(argv=None) -> int:
@@ -222,8 +228,8 @@ def merge(a) -> int:
 
 
 def _errors(scores: dict, t: float) -> int:
-    s, y = np.asarray(scores["defect"]), np.asarray(scores["is_defect"])
-    return int(((s >= t) != y).sum())
+    c = counts(scores, t)
+    return c["missed_defects"] + c["false_alarms"]
 
 
 def _paired(runs: list[dict]) -> dict:
@@ -247,14 +253,12 @@ def _forgetting(runs: list[dict]) -> list[dict]:
         rs = [r for r in runs if r["variant"] == v and "line_a_val" in r]
         acc, par, missed, fa, n = [], [], [], [], []
         for r in rs:
-            s, y = np.asarray(r["line_a_val"]["defect"]), np.asarray(r["line_a_val"]["is_defect"])
-            pred = s >= r["threshold"]
-            acc.append(float((pred == y).mean()))
-            missed.append(int((~pred & y).sum()))
-            fa.append(int((pred & ~y).sum()))
-            n.append(len(y))
-            ps = np.asarray(r["line_a_val"]["parent_defect"])
-            par.append(float(((ps >= r["parent_threshold"]) == y).mean()))
+            c = counts(r["line_a_val"], r["threshold"])
+            acc.append(c["accuracy"])
+            missed.append(c["missed_defects"])
+            fa.append(c["false_alarms"])
+            n.append(len(r["line_a_val"]["is_defect"]))
+            par.append(counts(r["line_a_val"], r["parent_threshold"], key="parent_defect")["accuracy"])
         out.append({"variant": v, "seeds": len(rs), "n_mean": float(np.mean(n)), "accuracy_mean": float(np.mean(acc)),
                     "missed_mean": float(np.mean(missed)), "false_alarms_mean": float(np.mean(fa)),
                     "parent_accuracy_mean": float(np.mean(par))})

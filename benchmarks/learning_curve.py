@@ -234,8 +234,8 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
         lines.append(f"| {s['per_class']} | {cell('parent')} | {cell('bn')} | {cell('adapted')} |")
     lines += ["", "Ranking (ROC-AUC, threshold-free) on the unused line-B photos, mean over seeds, and the adapted models' "
               "thresholds (train.py's rule on their own validation part where it holds enough defects to check the recall "
-              "target, else `adapt.py --threshold auto`'s fallback: the parent's threshold until adaptation round 5, the lower of it "
-              "and 0.5 since; the first recipe always took the rule's):", "",
+              "target, else `adapt.py --threshold auto`'s fallback: the parent's threshold until adaptation round 5, "
+              "the lower of it and 0.5 since; the first recipe always took the rule's):", "",
               "| photos per class | parent | bn | adapted | adapted thresholds |", "|---:|---:|---:|---:|---:|"]
     for s in summary:
         auc = lambda m: f"{s[m]['line_rest']['roc_auc_mean']:.4f}" if m in s else "-"
