@@ -40,6 +40,9 @@ def parse_args(argv=None) -> AdaptConfig:
                         f"as --threshold auto without validation (at least {MIN_PHOTOS_PER_CLASS} photos per class "
                         "are needed at all)")
     p.add_argument("--views", type=int, default=d.views, help="cached views per photo (1 clean + augmented)")
+    p.add_argument("--size", type=int, default=d.size,
+                   help="input size of the adapted model in pixels (0: the parent's); larger keeps small defects "
+                        "visible and costs time, roughly with its square")
     p.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs)
     p.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs)
     p.add_argument("--lr1", type=float, default=d.lr1, help="stage 1 (head) learning rate")

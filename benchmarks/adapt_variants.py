@@ -35,7 +35,8 @@ from learning_curve import _link_subset, class_order, draw  # noqa: E402
 #: the first recipes' rates, without the pull towards the parent (AdaptConfig's defaults until the forgetting round)
 FIRST = {"lr1": 1e-3, "lr2": 3e-4, "anchor": 0.0}
 #: the third recipe (AdaptConfig's defaults since the forgetting round)
-THIRD = {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4, "anchor": 1.0, "members": 1, "balance_lines": False, "views": 8}
+THIRD = {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4, "anchor": 1.0, "members": 1, "balance_lines": False, "views": 8,
+         "size": 0}
 #: recipe name -> AdaptConfig fields, all spelled out so a name means the same runs whatever the defaults become
 VARIANTS = {
     "early-stop": {**FIRST, "keep": "best"},
@@ -53,6 +54,9 @@ VARIANTS = {
     "third-balance": {**THIRD, "balance_lines": True},
     "third-members2": {**THIRD, "members": 2},
     "third-views16": {**THIRD, "views": 16},
+    # adaptation round 6: a larger input, so that pinholes near the rim (most of the misses) keep more pixels
+    "third-size288": {**THIRD, "size": 288},
+    "third-size320": {**THIRD, "size": 320},
 }
 
 log = logging.getLogger("adapt_variants")

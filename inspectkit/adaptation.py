@@ -65,6 +65,9 @@ class AdaptConfig:
     val_fraction: float = 0.3
     min_val_per_class: int = 3  # below this many held-out photos per class, adapt in-sample (see module doc)
     views: int = 8  # cached views per photo: the clean one and views-1 augmented ones
+    # input size of the adapted model (0: the parent's); the network is convolutional with a global pool, so the
+    # same weights take any size, and a larger one keeps small defects (pinholes near the rim) more pixels wide
+    size: int = 0
     stage1_epochs: int = 20
     stage2_epochs: int = 10
     # half the first recipe's rates and a pull towards the parent (L2-SP): fewer line-A photos forgotten on
@@ -96,6 +99,8 @@ class AdaptConfig:
             raise ValueError(f"anchor and last_blocks must be >= 0, got {self.anchor} and {self.last_blocks}")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
+        if self.size and not 32 <= self.size <= 1024:
+            raise ValueError(f"size must be 0 (the parent's) or in 32..1024, got {self.size}")
         if self.threshold not in ("auto", "rule", "parent"):
             raise ValueError(f"threshold must be 'auto', 'rule' or 'parent', got {self.threshold!r}")
 
@@ -232,7 +237,8 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    names, d, spec = parent["class_names"], parent["defect_index"], parent["preprocessing"]
+    names, d, p_spec = parent["class_names"], parent["defect_index"], parent["preprocessing"]
+    spec = {**p_spec, "size": int(cfg.size)} if cfg.size else p_spec  # the adapted model's input
     pcfg = parent.get("train_config") or {}
     known = {f.name for f in fields(TrainConfig)}
     tcfg = TrainConfig(**{k: v for k, v in pcfg.items() if k in known})
@@ -268,9 +274,9 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     n_new_va = len(va)
 
     model = model_from_checkpoint(parent)
-    before_new = _report(model, val_images[:n_new_va], y_va[:n_new_va], names, d, parent["threshold"], spec)
-    before_rep = _report(model, val_images[n_new_va:], y_va[n_new_va:], names, d, parent["threshold"], spec)
-    fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, stage1_epochs=cfg.stage1_epochs,
+    before_new = _report(model, val_images[:n_new_va], y_va[:n_new_va], names, d, parent["threshold"], p_spec)
+    before_rep = _report(model, val_images[n_new_va:], y_va[n_new_va:], names, d, parent["threshold"], p_spec)
+    fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, size=int(spec["size"]), stage1_epochs=cfg.stage1_epochs,
                    stage2_epochs=cfg.stage2_epochs, lr1=cfg.lr1, lr2=cfg.lr2, patience=cfg.patience,
                    ema_epochs=cfg.ema_epochs, keep=cfg.keep, anchor=cfg.anchor, batch_size=cfg.batch_size,
                    last_blocks=cfg.last_blocks or tcfg.last_blocks, members=cfg.members, region_weight=0.0)
