@@ -57,6 +57,9 @@ VARIANTS = {
     # adaptation round 6: a larger input, so that pinholes near the rim (most of the misses) keep more pixels
     "third-size288": {**THIRD, "size": 288},
     "third-size320": {**THIRD, "size": 320},
+    # adaptation round 7: more of the network, or longer, learns the new line (blocks1 learnt it worst of all)
+    "third-blocks12": {**THIRD, "last_blocks": 12},
+    "third-s2e20": {**THIRD, "stage2_epochs": 20},
 }
 
 log = logging.getLogger("adapt_variants")
