@@ -254,7 +254,8 @@ def _paired(runs: list[dict]) -> dict:
 
 
 def _forgetting(runs: list[dict]) -> list[dict]:
-    """Per recipe, the runs' accuracy on the parent's validation split at their own threshold (and the parent's)."""
+    """Per recipe, the runs' accuracy on the parent's validation split at their own threshold (and the parent's), and
+    their total errors there at adapt.py's threshold now."""
     out = []
     for v in dict.fromkeys(r["variant"] for r in runs if "line_a_val" in r):
         rs = [r for r in runs if r["variant"] == v and "line_a_val" in r]
@@ -268,7 +269,10 @@ def _forgetting(runs: list[dict]) -> list[dict]:
             par.append(counts(r["line_a_val"], r["parent_threshold"], key="parent_defect")["accuracy"])
         out.append({"variant": v, "seeds": len(rs), "n_mean": float(np.mean(n)), "accuracy_mean": float(np.mean(acc)),
                     "missed_mean": float(np.mean(missed)), "false_alarms_mean": float(np.mean(fa)),
-                    "parent_accuracy_mean": float(np.mean(par))})
+                    "parent_accuracy_mean": float(np.mean(par)),
+                    # at adapt.py's threshold today (the lower of the parent's and 0.5), whatever the run used then
+                    "errors_at_lower": sum(_errors(r["line_a_val"], fallback_threshold(r["parent_threshold"]))
+                                           for r in rs)})
     return out
 
 
