@@ -41,14 +41,16 @@ def _short(r: dict) -> dict:
     return {k: r[k] for k in KEYS}
 
 
-def _measure(ckpt, model, sets) -> dict:
-    """Reports of ``model`` (at the checkpoint's threshold) on each named (images, labels) set."""
-    out = {}
+def _measure(ckpt, model, sets, scores: bool = False) -> dict:
+    """Reports of ``model`` (at the checkpoint's threshold) on each named (images, labels) set; with ``scores``, also
+    every photo's p(defect) under ``scores`` (so another threshold rule can be applied later without retraining)."""
+    out, kept = {}, {}
     for name, (images, labels) in sets.items():
         p = predict_probs(model, images, ckpt["preprocessing"])
         out[name] = _short(classification_report(labels, p, ckpt["class_names"], ckpt["defect_index"],
                                                  ckpt["threshold"]))
-    return out
+        kept[name] = [round(float(x), 6) for x in p[:, ckpt["defect_index"]]]
+    return {**out, "scores": kept} if scores else out
 
 
 def class_order(labels: np.ndarray, n_classes: int, seed: int) -> dict[int, list[int]]:
@@ -88,6 +90,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr2", type=float, default=AdaptConfig.lr2, help="adapt.py's --lr2")
     p.add_argument("--anchor", type=float, default=AdaptConfig.anchor,
                    help="adapt.py's --anchor; the second recipe's curve: --lr1 1e-3 --lr2 3e-4 --anchor 0")
+    p.add_argument("--size", type=int, default=AdaptConfig.size,
+                   help="adapt.py's --size (0: the parent's input size)")
     p.add_argument("--work", default="runs/learning-curve", help="folder for the per-run photo subsets")
     p.add_argument("--out", default="reports/line-b/learning_curve", help="writes OUT.json, OUT.md and OUT.png")
     p.add_argument("--merge", nargs="+", metavar="JSON",
@@ -128,14 +132,16 @@ def main(argv=None) -> int:
             variants = [("adapted", "auto")] + ([("adapted_no_replay", "none")] if n in a.no_replay_at else [])
             for key, replay in variants:
                 cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, replay=replay,
-                                  threads=a.threads, keep=a.keep, lr1=a.lr1, lr2=a.lr2, anchor=a.anchor)
+                                  threads=a.threads, keep=a.keep, lr1=a.lr1, lr2=a.lr2, anchor=a.anchor,
+                                  size=a.size)
                 t0 = time.perf_counter()
                 ck = adapt(parent, cfg, save=False)
                 secs = time.perf_counter() - t0
                 m = model_from_checkpoint(ck)
                 ad = ck["metrics"]["adaptation"]
-                row[key] = {**_measure(ck, m, sets), "seconds": round(secs, 1), "threshold": ck["threshold"],
-                            "mode": ad["mode"], "validation_new_line": ad["after"]["new_line"].get("accuracy"),
+                row[key] = {**_measure(ck, m, sets, scores=True), "seconds": round(secs, 1),
+                            "threshold": ck["threshold"], "mode": ad["mode"],
+                            "validation_new_line": ad["after"]["new_line"].get("accuracy"),
                             "validation_n": ad["after"]["new_line"].get("n")}
             log.info("seed %d n %d: parent %.4f bn %.4f adapted %.4f (casting test %.4f) in %.0fs", seed, n,
                      row["parent"]["line_rest"]["accuracy"], row["bn"]["line_rest"]["accuracy"],
@@ -159,11 +165,12 @@ def merge(a) -> int:
                 raise SystemExit(f"learning_curve.py: error: seed {key[0]}, {key[1]} per class is in two outputs")
             seen.add(key)
             rows.append(r)
-    if len({d.get("keep", "best") for d in docs}) != 1:  # outputs without the key predate it: early stopping
-        raise SystemExit("learning_curve.py: error: --merge needs outputs of one recipe (--keep)")
+    # outputs without a key predate it: early stopping, at the parent's size
+    if len({(d.get("keep", "best"), d.get("size", 0)) for d in docs}) != 1:
+        raise SystemExit("learning_curve.py: error: --merge needs outputs of one recipe (--keep, --size)")
     rows.sort(key=lambda r: (r["seed"], r["per_class"]))
     a.checkpoint, a.line, a.casting = docs[0]["checkpoint"], docs[0]["line"], docs[0]["casting"]
-    a.keep = docs[0].get("keep", "best")
+    a.keep, a.size = docs[0].get("keep", "best"), docs[0].get("size", 0)
     write(a, docs[0]["parent_weights_sha256"], rows, sum(d["seconds"] for d in docs),
           commands=[d["command"] for d in docs])
     return 0
@@ -204,6 +211,7 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
     command = "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:])
     doc = {"command": command, **({"merged_from": commands} if commands else {}),
            "checkpoint": a.checkpoint, "parent_weights_sha256": parent_digest, "keep": a.keep,
+           "size": a.size,
            "line": a.line, "casting": a.casting, "seconds": round(seconds, 1), "summary": summary, "runs": rows}
     D.save_json(doc, out.with_suffix(".json"))
     lines = ["# Adapting to line B: the learning curve", "",
@@ -211,7 +219,8 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
              f"`{doc['command']}`", "",
              "Accuracy on the line-B photos **not used** for adaptation (mean over seeds, [min, max]), and on the "
              "casting test split (forgetting). parent: the model as it is; bn: batch-norm statistics re-estimated on the "
-             "unlabelled photos; adapted: `adapt.py` with replay of line A; no replay: the same without it.", "",
+             "unlabelled photos; adapted: `adapt.py` with replay of line A" + (f", at {a.size} px" if a.size else "")
+             + "; no replay: the same without it.", "",
              "| photos per class | seeds | parent | bn | adapted | adapted, casting test | no replay | no replay, casting test | adapt s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 

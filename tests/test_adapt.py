@@ -17,9 +17,10 @@ from conftest import write_checkpoint, write_images
 from inference_handler import InferenceHandler
 from inspectkit.adaptation import (MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, checkable_defects, fallback_threshold,
                                    line_weights)
-from inspectkit.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, weights_digest
+from inspectkit.checkpoint import (load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint,
+                                   weights_digest)
 from inspectkit.metrics import choose_threshold
-from inspectkit.model import build_model
+from inspectkit.model import build_model, predict_probs
 from inspectkit.preprocess import default_spec
 
 TINY = dict(views=2, stage1_epochs=2, stage2_epochs=2, patience=2, threads=1, replay="none")
@@ -254,12 +255,38 @@ def test_members_average_several_stage2_runs(parent, tmp_path):
                                                    ("threshold", "0.5", "threshold must be 'auto', 'rule' or 'parent'"),
                                                    ("anchor", -1.0, "anchor and last_blocks must be >= 0"),
                                                    ("last_blocks", -2, "anchor and last_blocks must be >= 0"),
-                                                   ("members", 0, "members must be >= 1, got 0")])
+                                                   ("members", 0, "members must be >= 1, got 0"),
+                                                   ("size", 8, "size must be 0 .the parent's. or in 32..1024, got 8")])
 def test_unknown_recipe_options_are_refused_before_any_work(parent, tmp_path, field, value, message):
     data = new_line(tmp_path / "lineb", 6, 6)
     with pytest.raises(ValueError, match=message):
         run(parent, data, tmp_path / "x.pt", **{field: value})
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("size", [0, 64, 128])
+def test_size_sets_the_adapted_models_input_and_the_handler_follows_it(parent, tmp_path, rng, size):
+    from conftest import synthetic_casting
+
+    data = new_line(tmp_path / "lineb", 12, 12)
+    out = tmp_path / "adapted.pt"
+    ckpt = run(parent, data, out, size=size)
+    p = load_checkpoint(parent)
+    expected = size or p["preprocessing"]["size"]
+    saved = load_checkpoint(out)
+    assert saved["preprocessing"] == {**p["preprocessing"], "size": expected}
+    assert saved["train_config"]["adaptation"]["size"] == size
+    # "before" is the parent at its own size: the same whatever size the adapted model takes
+    before = run(parent, data, tmp_path / "ref.pt")["metrics"]["adaptation"]["before"]
+    assert ckpt["metrics"]["adaptation"]["before"] == before
+    h = InferenceHandler(out, backend="torch")
+    model = model_from_checkpoint(saved)
+    for shape in ((96, 96), (80, 130)):
+        image = synthetic_casting(rng, True, shape)
+        r = h.predict(image, heatmap=True)
+        expected_p = predict_probs(model, [image], saved["preprocessing"])[0, saved["defect_index"]]
+        assert r.defect_probability == pytest.approx(expected_p, abs=1e-5)
+        assert r.heatmap is not None and r.heatmap.shape == shape
 
 
 def test_replay_samples_the_parents_training_data(tmp_path, casting_tree):
