@@ -154,7 +154,9 @@ def test_parquet_resume_skips_finished_parts_and_drops_an_unfinished_one(photos,
 
 
 SLOW_CLI = """
-import sys, time
+import signal, sys, time
+# a test run started in the background (nohup ... &) ignores Ctrl-C, and a child inherits that: take it back
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {repo!r})
 import inspectkit.batch as b
 inner = b.inspect_paths
