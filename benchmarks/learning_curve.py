@@ -49,7 +49,8 @@ def _measure(ckpt, model, sets, scores: bool = False) -> dict:
         p = predict_probs(model, images, ckpt["preprocessing"])
         out[name] = _short(classification_report(labels, p, ckpt["class_names"], ckpt["defect_index"],
                                                  ckpt["threshold"]))
-        kept[name] = [round(float(x), 6) for x in p[:, ckpt["defect_index"]]]
+        if scores:
+            kept[name] = [round(float(x), 6) for x in p[:, ckpt["defect_index"]]]
     return {**out, "scores": kept} if scores else out
 
 

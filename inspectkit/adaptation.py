@@ -276,7 +276,7 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     model = model_from_checkpoint(parent)
     before_new = _report(model, val_images[:n_new_va], y_va[:n_new_va], names, d, parent["threshold"], p_spec)
     before_rep = _report(model, val_images[n_new_va:], y_va[n_new_va:], names, d, parent["threshold"], p_spec)
-    fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, size=int(spec["size"]), stage1_epochs=cfg.stage1_epochs,
+    fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, stage1_epochs=cfg.stage1_epochs,
                    stage2_epochs=cfg.stage2_epochs, lr1=cfg.lr1, lr2=cfg.lr2, patience=cfg.patience,
                    ema_epochs=cfg.ema_epochs, keep=cfg.keep, anchor=cfg.anchor, batch_size=cfg.batch_size,
                    last_blocks=cfg.last_blocks or tcfg.last_blocks, members=cfg.members, region_weight=0.0)

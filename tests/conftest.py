@@ -90,12 +90,14 @@ def casting_tree(tmp_path: Path) -> Path:
 
 def write_checkpoint(path: Path, arch: str = "mobilenet_v2", size: int = 96, seed: int = 0,
                      class_names=("def_front", "ok_front"), defect_index: int | None = 0,
-                     threshold: float | None = 0.5) -> Path:
-    """A checkpoint with random weights, written by the real save function."""
+                     threshold: float | None = 0.5, train_data: Path | None = None) -> Path:
+    """A checkpoint with random weights, written by the real save function; ``train_data``, when given, is recorded
+    as the data it was trained on (so adaptation's replay finds the parent's line there)."""
     torch.manual_seed(seed)
     model = build_model(arch, len(class_names), weights=None).eval()
+    train_config = {"seed": seed, **({"data": str(train_data)} if train_data is not None else {})}
     ckpt = make_checkpoint(model, arch, list(class_names), defect_index, default_spec(size), threshold,
-                           metrics={"validation": {}}, train_config={"seed": seed}, data={"counts": {}})
+                           metrics={"validation": {}}, train_config=train_config, data={"counts": {}})
     save_checkpoint(ckpt, path)
     return path
 

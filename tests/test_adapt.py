@@ -17,11 +17,9 @@ from conftest import write_checkpoint, write_images
 from inference_handler import InferenceHandler
 from inspectkit.adaptation import (MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, checkable_defects, fallback_threshold,
                                    line_weights)
-from inspectkit.checkpoint import (load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint,
-                                   weights_digest)
+from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest
 from inspectkit.metrics import choose_threshold
-from inspectkit.model import build_model, predict_probs
-from inspectkit.preprocess import default_spec
+from inspectkit.model import predict_probs
 
 TINY = dict(views=2, stage1_epochs=2, stage2_epochs=2, patience=2, threads=1, replay="none")
 
@@ -224,19 +222,9 @@ def test_line_weights_give_both_lines_the_same_total_and_a_mean_of_one(n_new, n_
         assert len(set(w[:n_new])) == 1 and len(set(w[n_new:])) == 1
 
 
-def parent_trained_on(data: Path, path: Path) -> Path:
-    """A parent whose recorded training data is ``data`` (so replay finds line A there), by the real save function."""
-    torch.manual_seed(0)
-    model = build_model("mobilenet_v2", 2, weights=None).eval()
-    ckpt = make_checkpoint(model, "mobilenet_v2", ["def_front", "ok_front"], 0, default_spec(96), 0.5,
-                           train_config={"data": str(data), "seed": 0}, data={"counts": {}})
-    save_checkpoint(ckpt, path)
-    return path
-
-
 def test_balance_lines_changes_the_training_and_is_recorded(tmp_path, casting_tree):
     """With replay, the balanced loss weights the (smaller) new line up: the weights differ from the plain run's."""
-    parent = parent_trained_on(casting_tree, tmp_path / "parent.pt")
+    parent = write_checkpoint(tmp_path / "parent.pt", train_data=casting_tree)
     data = new_line(tmp_path / "lineb", 8, 8)
     plain, balanced = (run(parent, data, tmp_path / f"b{b}.pt", replay="auto", replay_per_class=20, lr1=1e-2,
                            lr2=1e-2, balance_lines=b) for b in (False, True))
@@ -290,7 +278,7 @@ def test_size_sets_the_adapted_models_input_and_the_handler_follows_it(parent, t
 
 
 def test_replay_samples_the_parents_training_data(tmp_path, casting_tree):
-    parent = parent_trained_on(casting_tree, tmp_path / "parent.pt")
+    parent = write_checkpoint(tmp_path / "parent.pt", train_data=casting_tree)
     data = new_line(tmp_path / "lineb", 12, 12)
     out = run(parent, data, tmp_path / "x.pt", replay="auto", replay_per_class=10)
     rp = out["metrics"]["adaptation"]["replay"]

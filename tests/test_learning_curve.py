@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_images
+from conftest import write_checkpoint, write_images
 from inspectkit.checkpoint import load_checkpoint
-from test_adapt import parent_trained_on
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import learning_curve  # noqa: E402
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def curve(tmp_path, casting_tree):
     """One seed, 12 photos per class of a 20-per-class line, at 64 px: (the output's JSON, its stem, the parent)."""
-    parent = parent_trained_on(casting_tree, tmp_path / "parent.pt")
+    parent = write_checkpoint(tmp_path / "parent.pt", train_data=casting_tree)
     r = np.random.default_rng(3)
     write_images(tmp_path / "line" / "def_front", r, 20, True, prefix="b_def", size=(120, 100))
     write_images(tmp_path / "line" / "ok_front", r, 20, False, prefix="b_ok", size=(100, 100))
