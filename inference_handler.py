@@ -45,6 +45,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -53,6 +54,7 @@ import numpy as np
 
 from inspectkit import fast
 from inspectkit.calibration import scale_for_checkpoint
+from inspectkit.guard import guard_from_info
 from inspectkit.heatmap import (cam_from_features, check_opacity, evidence_from_features, heatmap_at, heatmap_on_scale,
                                 heatmap_peak, overlay as blend_overlay)
 from inspectkit.imageio import load_rgb, source_name
@@ -67,6 +69,8 @@ DEFAULT_CHECKPOINT = "final_best_model.pt"
 #: "onnx-int8" is never chosen by "auto": it needs a quantised graph made beforehand (benchmarks/benchmark.py --int8)
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 STAGES = ("decode", "preprocess", "forward", "gradcam", "overlay", "total")
+#: The verdict of a photo the guard says nobody can judge (a model with a guard; ``unusable_reason`` says why).
+UNUSABLE = "UNUSABLE"
 #: Heat maps: the defect evidence on the checkpoint's fixed scale, or the per-image normalised CAM of one class.
 EVIDENCE, CLASS_NORMALISED = "defect-evidence", "class-normalised"
 HEATMAP_MODES = (EVIDENCE, CLASS_NORMALISED)
@@ -87,7 +91,12 @@ def _torch_installed() -> bool:
 
 @dataclass
 class InspectionResult:
-    """The outcome for one image. ``error`` is set (and ``verdict`` None) when the image could not be used."""
+    """The outcome for one image. ``error`` is set (and ``verdict`` None) when the image could not be decoded.
+
+    ``verdict`` is "OK", "DEFECT" or "UNUSABLE" (for a model with a defect class): UNUSABLE when the guard says the
+    photo cannot be judged (``unusable_reason``: "too dark", "not a casting", ... see ``inspectkit.guard.REASONS``);
+    ``label``, the probabilities and the heat map are still those the network gave, for the engineer to see.
+    """
 
     name: str
     verdict: str | None = None  # "OK"/"DEFECT" for a model with a defect class, else the class name
@@ -107,6 +116,9 @@ class InspectionResult:
     heatmap_mode: str | None = None  # "defect-evidence" or "class-normalised" (None: no heat map)
     heatmap_scale: dict | None = None  # {"threshold", "value"} shown as 0.5 and 1; None: scaled per image
     display_label: str | None = None  # the human label of ``label`` ("Defect"), from the checkpoint
+    unusable_reason: str | None = None  # why the verdict is UNUSABLE (None: judged, or no guard)
+    novelty: float | None = None  # how unlike the training photos (about 1 for them; None: no guard)
+    image_stats: dict | None = None  # the guard's image statistics (brightness, sharpness, ...; None: no guard)
 
     def to_dict(self, include_arrays: bool = False) -> dict:
         """A JSON-ready dict. Arrays are left out (their shapes are given) unless ``include_arrays``,
@@ -123,6 +135,9 @@ class InspectionResult:
             "heatmap_mode": self.heatmap_mode, "display_label": self.display_label,
             "heatmap_scale": (None if self.heatmap_scale is None
                               else {k: float(v) for k, v in self.heatmap_scale.items()}),
+            "unusable_reason": self.unusable_reason,
+            "novelty": None if self.novelty is None else float(self.novelty),
+            "image_stats": None if self.image_stats is None else {k: float(v) for k, v in self.image_stats.items()},
         }
         for key in ("heatmap", "overlay", "image"):
             arr = getattr(self, key)
@@ -226,6 +241,11 @@ class InferenceHandler:
         if heatmap_mode == "auto":
             heatmap_mode = EVIDENCE if self.defect_index is not None else CLASS_NORMALISED
         self.heatmap_mode: str = self._check_mode(heatmap_mode)
+        # the guard (UNUSABLE verdicts, drift reference) or why it is off: it is only used for a model with a defect
+        # class (its verdicts are OK/DEFECT); a checkpoint without one still serves, and says so
+        self.guard, self.guard_off_reason = guard_from_info(info)
+        if self.guard is not None and self.defect_index is None:
+            self.guard, self.guard_off_reason = None, "the guard needs a model with a defect class"
         self.load_time_s = time.perf_counter() - t0
 
     # -- loading ----------------------------------------------------------------------------------------------
@@ -277,10 +297,11 @@ class InferenceHandler:
             return self.class_names[label]
         return "DEFECT" if label == self.defect_index else "OK"
 
-    def decide(self, probabilities: dict, threshold: float | None = None) -> str:
+    def decide(self, probabilities: dict, threshold: float | None = None, unusable_reason: str | None = None) -> str:
         """The verdict for class probabilities (e.g. a stored result's), optionally at another threshold.
 
         Same rule as inference and evaluation: defect when p_defect >= threshold; multi-class: most likely class.
+        A photo with an ``unusable_reason`` stays UNUSABLE at any threshold (the probabilities are still checked).
         """
         if not isinstance(probabilities, dict):
             raise ValueError(f"probabilities must be a dict of class name -> probability, got "
@@ -302,7 +323,37 @@ class InferenceHandler:
                 raise ValueError(f"threshold {threshold!r} must be a number in [0, 1]") from None
             if not 0.0 <= t <= 1.0:
                 raise ValueError(f"threshold {threshold!r} must be in [0, 1]")
-        return self._verdict(int(predict_labels(p, self.defect_index, t)[0]))
+        verdict = self._verdict(int(predict_labels(p, self.defect_index, t)[0]))
+        return UNUSABLE if unusable_reason else verdict
+
+    def pooled_features(self, images: Sequence, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """(globally pooled last-block features N x K, class probabilities N x C) of decoded RGB uint8 images: what
+        the guard's novelty reference is fitted on (``inspectkit.guard.fit_novelty``)."""
+        pooled, probs = [], []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            x = np.stack([preprocess(im, self.preprocessing) for im in chunk]).astype(np.float32)
+            if self._fast is not None:
+                logits, feats = self._fast.run(x, features=True)
+            else:
+                import torch
+
+                from inspectkit.model import cam_layer_name
+
+                out: dict = {}
+                layer = self._model.get_submodule(cam_layer_name(self.arch))
+                handle = layer.register_forward_hook(lambda m, i, o: out.__setitem__("f", o.detach().numpy().copy()))
+                try:
+                    with torch.inference_mode():
+                        logits = self._model(torch.from_numpy(x)).numpy()
+                finally:
+                    handle.remove()
+                feats = out["f"]
+            pooled.append(feats.mean(axis=(2, 3)))
+            probs.append(softmax(logits))
+        k = 0 if not pooled else pooled[0].shape[1]
+        return (np.concatenate(pooled) if pooled else np.zeros((0, k), np.float32),
+                np.concatenate(probs) if probs else np.zeros((0, len(self.class_names))))
 
     # -- needs review -----------------------------------------------------------------------------------------
     @property
@@ -474,21 +525,25 @@ class InferenceHandler:
         return list(self._pool.map(fn, items))
 
     def _prepare(self, args):
-        """Decode one image and preprocess it into its slot of the input batch; (rgb, timing) or the ValueError."""
+        """Decode one image and preprocess it into its slot of the input batch: (rgb, timing, guard statistics or
+        None), or (the ValueError, None, None). The guard's image statistics count as preprocessing time."""
         source, row = args
         t0 = time.perf_counter()
         try:
             rgb = load_rgb(source)
         except ValueError as exc:
-            return exc, None
+            return exc, None, None
         t1 = time.perf_counter()
         preprocess(rgb, self.preprocessing, out=row)
+        stats = None if self.guard is None else self.guard.stats(rgb)
         t2 = time.perf_counter()
-        return rgb, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}
+        return rgb, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3}, stats
 
     def _run_chunk(self, images, idx, names, results, heatmap, opacity, on_error, target_index,
                    mode: str = CLASS_NORMALISED) -> None:
         evidence = heatmap and mode == EVIDENCE
+        guard = self.guard
+        feats_needed = heatmap or guard is not None  # novelty is read from the same last-block features
         t_start = time.perf_counter()
         buf = self._buffer(len(idx))
         workers = self.threads or fast.default_threads()
@@ -501,20 +556,20 @@ class InferenceHandler:
 
             def part_job(part):
                 prep = [self._prepare((images[idx[k]], buf[k])) for k in part]
-                good = [k for k, (_, tm) in zip(part, prep) if tm is not None]
+                good = [k for k, (_, tm, _) in zip(part, prep) if tm is not None]
                 if not good:
                     return prep, None, None, 0.0
                 xs = buf[good[0]:good[-1] + 1] if good == list(range(good[0], good[-1] + 1)) else buf[good]
                 t = time.perf_counter()
-                lg, ft = self._fast.run_single_thread(xs, features=heatmap)
+                lg, ft = self._fast.run_single_thread(xs, features=feats_needed)
                 return prep, lg, ft, (time.perf_counter() - t) * 1e3 / len(good)
 
             outs = self._map(part_job, parts, force=True)
             prepared = [p for o in outs for p in o[0]]
         else:
             prepared = self._map(self._prepare, [(images[i], buf[k]) for k, i in enumerate(idx)])
-        rgbs, slots, timing, rows = [], [], [], []
-        for k, (i, (rgb, tm)) in enumerate(zip(idx, prepared)):
+        rgbs, slots, timing, rows, stats = [], [], [], [], []
+        for k, (i, (rgb, tm, st)) in enumerate(zip(idx, prepared)):
             if tm is None:  # rgb holds the ValueError
                 if on_error == "raise":
                     raise rgb
@@ -522,6 +577,7 @@ class InferenceHandler:
                                               backend=self.backend)
                 continue
             rgbs.append(rgb)
+            stats.append(st)
             slots.append(i)
             timing.append(tm)
             rows.append(k)
@@ -536,7 +592,7 @@ class InferenceHandler:
         if split:
             done = [o for o in outs if o[1] is not None]
             logits = np.concatenate([o[1] for o in done])
-            feats = np.concatenate([o[2] for o in done]) if heatmap else None
+            feats = np.concatenate([o[2] for o in done]) if feats_needed else None
             t1 = time.perf_counter()
             # per image: its part's single-threaded time per image, shared by the parts running side by side
             t0 = t1 - float(np.mean([o[3] for o in done])) * 1e-3 * n / len(done)
@@ -545,7 +601,7 @@ class InferenceHandler:
             targets = labels if target_index is None else np.full(n, target_index)
             cams = self._fast_cams(feats, targets, evidence) if heatmap else None
         elif self._fast is not None:
-            logits, feats = self._fast.run(x, features=heatmap)
+            logits, feats = self._fast.run(x, features=feats_needed)
             t1 = time.perf_counter()
             probs = softmax(logits)
             labels = predict_labels(probs, self.defect_index, self.threshold)
@@ -557,8 +613,9 @@ class InferenceHandler:
             import gradcam
 
             xt = torch.from_numpy(x)
+            feats = None
             if heatmap:
-                with gradcam.GradCAM(self._model, self.cam_layer) as cam:
+                with gradcam.GradCAM(self._model, self.cam_layer) as cam, self._last_block() as last:
                     logits = cam.forward(xt).numpy()
                     t1 = time.perf_counter()
                     probs = softmax(logits)
@@ -566,15 +623,22 @@ class InferenceHandler:
                     targets = labels if target_index is None else np.full(n, target_index)
                     # evidence: Grad-CAM of logit[defect] - logit[ok] by autograd (x h*w: the fast path's units)
                     cams = cam.evidence(self.defect_index) if evidence else cam.cams(targets)
+                feats = last.get("features")
             else:
-                with torch.inference_mode():
+                with torch.inference_mode(), self._last_block() as last:
                     logits = self._model(xt).numpy()
+                feats = last.get("features")
                 t1 = time.perf_counter()
                 probs = softmax(logits)
                 labels = predict_labels(probs, self.defect_index, self.threshold)
                 targets, cams = None, None
         t2 = time.perf_counter()
         fwd_ms, cam_ms = (t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n
+        reasons, novelty = [None] * n, [None] * n
+        if guard is not None:
+            # pooled last-block features: what the head sees; the guard's novelty is measured there
+            novelty = guard.novelty(feats.mean(axis=(2, 3))).tolist()
+            reasons = [guard.judge(stats[j], novelty[j]) for j in range(n)]
 
         scale = self.heatmap_scale if evidence else None
         shown_scale = (None if scale is None
@@ -606,7 +670,7 @@ class InferenceHandler:
             tm["total"] = sum(tm[k] for k in STAGES[:-1])
             results[i] = InspectionResult(
                 name=self._name(images[i], i, names),
-                verdict=self._verdict(label),
+                verdict=UNUSABLE if reasons[j] is not None else self._verdict(label),
                 label=self.class_names[label],
                 probabilities={c: float(p) for c, p in zip(self.class_names, probs[j])},
                 defect_probability=None if self.defect_index is None else float(probs[j, self.defect_index]),
@@ -620,10 +684,33 @@ class InferenceHandler:
                 needs_review=None if band is None else in_band(float(probs[j, self.defect_index]), band["low"],
                                                                band["high"]),
                 review_band=None if band is None else {"low": band["low"], "high": band["high"]},
+                unusable_reason=reasons[j], novelty=novelty[j],
+                image_stats=None if guard is None else guard.stats_dict(stats[j]),
             )
         if n == 1 and len(idx) == 1:
             # a single image: the wall time of the whole call, overheads included
             results[slots[0]].timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
+
+    @contextmanager
+    def _last_block(self):
+        """Torch backend: a forward hook on the last block that keeps its output as numpy (``["features"]``), the
+        features the guard's novelty reads; removed on exit. Yields an empty dict when there is no guard."""
+        out: dict = {}
+        if self.guard is None:
+            yield out
+            return
+        from inspectkit.model import cam_layer_name
+
+        layer = self._model.get_submodule(cam_layer_name(self.arch))
+
+        def keep(module, inputs, output):
+            out["features"] = output.detach().float().numpy().copy()
+
+        handle = layer.register_forward_hook(keep)
+        try:
+            yield out
+        finally:
+            handle.remove()
 
     def _fast_cams(self, feats: np.ndarray, targets: np.ndarray, evidence: bool) -> np.ndarray:
         """The fast path's maps from the last block's features: defect evidence or the targets' class CAMs."""

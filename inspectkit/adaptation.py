@@ -42,6 +42,7 @@ import torch
 from . import data as D
 from .calibration import calibrate
 from .checkpoint import make_checkpoint, model_from_checkpoint, save_checkpoint, weights_digest
+from .guard_fit import fit_for_model
 from .metrics import classification_report
 from .model import predict_probs
 from .review import review_band
@@ -350,9 +351,16 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
         scale["source"] = "in-sample"
     if cal["histogram"] is not None:
         metrics["validation_score_histogram"] = {**cal["histogram"], "source": mode}
+    # the guard refitted in the adapted network's features, on the new line's photos plus the replayed ones, so the
+    # new line is not "novel" and the image checks' limits cover both lines
+    say(0.95, "fitting the guard")
+    guard = fit_for_model(model, parent["arch"], spec, train_images, y_tr, val_images,
+                          fitted_on={"lines": [str(cfg.data)] + ([str(rep.root)] if rep is not None else []),
+                                     "mode": mode})
     ckpt = make_checkpoint(model, parent["arch"], names, d, spec, threshold, metrics=metrics,
                            train_config={**pcfg, "adaptation": asdict(cfg)}, data=data, history=history,
-                           review_band=band, heatmap_scale=scale, display_names=parent.get("display_names"))
+                           review_band=band, heatmap_scale=scale, display_names=parent.get("display_names"),
+                           guard=guard)
     if save:
         save_checkpoint(ckpt, cfg.out, graph=True)  # + the ONNX graph the Space serves without torch
     say(1.0, "done")

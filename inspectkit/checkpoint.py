@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,7 +50,7 @@ def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_
                     preprocessing: dict, threshold: float | None, metrics: dict | None = None,
                     train_config: dict | None = None, data: dict | None = None,
                     history: list | None = None, review_band: dict | None = None, heatmap_scale: dict | None = None,
-                    display_names: dict | None = None) -> dict:
+                    display_names: dict | None = None, guard: dict | None = None) -> dict:
     """Assemble the checkpoint dict (tensors on the CPU, contiguous).
 
     ``review_band``: the needs-review band derived on validation (:func:`inspectkit.review.review_band`), stored
@@ -59,6 +60,8 @@ def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_
     optional key ``"heatmap_scale"``; without it the defect-evidence map falls back to per-image scaling.
     ``display_names``: class name -> human label (:mod:`inspectkit.labels`), the optional key ``"display_names"``;
     without it the labels are derived from the class names.
+    ``guard``: the fitted guard (:func:`inspectkit.guard.fit_guard`), the optional key ``"guard"`` with its arrays as
+    float32 tensors; without it the handler never says UNUSABLE and says that the guard is off.
     """
     ckpt = {
         "format_version": FORMAT_VERSION,
@@ -80,8 +83,27 @@ def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_
         ckpt["heatmap_scale"] = plain(heatmap_scale)
     if display_names is not None:
         ckpt["display_names"] = plain(display_names)
+    if guard is not None:
+        ckpt["guard"] = stored_guard(guard)
     validate(ckpt, "checkpoint")
     return ckpt
+
+
+def stored_guard(guard: dict) -> dict:
+    """A fitted guard as the checkpoint stores it: arrays as float32 tensors, everything else plain."""
+    from .guard import ARRAYS, to_numpy
+
+    g = to_numpy(guard)
+    out = {}
+    for key, v in g.items():
+        if key == "novelty":
+            out[key] = {k: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) if k in ARRAYS else plain(a)
+                        for k, a in v.items()}
+        elif key in ARRAYS:
+            out[key] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+        else:
+            out[key] = plain(v)
+    return out
 
 
 def weights_digest(state_dict: dict) -> str:
@@ -205,6 +227,14 @@ def validate(ckpt: Any, name: str) -> None:
         from .calibration import check_scale
 
         check_scale(ckpt["heatmap_scale"], f"{name} heatmap_scale")
+    guard = ckpt.get("guard")
+    if guard is not None:  # optional: a checkpoint without it (or with a newer format) serves with the guard off
+        from .guard import GUARD_FORMAT, check_stored
+
+        if not isinstance(guard, dict):
+            raise ValueError(f"{name} guard must be a dict, got {type(guard).__name__}")
+        if guard.get("format") == GUARD_FORMAT:
+            check_stored(guard, f"{name} guard")
     if ckpt.get("display_names") is not None:
         from .labels import check_display_names
 

@@ -7,6 +7,8 @@ The test split and the other sets are only measured here, never used to choose a
 
 from __future__ import annotations
 
+from collections import Counter
+
 import logging
 import time
 from dataclasses import fields
@@ -103,6 +105,9 @@ def report_on_images(ckpt: dict, model: torch.nn.Module | None, images: Sequence
     if d is not None:
         out["test_sweep"] = threshold_sweep(y == d, probs[:, d])
     pred = predict_labels(probs, d, thr)
+    reasons = guard_reasons(ckpt, model, images) if d is not None else None
+    if reasons is not None:
+        out["unusable"] = unusable_report(y, pred, reasons, names)
     out["misclassified"] = [
         {"file": str(files[i]), "true": names[y[i]], "predicted": names[pred[i]],
          "probabilities": {c: round(float(probs[i, j]), 6) for j, c in enumerate(names)},
@@ -111,10 +116,38 @@ def report_on_images(ckpt: dict, model: torch.nn.Module | None, images: Sequence
     ]
     out["predictions"] = [
         {"file": str(files[i]), "label": names[y[i]], "predicted": names[pred[i]],
-         **({"p_defect": round(float(probs[i, d]), 6)} if d is not None else {})}
+         **({"p_defect": round(float(probs[i, d]), 6)} if d is not None else {}),
+         **({"unusable_reason": reasons[i]} if reasons is not None and reasons[i] is not None else {})}
         for i in range(len(y))
     ]
     return out
+
+
+def guard_reasons(ckpt: dict, model: torch.nn.Module, images: Sequence[np.ndarray]) -> list | None:
+    """The guard's reason (or None) for each image, as the handler would give it; None without a guard."""
+    from .guard import guard_from_info
+    from .guard_fit import pooled_from_model
+
+    guard, _ = guard_from_info(ckpt)
+    if guard is None:
+        return None
+    pooled, _ = pooled_from_model(model, ckpt["arch"], list(images), ckpt["preprocessing"])
+    novelty = guard.novelty(pooled)
+    return [guard.judge(guard.stats(im), float(n)) for im, n in zip(images, novelty)]
+
+
+def unusable_report(y: np.ndarray, pred: np.ndarray, reasons: list, names: list[str]) -> dict:
+    """UNUSABLE counts per true class (with their reasons), and the accuracy of the photos the guard let through."""
+    bad = np.array([r is not None for r in reasons])
+    per_class = {}
+    for c, name in enumerate(names):
+        m = y == c
+        per_class[name] = {"n": int(m.sum()), "unusable": int((bad & m).sum()),
+                           "reasons": dict(Counter(r for r, k in zip(reasons, m) if k and r is not None))}
+    judged = ~bad
+    return {"n": int(len(y)), "unusable": int(bad.sum()), "per_class": per_class,
+            "judged": int(judged.sum()),
+            "accuracy_judged": None if not judged.any() else round(float((pred[judged] == y[judged]).mean()), 6)}
 
 
 def _checkpoint_summary(ckpt: dict) -> dict:

@@ -267,9 +267,14 @@ def _build(checkpoint_path: str | Path, digest: str, tmp: str, opset: int) -> di
     except ImportError:  # the TorchScript exporter does not need the onnx package; only the committed graph does
         onnx_version = None
     lin = head[-1][-1] if isinstance(head[-1], torch.nn.Sequential) else head[-1]
+    info = {k: v for k, v in ckpt.items() if k not in ("state_dict", "guard")}
+    if ckpt.get("guard") is not None:  # its arrays as base64 float32: JSON-ready, read back by inspectkit.guard
+        from .guard import encode
+
+        info["guard"] = encode(ckpt["guard"])
     return {
         "arch": arch,
-        "info": {k: v for k, v in ckpt.items() if k != "state_dict"},
+        "info": info,
         "weights_sha256": weights_digest(ckpt["state_dict"]),
         "weight": lin.weight.numpy().astype(np.float32), "bias": lin.bias.numpy().astype(np.float32),
         "check": {"max_logit_diff": worst_logit, "max_feature_diff": worst_feat, "tolerance": EXPORT_TOLERANCE,

@@ -63,6 +63,7 @@ def report_dict(ckpt: dict, result: dict) -> dict:
         "robustness": result.get("robustness"),
         "scores": score_summary(result.get("predictions", []), ckpt["class_names"], ckpt["threshold"]),
         "misclassified": result["misclassified"],
+        "unusable": result.get("unusable"),
         "history": ckpt.get("history", []),
     }
 
@@ -135,6 +136,15 @@ def markdown(rep: dict) -> str:
         lines += [f"| {c} | {v['n']} | {v['min']:.4f} | {v['p5']:.4f} | {v['median']:.4f} | {v['p95']:.4f} | "
                   f"{v['max']:.4f} | {'-' if v['at_or_above_threshold'] is None else v['at_or_above_threshold']} |"
                   for c, v in sc.items()]
+        lines.append("")
+    un = rep.get("unusable")
+    if un:
+        lines += ["## UNUSABLE (the guard: photos it says cannot be judged)", "",
+                  f"{un['unusable']} of {un['n']} photos UNUSABLE; accuracy of the {un['judged']} judged: "
+                  f"{_pct(un['accuracy_judged']) if un['accuracy_judged'] is not None else '-'}.", "",
+                  "| true class | n | UNUSABLE | reasons |", "|---|---:|---:|---|"]
+        lines += [f"| {c} | {v['n']} | {v['unusable']} | "
+                  f"{', '.join(f'{k} {n}' for k, n in v['reasons'].items()) or '-'} |" for c, v in un["per_class"].items()]
         lines.append("")
     skipped = td.get("skipped") or []
     if skipped:

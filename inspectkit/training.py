@@ -691,9 +691,14 @@ def train(cfg: TrainConfig) -> dict:
     cal = calibrate(model, cfg.arch, names, defect_index, threshold, spec, [images[i] for i in va], y_va)
     if cal["histogram"] is not None:
         metrics["validation_score_histogram"] = cal["histogram"]
+    # the guard (UNUSABLE verdicts, drift reference): training photos of every line, validation for its threshold
+    from .guard_fit import fit_for_model
+
+    guard = fit_for_model(model, cfg.arch, spec, [images[i] for i in tr], full.labels[tr], [images[i] for i in va],
+                          fitted_on={"lines": [ln["root"] for ln in prep["lines"]]})
     ckpt = make_checkpoint(model, cfg.arch, names, defect_index, spec, threshold, metrics=metrics,
                            train_config=asdict(cfg), data={**full.fingerprint(), "split": split}, history=history,
-                           review_band=band, heatmap_scale=cal["heatmap_scale"], display_names=shown)
+                           review_band=band, heatmap_scale=cal["heatmap_scale"], display_names=shown, guard=guard)
     save_checkpoint(ckpt, cfg.out, graph=True)  # + the ONNX graph the Space serves without torch
     log.info("saved %s (threshold %s, val acc %.4f) in %.0fs: %s", cfg.out, threshold,
              metrics["validation"]["accuracy"], timing["total_s"], timing)

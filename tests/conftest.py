@@ -102,6 +102,32 @@ def write_checkpoint(path: Path, arch: str = "mobilenet_v2", size: int = 96, see
     return path
 
 
+def add_guard(path: Path, n_train: int = 24, n_val: int = 12, seed: int = 5) -> Path:
+    """Fit a guard (inspectkit.guard.fit_guard) for the checkpoint at ``path`` on generated castings (both classes,
+    square and not) and save the checkpoint with it by the real save function; returns ``path``."""
+    from inference_handler import InferenceHandler
+    from inspectkit.checkpoint import load_checkpoint, stored_guard
+    from inspectkit.guard_fit import fit_on_photos
+
+    r = np.random.default_rng(seed)
+    sizes = [(96, 96), (96, 120), (120, 96)]
+    train = [synthetic_casting(r, i % 2 == 0, sizes[i % 3]) for i in range(n_train)]
+    val = [synthetic_casting(r, i % 2 == 0, sizes[i % 3]) for i in range(n_val)]
+    labels = np.array([0 if i % 2 == 0 else 1 for i in range(n_train)])
+    guard = fit_on_photos(InferenceHandler(path, backend="torch"), train, labels, val, fitted_on={"lines": ["generated"]})
+    ckpt = load_checkpoint(path)
+    ckpt["guard"] = stored_guard(guard)
+    save_checkpoint(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def guarded_checkpoint(tmp_path_factory) -> Path:
+    """The tiny checkpoint with a guard fitted on generated castings (random weights; the image checks are what
+    tests rely on: a generated casting passes them, a blank, dark, blown-out or blurred frame does not)."""
+    return add_guard(write_checkpoint(tmp_path_factory.mktemp("guarded") / "model.pt"))
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A binary MobileNetV2 checkpoint (random weights, 96 px) saved with save_checkpoint."""
