@@ -52,6 +52,15 @@ def outcomes(handler, images, labels=None) -> dict:
            "unusable_rate": round(sum(v == UNUSABLE for v in verdicts) / max(len(res), 1), 4),
            "ok": sum(v == "OK" for v in verdicts),
            "reasons": dict(Counter(r.unusable_reason for r in res if r.unusable_reason))}
+    # each kind of evidence on its own: what the image checks alone, and novelty alone, would call UNUSABLE
+    from inspectkit.guard import STATS, check_reason
+
+    g = handler.guard
+    if g is not None:
+        ok = [r for r in res if r.image_stats is not None]
+        out["by_image_checks"] = round(sum(check_reason([r.image_stats.get(k, np.nan) for k in STATS], g.limits)
+                                           is not None for r in ok) / max(len(ok), 1), 4)
+        out["by_novelty"] = round(sum(r.novelty > g.novelty_threshold for r in ok) / max(len(ok), 1), 4)
     if labels is not None:
         names = handler.class_names
         correct = np.array([r.label == names[int(y)] for r, y in zip(res, labels)])
@@ -164,7 +173,7 @@ def main(argv=None) -> int:
     # drift streams
     order = [np.random.default_rng(s).permutation(len(held)) for s in STEADY_SEEDS]
     shuffled = [held[i] for i in order[0]]
-    report["drift"]["steady, folder order"] = stream(h, held)
+    report["drift"]["steady, casting test split in folder order (defects, then OK)"] = stream(h, test_imgs)
     for s, o in zip(STEADY_SEEDS, order):
         report["drift"][f"steady, shuffle {s}"] = stream(h, [held[i] for i in o])
     report["drift"]["blur sigma 2-3 px from row 400"] = stream(h, shuffled, U.drift_change("blur"))
@@ -203,24 +212,35 @@ def markdown(r: dict) -> str:
     lines = [f"# The guard, measured ({r['checkpoint']})", "",
              "Written by `python benchmarks/guard_report.py` (its docstring says how each set is built). "
              f"Novelty threshold {g['novelty_threshold']}.", "",
-             "## Photos nobody could judge", "", "| set | n | UNUSABLE | OK | DEFECT | reasons |",
-             "|---|---:|---:|---:|---:|---|"]
+             "## Photos nobody could judge", "",
+             "UNUSABLE: the guard's verdict; image checks / novelty: the share each kind of evidence would flag on its "
+             "own.", "",
+             "| set | n | UNUSABLE | OK | DEFECT | image checks | novelty | reasons |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for group in ("non_casting", "degraded"):
         for name, o in r[group].items():
             if not isinstance(o, dict) or "n" not in o:
                 continue
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(o["reasons"].items(), key=lambda kv: -kv[1]))
             lines.append(f"| {group.replace('_', '-')}: {name} | {o['n']} | {_pct(o['unusable_rate'])} | {o['ok']} | "
-                         f"{o['verdicts'].get('DEFECT', 0)} | {reasons} |")
+                         f"{o['verdicts'].get('DEFECT', 0)} | {_pct(o.get('by_image_checks'))} | "
+                         f"{_pct(o.get('by_novelty'))} | {reasons} |")
     lines += ["", "## Held-out castings and mild changes", "",
-              "| set | n | UNUSABLE | accuracy of the judged | errors among the judged | accuracy without the guard |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for name, o in r["held_out"].items():
-        lines.append(f"| {name} | {o['n']} | {_pct(o['unusable_rate'])} | {_pct(o['accuracy_judged'])} | "
-                     f"{o['errors_judged']} | {_pct(o['accuracy_without_guard'])} |")
-    for name, o in r["mild"].items():
-        lines.append(f"| mild: {name} | {o['n']} | {_pct(o['unusable_rate'])} | {_pct(o['accuracy_judged'])} | "
-                     f"{o['errors_judged']} | {_pct(o['accuracy_all'])} |")
+              "| set | n | UNUSABLE | image checks | novelty | reasons | accuracy of the judged | errors among the judged "
+              "| accuracy of all (no guard) |",
+              "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for name, o in list(r["held_out"].items()) + [(f"mild: {k}", v) for k, v in r["mild"].items()]:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(o["reasons"].items(), key=lambda kv: -kv[1])) or "–"
+        lines.append(f"| {name} | {o['n']} | {_pct(o['unusable_rate'])} | {_pct(o.get('by_image_checks'))} | "
+                     f"{_pct(o.get('by_novelty'))} | {reasons} | {_pct(o['accuracy_judged'])} | "
+                     f"{o['errors_judged']} | {_pct(o.get('accuracy_without_guard', o['accuracy_all']))} |")
+    if "j_line_b" in r:
+        o = r["j_line_b"]
+        lines += ["", "## Model J (line A only) on the 650 line-B photos it never saw", "",
+                  f"UNUSABLE {o['unusable']} of {o['n']} ({_pct(o['unusable_rate'])}: "
+                  + ", ".join(f"{k} {v}" for k, v in o["reasons"].items())
+                  + f"); accuracy of the judged {_pct(o['accuracy_judged'])} ({o['errors_judged']} errors), "
+                  f"of all {_pct(o['accuracy_all'])}."]
     lines += ["", "## Drift", "", "| stream | photos | change at | alarm | first row | delay | what changed |",
               "|---|---:|---:|---|---:|---:|---|"]
     for name, o in r["drift"].items():

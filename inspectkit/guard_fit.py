@@ -25,10 +25,7 @@ def fit_on_photos(handler, train_images: Sequence[np.ndarray], train_labels: np.
                   val_images: Sequence[np.ndarray], fitted_on: dict | None = None) -> dict:
     """A guard for ``handler``'s network from decoded training photos (with labels) and validation photos."""
     t0 = time.perf_counter()
-    tr_pooled, _ = handler.pooled_features(list(train_images))
-    va_pooled, va_probs = handler.pooled_features(list(val_images))
-    guard = fit_guard(list(train_images), tr_pooled, np.asarray(train_labels), list(val_images), va_pooled,
-                      va_probs.argmax(axis=1), fitted_on=fitted_on)
+    guard = fit_guard(train_images, train_labels, val_images, handler.pooled_features, fitted_on=fitted_on)
     log.info("guard fitted on %d training and %d validation photos in %.1f s (novelty threshold %.3f)",
              len(train_images), len(val_images), time.perf_counter() - t0, guard["novelty_threshold"])
     return guard
@@ -61,13 +58,11 @@ def pooled_from_model(model, arch: str, images: Sequence[np.ndarray], spec: dict
 
 def fit_for_model(model, arch: str, spec: dict, train_images: Sequence[np.ndarray], train_labels: np.ndarray,
                   val_images: Sequence[np.ndarray], fitted_on: dict | None = None) -> dict:
-    """:func:`fit_on_photos` for a torch model (adaptation refits the guard on the new line plus the replayed
-    photos, in the adapted network's features)."""
+    """:func:`fit_on_photos` for a torch model (training and adaptation hold the network, not a handler; adaptation
+    refits the guard on the new line plus the replayed photos, in the adapted network's features)."""
     t0 = time.perf_counter()
-    tr_pooled, _ = pooled_from_model(model, arch, list(train_images), spec)
-    va_pooled, va_probs = pooled_from_model(model, arch, list(val_images), spec)
-    guard = fit_guard(list(train_images), tr_pooled, np.asarray(train_labels), list(val_images), va_pooled,
-                      va_probs.argmax(axis=1), fitted_on=fitted_on)
+    guard = fit_guard(train_images, train_labels, val_images,
+                      lambda images: pooled_from_model(model, arch, images, spec), fitted_on=fitted_on)
     log.info("guard fitted on %d training and %d validation photos in %.1f s", len(train_images), len(val_images),
              time.perf_counter() - t0)
     return guard

@@ -102,7 +102,7 @@ def write_checkpoint(path: Path, arch: str = "mobilenet_v2", size: int = 96, see
     return path
 
 
-def add_guard(path: Path, n_train: int = 24, n_val: int = 12, seed: int = 5) -> Path:
+def add_guard(path: Path, n_train: int = 48, n_val: int = 24, seed: int = 5) -> Path:
     """Fit a guard (inspectkit.guard.fit_guard) for the checkpoint at ``path`` on generated castings (both classes,
     square and not) and save the checkpoint with it by the real save function; returns ``path``."""
     from inference_handler import InferenceHandler

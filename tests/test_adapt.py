@@ -90,8 +90,21 @@ def test_the_handler_serves_an_adapted_checkpoint(parent, tmp_path, rng):
     h = InferenceHandler(out, backend="torch")
     for shape in ((96, 96), (80, 130)):
         r = h.predict(synthetic_casting(rng, True, shape), heatmap=True)
-        assert r.verdict in ("OK", "DEFECT") and r.threshold == pytest.approx(ckpt["threshold"])
-        assert r.heatmap is not None and r.heatmap.shape == shape
+        # a guard fitted on square photos may call a stretched one "not fully in frame": still scored, never OK
+        assert r.verdict in ("OK", "DEFECT", "UNUSABLE") and r.threshold == pytest.approx(ckpt["threshold"])
+        assert r.label in ckpt["class_names"] and r.heatmap is not None and r.heatmap.shape == shape
+
+
+def test_adaptation_refits_the_guard_on_the_new_line_and_the_replayed_photos(tmp_path, casting_tree):
+    parent = write_checkpoint(tmp_path / "parent.pt", train_data=casting_tree)
+    data = new_line(tmp_path / "lineb", 12, 12)
+    ckpt = run(parent, data, tmp_path / "adapted.pt", replay="auto", replay_per_class=10)
+    fitted = ckpt["guard"]["fitted_on"]
+    assert fitted["lines"] == [str(data), str(casting_tree)]  # the new line and the parent's, replayed
+    assert fitted["train_photos"] > 24  # the new line's training photos plus the replayed ones
+    h = InferenceHandler(tmp_path / "adapted.pt", backend="torch")
+    assert h.guard is not None
+    assert h.predict(np.full((96, 96, 3), 255, np.uint8)).verdict == "UNUSABLE"
 
 
 @pytest.mark.parametrize("folders, message", [
