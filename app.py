@@ -40,10 +40,13 @@ CSS = """
 .badge {font-size:1.6em; font-weight:800; letter-spacing:.04em; padding:6px 22px; border-radius:10px; color:#fff}
 .badge.ok {background:#15803d} .badge.defect {background:#b91c1c} .badge.error {background:#6b7280}
 .badge.other {background:#1d4ed8}
+.badge.unusable {background:#a16207; border:2px dashed #fde68a}
+.not-judged {color:#6b7280; font-style:italic} .not-judged b {color:#6b7280}
+.guard.off {font-weight:700; color:#92400e}
 .badge-text {font-size:1.05em; line-height:1.5; word-break:break-all}
 .summary {font-size:1.1em; padding:6px 2px}
 .count {font-weight:700} .count.defect {color:#b91c1c} .count.ok {color:#15803d} .count.error {color:#6b7280}
-.count.review {color:#b45309}
+.count.review {color:#b45309} .count.unusable {color:#a16207}
 .flag.review {font-size:.9em; font-weight:800; letter-spacing:.04em; padding:4px 10px; border-radius:8px;
   color:#78350f; background:#fde68a; border:1px solid #d97706; white-space:nowrap}
 .errors {color:#b91c1c; margin:4px 0 0 0}
@@ -72,7 +75,9 @@ ul.adapt-list {margin:0 0 6px 18px; font-size:.9em}
 INTRO = f"""
 # Casting inspection
 Photos of cast submersible-pump impellers (top view) are classified **OK** or **DEFECT** (porosity, pinholes,
-burrs, shrinkage, cracks...). The heat map shows where the network looked. Drag and drop up to **{MAX_BATCH}
+burrs, shrinkage, cracks...), or **UNUSABLE** with the reason when nobody can judge the photo (too dark, overexposed,
+out of focus, part not fully in frame, not a casting: a model with a guard). The heat map shows where the network
+looked. Drag and drop up to **{MAX_BATCH}
 images** at once (JPEG, PNG, BMP, TIFF or WebP, at most **{MAX_UPLOAD_MB} MB** each).
 """
 
@@ -98,7 +103,9 @@ Answers `{{"verdict": "DEFECT", "defect_probability": 0.97, "probabilities": {{.
 "needs_review": false, "review_band": {{"low": ..., "high": ...}}, "latency_ms": {{"decode": ..., "total": ...}},
 "heatmap_png_base64": "..."}}`. `needs_review` is true when the defect probability lies in the review band around
 the threshold (the model's band, moved with `threshold`; `review_margin=2` sets it to 2 logits either side). The
-Gradio endpoints return the same two fields. A file that is not an image gets
+Gradio endpoints return the same two fields. With a model that has a guard, `verdict` is `"UNUSABLE"` for a photo
+nobody can judge, at any threshold; `unusable_reason` says why ("too dark", "out of focus", "not a casting"...) and
+`novelty` how unlike the training photos it is (about 1 for them). A file that is not an image gets
 422 with a message, one over {MAX_UPLOAD_MB} MB gets 413. The schema is at `/docs` and `/openapi.json`;
 `GET /api/health` says whether the model is loaded.
 """
@@ -376,8 +383,8 @@ def build_demo(handler, reports_dir: str | Path = REPORTS_DIR, examples_dir: str
                     with gr.Column(scale=5):
                         shift_progress = gr.HTML(elem_id="shift-progress")
                         shift_summary = gr.HTML(elem_id="shift-summary")
-                        shift_gallery = gr.Gallery(label=f"Defects and needs-review photos first (at most "
-                                                         f"{sh.GALLERY_MAX})", columns=6, object_fit="contain",
+                        shift_gallery = gr.Gallery(label=f"Defects, UNUSABLE and needs-review photos first (at "
+                                                         f"most {sh.GALLERY_MAX})", columns=6, object_fit="contain",
                                                    allow_preview=True, interactive=False, elem_id="shift-gallery")
                         shift_table = gr.Dataframe(headers=sh.TABLE_HEADERS, interactive=False, wrap=True,
                                                    label="Results (the gallery's photos)", elem_id="shift-results")

@@ -8,7 +8,8 @@ driven by Playwright), and for each count: copies that many casting photos (real
 distinct names when there are fewer) into a folder, sets them on the Shift tab's file input at once, presses
 Inspect, and waits until the progress line reads "N / N ... done" and the summary counts N photos. Reported per
 count: seconds from the drop to the last verdict on the page (the upload included), photos per second, the
-gallery's size, and the summary line. Goal: 100 photos within 90 s.
+gallery's size, the summary's counts line (UNUSABLE included) and its drift line ("No drift over N photos", or
+the DRIFT ALARM). Goal: 100 photos within 90 s.
 """
 
 from __future__ import annotations
@@ -85,12 +86,14 @@ def main(argv: list[str] | None = None) -> int:
                     " return e && e.innerText.includes(done) && e.innerText.includes('done in'); }",
                     arg=[done], timeout=args.timeout * 1000)
                 seconds = time.perf_counter() - t0
-                summary = page.locator("#shift-summary").inner_text()
+                summary = page.locator("#shift-summary .summary").inner_text()  # the counts line
+                drift = page.locator("#shift-summary .drift")  # the drift monitor's line above it
+                drift = drift.inner_text() if drift.count() else ""
                 counted = re.search(r"([\d,]+) photos?", summary)
                 gallery = page.locator("#shift-gallery img").count()
                 results.append({"photos": n, "seconds_to_last_verdict": round(seconds, 1),
                                 "photos_per_s": round(n / seconds, 2), "gallery_images": gallery,
-                                "summary": " ".join(summary.split()),
+                                "summary": " ".join(summary.split()), "drift": " ".join(drift.split()),
                                 "all_counted": bool(counted) and int(counted.group(1).replace(",", "")) == n})
                 print(json.dumps(results[-1]), flush=True)
                 page.close()

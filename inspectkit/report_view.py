@@ -1,5 +1,6 @@
-"""The Model tab: which model is loaded and how it was chosen, and the committed evaluation report (metrics, the
-images and the markdown) shown as it is, with its provenance.
+"""The Model tab: which model is loaded and how it was chosen (its guard included: on with its summary, or "guard
+off: <reason>"), and the committed evaluation report (metrics, the images and the markdown) shown as it is, with its
+provenance.
 """
 
 from __future__ import annotations
@@ -37,7 +38,53 @@ def model_status(handler: Any, timeout: float | None = service.MODEL_WAIT_S) -> 
         bits.append(f"DEFECT when p({_esc(defect)}) &ge; {t:.3f}")
     if took is not None:
         bits.append(f"loaded in {took:.1f} s")
+    if defect is not None or getattr(h, "guard_off_reason", None):
+        bits.append(guard_status_html(h))
     return "<div class='status ready'>" + " &middot; ".join(bits) + "</div>", t, loaded_model_markdown(h)
+
+
+def guard_off_reason(h: Any) -> str | None:
+    """Why the model has no guard (None: it has one), as the handler says it (``guard_off_reason``)."""
+    if getattr(h, "guard", None) is not None:
+        return None
+    return getattr(h, "guard_off_reason", None) or "this model has no guard: UNUSABLE is never returned"
+
+
+def guard_status_html(h: Any) -> str:
+    """The status line's word on the guard: on (UNUSABLE for photos nobody can judge), or "guard off: <reason>"."""
+    why = guard_off_reason(h)
+    if why is None:
+        return "<span class='guard on'>guard on: photos nobody can judge are UNUSABLE</span>"
+    return f"<span class='guard off'>guard off: {_esc(why)}</span>"
+
+
+def _fitted_on(fitted: Any) -> str:
+    if not isinstance(fitted, dict) or not fitted:
+        return "not recorded"
+    return "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                     for k, v in fitted.items())
+
+
+def guard_rows(h: Any) -> list[str]:
+    """The Model tab's rows about the guard and the drift monitor: its summary, or "guard off: <reason>"."""
+    why = guard_off_reason(h)
+    if why is not None:
+        return [f"| guard | **guard off: {md_cell(why)}** |"]
+    g = h.guard.summary()
+    reasons = ", ".join(g.get("reasons") or [])
+    rows = [f"| guard | **on**: UNUSABLE (with the reason: {md_cell(reasons)}) when the image checks fail or the "
+            f"novelty exceeds {g.get('novelty_threshold')}; fitted on {md_cell(_fitted_on(g.get('fitted_on')))} |"]
+    ref = getattr(h.guard, "drift_reference", None)
+    if isinstance(ref, dict) and ref.get("indicators"):
+        names = ", ".join(str(i.get("name")) for i in ref["indicators"])
+        rate, horizon = ref.get("false_alarm_rate"), ref.get("horizon")
+        budget = (f"; set for under {100 * rate:g} % false alarms over {horizon:,} photos of a steady line"
+                  if isinstance(rate, (int, float)) and isinstance(horizon, int) else "")
+        rows.append(f"| drift monitor | CUSUM per indicator ({md_cell(names)}) against the validation photos{budget}"
+                    f" (the Shift tab's summary) |")
+    else:
+        rows.append("| drift monitor | off: the guard has no drift reference |")
+    return rows
 
 
 def loaded_model_markdown(h: Any) -> str:
@@ -57,6 +104,8 @@ def loaded_model_markdown(h: Any) -> str:
     from .ui_heatmap import heatmap_row
 
     lines.append(heatmap_row(h))
+    if getattr(h, "defect_class", None) is not None or getattr(h, "guard_off_reason", None):
+        lines += guard_rows(h)
     weights = (info.get("train_config") or {}).get("weights")
     if weights:
         lines.append(f"| started from | {md_cell(Path(str(weights)).name)} |")

@@ -12,6 +12,11 @@ on disk in a job folder, each overlay as a JPEG (served to the gallery, zipped o
 most :data:`GALLERY_MAX` photos, defects and needs-review photos first, and says how many it leaves out; the CSV
 has every photo.
 
+UNUSABLE and drift (a model with a guard, inspectkit/guard.py and drift.py): photos nobody can judge are counted
+with their reasons and shown in the gallery right after the defects; a :class:`~inspectkit.drift.DriftMonitor` per
+job follows the photos in input order, and the summary starts with its word: "DRIFT ALARM from photo R (name): what
+changed" once it fires, else "No drift over N photos" (or why it is off).
+
 One tab, one module: planning a job, running it in chunks, and what the tab shows of it (a little over 400
 lines; the drawing is small enough to stay beside the job it draws).
 """
@@ -32,6 +37,7 @@ from typing import Any, Iterator
 
 from . import service
 from .service import MAX_BATCH, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, safe_name
+from .ui_render import UNUSABLE, verdict_text
 
 #: Most photos one job takes (a shift of one line is a few thousand; batch_inspect.py has no bound).
 MAX_JOB_PHOTOS = 10_000
@@ -47,13 +53,18 @@ OVERLAY_SIDE = 640
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: The outputs every step of a job returns, after the job state, in order.
 OUTPUTS = ("progress", "summary", "gallery", "table", "csv")
-TABLE_HEADERS = ["file", "verdict", "defect probability", "needs review", "note"]
-CSV_HEADERS = ["file", "verdict", "label", "defect_probability", "threshold", "needs_review", "error", "latency_ms"]
+TABLE_HEADERS = ["file", "verdict", "defect probability", "needs review", "note", "unusable reason", "novelty"]
+#: verdict: OK, DEFECT, UNUSABLE (unusable_reason says why; label and defect_probability are then what the network
+#: saw) or ERROR; photo: the place in the job's input order (1, 2, ...; empty for a file refused before inspection)
+CSV_HEADERS = ["file", "verdict", "label", "defect_probability", "threshold", "needs_review", "error", "latency_ms",
+               "unusable_reason", "novelty", "photo"]
 #: Shift jobs running at once (each takes the inference lock per chunk, so they interleave with everything else).
 CONCURRENT_JOBS = 2
 INTRO = (f"## A whole shift\nDrop any number of photos, a folder, or zip files of photos (up to {MAX_JOB_PHOTOS:,} "
          f"photos and {MAX_JOB_BYTES / 1e9:.1f} GB per job). They are inspected {MAX_BATCH} at a time and the "
-         "results arrive as they are computed; the CSV has every photo, and the heat-map overlays can be zipped.")
+         "results arrive as they are computed; the CSV has every photo, and the heat-map overlays can be zipped. "
+         "With a model that has a guard, photos nobody can judge are UNUSABLE and the summary starts with the drift "
+         "monitor's word: a DRIFT ALARM when the photos stop looking like those the model was validated on.")
 LIMITS = (f"<span class='muted'>Limits: {MAX_JOB_PHOTOS:,} photos and {MAX_JOB_BYTES / 1e9:.1f} GB per job, "
           f"{MAX_UPLOAD_MB} MB per file (a zip too). More: <code>python batch_inspect.py FOLDER --out rows.csv</code>"
           ".</span>")
@@ -62,6 +73,10 @@ CSS = """
 .shift-msg {padding:8px 10px; border-radius:8px} .shift-msg.error {background:#fee2e2; color:#7f1d1d}
 .shift-msg.muted {color:#6b7280}
 #shift-gallery .grid-wrap {max-height:620px; overflow-y:auto}
+.drift {padding:8px 12px; border-radius:8px; margin:2px 0 6px 0; font-size:1.05em}
+.drift.alarm {background:#fee2e2; border:2px solid #b91c1c; color:#7f1d1d}
+.drift.alarm .drift-head {font-weight:800; letter-spacing:.03em} .drift.alarm ul {margin:4px 0 0 18px}
+.drift.steady {background:#f0fdf4; color:#166534} .drift.off {background:#f3f4f6; color:#6b7280}
 """
 _JOBS_DIR = Path(tempfile.gettempdir()) / "casting-inspection-shift"
 _JOBS_MAX_AGE_S = 7200.0
@@ -69,7 +84,7 @@ _JOBS_MAX_AGE_S = 7200.0
 
 def new_state() -> dict:
     """An empty Shift session."""
-    return {"rows": [], "dir": None, "total": 0, "threshold": None, "done": False}
+    return {"rows": [], "dir": None, "total": 0, "threshold": None, "done": False, "drift": None}
 
 
 # --------------------------------------------------------------------------------------------- the job's photos
@@ -170,9 +185,10 @@ def _load_chunk(chunk: list[tuple[str, Any]]) -> list[Any]:
 # -------------------------------------------------------------------------------------------------- running
 
 
-def _error_row(name: str, message: str) -> dict:
+def _error_row(name: str, message: str, index: int | None = None) -> dict:
     return {"name": name, "verdict": "ERROR", "label": None, "p": None, "threshold": None, "review": None,
-            "error": service.safe_text(message), "ms": None, "overlay": None}
+            "error": service.safe_text(message), "ms": None, "overlay": None, "reason": None, "novelty": None,
+            "index": index}
 
 
 def _job_dir() -> Path:
@@ -190,15 +206,18 @@ def _job_dir() -> Path:
     return d
 
 
-def _save_overlay(folder: Path, index: int, name: str, overlay) -> str | None:
-    """The overlay as a JPEG in the job folder (shrunk to OVERLAY_SIDE); its path, or None."""
+def _save_overlay(folder: Path, index: int, name: str, overlay, unusable: bool = False) -> str | None:
+    """The overlay as a JPEG in the job folder (shrunk to OVERLAY_SIDE; greyed and marked NOT JUDGED for an
+    UNUSABLE photo); its path, or None."""
     if overlay is None:
         return None
     import cv2
 
-    from .ui_render import _fit
+    from .ui_render import _fit, not_judged
 
     img = _fit(overlay, OVERLAY_SIDE)
+    if unusable:
+        img = not_judged(img)
     path = folder / f"{index:05d}_{Path(name).stem[:60]}.jpg"
     ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
     if not ok:
@@ -208,13 +227,57 @@ def _save_overlay(folder: Path, index: int, name: str, overlay) -> str | None:
 
 
 def _row(result: Any, name: str, index: int, folder: Path) -> dict:
+    """What the job keeps of one result; ``index``: the photo's place in the job's input order (from 0)."""
     if getattr(result, "error", None):
-        return _error_row(name, service.error_message(result.error, result.name, name))
+        return _error_row(name, service.error_message(result.error, result.name, name), index)
     p = result.defect_probability
+    reason = getattr(result, "unusable_reason", None) or None
+    novelty = getattr(result, "novelty", None)
     return {"name": name, "verdict": result.verdict, "label": result.label, "p": None if p is None else float(p),
             "threshold": result.threshold, "review": getattr(result, "needs_review", None), "error": None,
             "ms": (result.timings_ms or {}).get("total"),
-            "overlay": _save_overlay(folder, index, name, getattr(result, "overlay", None))}
+            "overlay": _save_overlay(folder, index, name, getattr(result, "overlay", None),
+                                     unusable=result.verdict == UNUSABLE),
+            "reason": reason if result.verdict == UNUSABLE else None,
+            "novelty": None if novelty is None else float(novelty), "index": index}
+
+
+# ---------------------------------------------------------------------------------------------------- drift
+
+
+def start_drift(handler: Any) -> tuple[Any, dict]:
+    """(a DriftMonitor for a new job with this model, its state for the summary); the monitor is None, and the
+    state says why, when the model has no guard or its guard no drift reference."""
+    h = service.get_handler(handler)
+    guard = getattr(h, "guard", None)
+    if guard is None:
+        why = getattr(h, "guard_off_reason", None) or "this model has no guard: UNUSABLE is never returned"
+        return None, {"on": False, "guard": False, "off_reason": f"guard off: {why}"}
+    ref = getattr(guard, "drift_reference", None)
+    if not ref or not ref.get("indicators"):
+        return None, {"on": False, "guard": True, "off_reason": "the model's guard has no drift reference"}
+    from .drift import DriftMonitor
+
+    return DriftMonitor(ref), {"on": True, "guard": True, "alarm": False, "photos": 0}
+
+
+def drift_view(monitor: Any, sources: list[tuple[str, Any]]) -> dict:
+    """The monitor's state for the summary, with the photo number (1, 2, ... in input order) and the file name of
+    the photo where the alarm, and each indicator, first fired."""
+    st = monitor.state()
+
+    def named(row: int | None) -> tuple[int | None, str | None]:
+        if row is None:
+            return None, None
+        return row + 1, sources[row][0] if 0 <= row < len(sources) else None
+
+    photo, name = named(st["first_row"])
+    changed = []
+    for c in st["changed"]:
+        cp, cn = named(c["first_row"])
+        changed.append({**c, "photo": cp, "name": cn})
+    return {"on": True, "guard": True, "alarm": st["alarm"], "photo": photo, "name": name, "photos": st["photos"],
+            "window": st["window"], "changed": changed}
 
 
 def run_shift(handler: Any, files: Any, folder: Any, opacity: float, state: dict | None) -> Iterator[tuple]:
@@ -232,7 +295,9 @@ def run_shift(handler: Any, files: Any, folder: Any, opacity: float, state: dict
         return
     jdir = _job_dir()
     rows: list[dict] = list(refused)
-    state = {"rows": rows, "dir": str(jdir), "total": len(sources) + len(refused), "threshold": None, "done": False}
+    state = {"rows": rows, "dir": str(jdir), "total": len(sources) + len(refused), "threshold": None, "done": False,
+             "drift": None}
+    monitor, classes = None, []
     t0 = time.perf_counter()
     last = 0.0
     if sources and service.model_state(handler) != "ready":
@@ -250,8 +315,16 @@ def run_shift(handler: Any, files: Any, folder: Any, opacity: float, state: dict
             yield (state, _message(f"Stopped after {len(rows):,} of {state['total']:,} photos: {exc}", "error"),
                    summary_html(state), gallery(rows), table(rows), write_csv(state))
             return
+        if state["drift"] is None and results:  # the model is loaded now: one drift monitor for this job
+            monitor, state["drift"] = start_drift(handler)
+            classes = list(getattr(service.get_handler(handler), "class_names", []))
         for i, name in enumerate(names):
-            rows.append(_row(results[i], name, start + i, jdir) if i in results else _error_row(name, str(loaded[i])))
+            rows.append(_row(results[i], name, start + i, jdir) if i in results
+                        else _error_row(name, str(loaded[i]), start + i))
+            if monitor is not None and i in results:  # in input order; UNUSABLE photos too (a failing lamp is drift)
+                monitor.add_result(results[i], classes, start + i)
+        if monitor is not None:
+            state["drift"] = drift_view(monitor, sources)
         if state["threshold"] is None:
             state["threshold"] = next((r["threshold"] for r in rows if r["threshold"] is not None), None)
         now = time.perf_counter()
@@ -303,11 +376,14 @@ def progress_html(done: int, total: int, seconds: float, refused: int = 0) -> st
 
 
 def priority(row: dict) -> tuple:
-    """Gallery order: DEFECT needing review, DEFECT, OK needing review, errors, OK; within each, the defect
-    probability from high to low (so the clearest defects lead, and the OKs nearest the threshold)."""
+    """Gallery order: DEFECT needing review, DEFECT, UNUSABLE (a person must look: most novel first), OK needing
+    review, errors, OK; within the others, the defect probability from high to low (so the clearest defects lead,
+    and the OKs nearest the threshold)."""
     v = row.get("verdict")
-    group = {("DEFECT", True): 0, ("DEFECT", False): 1, ("OK", True): 2, ("ERROR", False): 3}.get(
-        (v, bool(row.get("review"))), 4)
+    if v == UNUSABLE:
+        return (2, -(row.get("novelty") or 0.0))
+    group = {("DEFECT", True): 0, ("DEFECT", False): 1, ("OK", True): 3, ("ERROR", False): 4}.get(
+        (v, bool(row.get("review"))), 5)
     return (group, -(row.get("p") or 0.0))
 
 
@@ -322,6 +398,11 @@ def gallery(rows: list[dict], limit: int | None = None) -> list[tuple[str, str]]
     for r in top_rows(rows, limit):
         if r.get("overlay"):
             p = r["p"]
+            if r["verdict"] == UNUSABLE:
+                cap = (f"{r['name']} \u2014 {verdict_text(UNUSABLE, r.get('reason'))}"
+                       + (f" (p={p:.3f}, not judged)" if p is not None else ""))
+                out.append((r["overlay"], cap))
+                continue
             cap = f"{r['name']} \u2014 {r['verdict']}" + (f" (p={p:.3f})" if p is not None else "")
             out.append((r["overlay"], cap + (", needs review" if r.get("review") else "")))
         else:
@@ -342,32 +423,75 @@ def _placeholder_file() -> str:
 
 
 def table(rows: list[dict], limit: int | None = None) -> list[list]:
-    """The table's rows: the same photos as the gallery, in its order."""
-    return [[r["name"], r["verdict"], "" if r["p"] is None else f"{r['p']:.4f}", "needs review" if r.get("review")
-             else "", r.get("error") or ""] for r in top_rows(rows, limit)]
+    """The table's rows: the same photos as the gallery, in its order (an UNUSABLE photo's p(defect) marked not
+    judged, with its reason and novelty)."""
+    out = []
+    for r in top_rows(rows, limit):
+        p = "" if r["p"] is None else f"{r['p']:.4f}" + (" (not judged)" if r["verdict"] == UNUSABLE else "")
+        nov = r.get("novelty")
+        out.append([r["name"], r["verdict"], p, "needs review" if r.get("review") else "", r.get("error") or "",
+                    r.get("reason") or "", "" if nov is None else f"{nov:.4g}"])
+    return out
+
+
+def drift_html(drift: dict | None) -> str:
+    """The drift monitor's word, the first line of the summary: "DRIFT ALARM from photo R (name): what changed",
+    "No drift over N photos", or why it is off. Empty before the first photo is inspected."""
+    if not drift:
+        return ""
+    if not drift.get("on"):
+        return f"<div class='drift off'>Drift monitor off: {_esc(drift.get('off_reason'))}</div>"
+    if not drift.get("alarm"):
+        n = drift.get("photos", 0)
+        return (f"<div class='drift steady'>No drift over {n:,} photo{'s' if n != 1 else ''} (compared with the "
+                "model's validation photos)</div>")
+    where = f"photo {drift['photo']:,}" + (f" ({_esc(drift['name'])})" if drift.get("name") else "")
+    items = []
+    for c in drift.get("changed") or []:
+        rate = "n/a" if c.get("recent_rate") is None else f"{c['recent_rate']:.0%}"
+        from_ = f", from photo {c['photo']:,}" if c.get("photo") else ""
+        items.append(f"<li>{_esc(c['meaning'])}: {rate} of the last {drift.get('window', 0):,} photos against "
+                     f"{c['reference_rate']:.0%} on validation{from_}</li>")
+    what = "; ".join(_esc(c["meaning"]) for c in drift.get("changed") or [])
+    return (f"<div class='drift alarm' role='alert'><span class='drift-head'>DRIFT ALARM from {where}</span>: {what}. "
+            f"The photos have changed from those the model was validated on: check the lighting, the camera and "
+            f"the framing before trusting the verdicts.<ul>{''.join(items)}</ul></div>")
 
 
 def summary_html(state: dict) -> str:
-    """Counts over every photo of the job so far, and what the gallery leaves out."""
+    """The drift monitor's word first (:func:`drift_html`), then counts over every photo of the job so far
+    (UNUSABLE with its reasons), and what the gallery leaves out."""
+    from .ui_render import unusable_count_html
+
     rows = state.get("rows") or []
+    drift = state.get("drift") or {}
     n = len(rows)
     n_def = sum(r["verdict"] == "DEFECT" for r in rows)
     n_ok = sum(r["verdict"] == "OK" for r in rows)
+    n_unusable = sum(r["verdict"] == UNUSABLE for r in rows)
     n_err = sum(r["verdict"] == "ERROR" for r in rows)
     n_rev = sum(bool(r.get("review")) for r in rows)
-    other = n - n_def - n_ok - n_err
+    other = n - n_def - n_ok - n_unusable - n_err
     parts = [f"<b>{n:,}</b> photo{'s' if n != 1 else ''}", f"<span class='count defect'>{n_def:,} DEFECT</span>",
-             f"<span class='count ok'>{n_ok:,} OK</span>", f"<span class='count review'>{n_rev:,} need review</span>"]
+             f"<span class='count ok'>{n_ok:,} OK</span>"]
+    if n_unusable or drift.get("guard"):
+        reasons: dict[str, int] = {}
+        for r in rows:
+            if r["verdict"] == UNUSABLE:
+                why = r.get("reason") or "no reason given"
+                reasons[why] = reasons.get(why, 0) + 1
+        parts.append(unusable_count_html(n_unusable, reasons))
+    parts.append(f"<span class='count review'>{n_rev:,} need review</span>")
     if other:
         parts.append(f"{other:,} other")
     if n_err:
         parts.append(f"<span class='count error'>{n_err:,} not inspected</span>")
     if state.get("threshold") is not None:
         parts.append(f"threshold {state['threshold']:.3f}")
-    out = "<div class='summary'>" + " &middot; ".join(parts) + "</div>"
+    out = drift_html(drift) + "<div class='summary'>" + " &middot; ".join(parts) + "</div>"
     if n > GALLERY_MAX:
-        out += (f"<div class='muted'>The gallery and the table show {GALLERY_MAX} of the {n:,} photos: defects and "
-                "needs-review photos first. The CSV has every photo.</div>")
+        out += (f"<div class='muted'>The gallery and the table show {GALLERY_MAX} of the {n:,} photos: defects, "
+                "UNUSABLE and needs-review photos first. The CSV has every photo.</div>")
     return out
 
 
@@ -384,7 +508,10 @@ def csv_text(state: dict) -> str:
                                                   None if r["p"] is None else round(r["p"], 6),
                                                   None if r.get("threshold") is None else round(r["threshold"], 6),
                                                   review, r.get("error"),
-                                                  None if r.get("ms") is None else round(r["ms"], 1))])
+                                                  None if r.get("ms") is None else round(r["ms"], 1),
+                                                  r.get("reason"),
+                                                  None if r.get("novelty") is None else float(f"{r['novelty']:.6g}"),
+                                                  None if r.get("index") is None else r["index"] + 1)])
     return buf.getvalue()
 
 

@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-#: review_rank: 1 for the photo to label first (closest to the threshold), empty for files without a probability
+#: review_rank: 1 for the photo to label first (UNUSABLE photos, then the closest to the threshold), empty for files
+#: without a probability. verdict: OK, DEFECT or UNUSABLE (unusable_reason says why; label and defect_probability are
+#: then what the network saw, not a verdict); novelty: how unlike the training photos (empty without a guard).
 CSV_HEADERS = ["file", "verdict", "label", "defect_probability", "threshold", "latency_ms", "error", "needs_review",
-               "review_low", "review_high", "review_rank", "display_label"]
+               "review_low", "review_high", "review_rank", "display_label", "unusable_reason", "novelty"]
 
 
 #: Cells that a spreadsheet would evaluate when they start with one of these (OWASP "CSV injection").
@@ -46,10 +48,10 @@ def csv_text(rows: list[list]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
     w.writerow(CSV_HEADERS)
-    for name, verdict, p, thr, ms, err, label, review, low, high, rank, shown in rows:
+    for name, verdict, p, thr, ms, err, label, review, low, high, rank, shown, reason, novelty in rows:
         flag = None if review is None else ("yes" if review else "no")
         w.writerow([spreadsheet_safe(x) for x in (name, verdict, label, p, thr, ms, err, flag, low, high, rank,
-                                                   shown)])
+                                                   shown, reason, novelty)])
     return buf.getvalue()
 
 

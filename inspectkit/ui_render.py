@@ -1,6 +1,11 @@
 """What the Inspect tab draws: display copies of the photos, heat-map overlays, the verdict badge, the summary,
 the gallery, the table, the latency breakdown and the "Label these next" list. Pure functions of stored results:
 nothing here runs the network.
+
+UNUSABLE (a model with a guard, inspectkit/guard.py): a photo nobody can judge (too dark, out of focus, not a
+casting...) gets its own colour and the badge "UNUSABLE — <reason>", its own count in the summary, its reason
+and novelty in the table and the CSV, and leads "Label these next" (it needs a person). The network's p(defect) and
+heat map are still shown, greyed and marked "not judged: what the network saw" (:func:`not_judged`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ from . import service
 from .review import review_order, uncertainty
 from .service import get_handler
 
-TABLE_HEADERS = ["file", "verdict", "defect probability", "threshold", "latency ms", "note", "review", "class"]
+TABLE_HEADERS = ["file", "verdict", "defect probability", "threshold", "latency ms", "note", "review", "class",
+                 "unusable reason", "novelty"]
+
+#: The verdict of a photo the guard says nobody can judge (inference_handler.UNUSABLE; not imported: no torch here).
+UNUSABLE = "UNUSABLE"
+#: How an UNUSABLE photo's probability and heat map are marked: shown, but not a verdict.
+NOT_JUDGED = "not judged: what the network saw"
 
 
 #: Rows shown in "Label these next" (the CSV ranks the whole batch).
@@ -93,7 +104,62 @@ def _colormap(handler: Any) -> Any:
 
 
 def _verdict_class(v: str) -> str:
-    return {"DEFECT": "defect", "OK": "ok", "ERROR": "error"}.get(str(v).upper(), "other")
+    return {"DEFECT": "defect", "OK": "ok", "ERROR": "error", UNUSABLE: "unusable"}.get(str(v).upper(), "other")
+
+
+def is_unusable(item: dict | None, verdict: str | None = None) -> bool:
+    """Whether a stored result cannot be judged: the guard gave a reason (or the verdict says UNUSABLE)."""
+    if not item or item.get("error"):
+        return False
+    return bool(item.get("unusable_reason")) or verdict == UNUSABLE
+
+
+def verdict_text(verdict: str | None, reason: str | None = None) -> str:
+    """The verdict as the page says it: "UNUSABLE — too dark" for a photo nobody can judge, else the verdict."""
+    if verdict == UNUSABLE:
+        return f"{UNUSABLE} — {reason}" if reason else UNUSABLE
+    return str(verdict)
+
+
+def network_verdict(handler: Any, item: dict, thr: float | None) -> str | None:
+    """What the network alone would answer at ``thr`` (OK/DEFECT; the guard left out): the class an UNUSABLE photo's
+    probabilities point to, shown greyed as what the network saw. None without a defect probability."""
+    if item.get("error") or item.get("defect_probability") is None:
+        return None
+    return get_handler(handler).decide(item["probabilities"], thr)
+
+
+def not_judged(rgb: np.ndarray) -> np.ndarray:
+    """A copy of ``rgb`` greyed (mostly desaturated, lightened) under a dark band that reads NOT JUDGED: the heat
+    map of an UNUSABLE photo is what the network saw, not a verdict."""
+    import cv2
+
+    img = np.asarray(rgb, dtype=np.float32)
+    grey = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    out = 0.35 * img + 0.65 * grey[..., None]
+    out = np.clip(0.7 * out + 0.3 * 205.0, 0, 255).astype(np.uint8)
+    h, w = out.shape[:2]
+    bar = max(12, h // 9)
+    out[:bar] = (68, 64, 60)
+    text, font = "NOT JUDGED", cv2.FONT_HERSHEY_SIMPLEX
+    (tw, th), _ = cv2.getTextSize(text, font, 1.0, 2)
+    scale = max(0.3, min(0.7 * bar / th, 0.9 * w / tw))
+    thick = max(1, int(round(scale * 1.6)))
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thick)
+    cv2.putText(out, text, (max(0, (w - tw) // 2), min(bar - 2, (bar + th) // 2)), font, scale, (255, 255, 255),
+                thick, cv2.LINE_AA)
+    edge = max(2, min(h, w) // 80)
+    out[bar:, :edge] = out[bar:, w - edge:] = out[h - edge:, :] = (161, 98, 7)
+    return out
+
+
+def _reason_counts(items: list, verdicts: list) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for it, v in zip(items, verdicts):
+        if v == UNUSABLE:
+            why = it.get("unusable_reason") or "no reason given"
+            counts[why] = counts.get(why, 0) + 1
+    return counts
 
 
 def _band_text(band: dict | None) -> str:
@@ -109,18 +175,26 @@ def _badge(item: dict | None, verdict: str | None, thr: float | None, band: dict
         return (f"<div class='badge-box'><span class='badge error'>ERROR</span>"
                 f"<div class='badge-text'><b>{name}</b><br>{_esc(item['error'])}</div></div>")
     p = item.get("defect_probability")
+    unusable = is_unusable(item, verdict)
     line = (f"p(defect) = <b>{_fmt_p(p)}</b> &middot; threshold {_fmt_p(thr)}" if p is not None
             else f"label <b>{_esc(item.get('label'))}</b>")
     if handler is not None and item.get("label") is not None:
-        cls = item["label"] if p is None else service.label_for(get_handler(handler), item["probabilities"], verdict)
+        seen = network_verdict(handler, item, thr) if unusable else verdict
+        cls = item["label"] if p is None else service.label_for(get_handler(handler), item["probabilities"], seen)
         line += f" &middot; class <span class='class-label'>{_esc(shown_class(handler, cls))}</span>"
+    if unusable:
+        # the network's answer is shown for the engineer, greyed: it is not a verdict on this photo
+        nov = item.get("novelty")
+        line = (f"<span class='not-judged'>{_esc(NOT_JUDGED.capitalize())}: {line}"
+                + (f" &middot; novelty {nov:.4g}" if isinstance(nov, (int, float)) else "") + "</span>")
     flag = ""
-    if needs_review_of(item, band):
+    if needs_review_of(item, band) and not unusable:  # UNUSABLE already says a person must look
         # the verdict stays as decided; the flag says it is too close to the threshold to trust without a look
         flag = (f"<span class='flag review' title='p(defect) is inside the review band {_band_text(band)}'>"
                 f"NEEDS REVIEW</span>")
         line += f" &middot; review band {_band_text(band)}"
-    return (f"<div class='badge-box'><span class='badge {_verdict_class(verdict)}'>{_esc(verdict)}</span>{flag}"
+    shown = verdict_text(verdict, item.get("unusable_reason"))
+    return (f"<div class='badge-box'><span class='badge {_verdict_class(verdict)}'>{_esc(shown)}</span>{flag}"
             f"<div class='badge-text'><b>{name}</b><br>{line}</div></div>")
 
 
@@ -135,16 +209,28 @@ def latency_html(timings: dict) -> str:
             f"<tr>{cells}</tr></table>")
 
 
-def _summary(items: list, verdicts: list, thr: float | None, run_ms: float, band: dict | None = None) -> str:
+def unusable_count_html(n: int, reasons: dict[str, int]) -> str:
+    """"3 UNUSABLE (2 too dark, 1 out of focus)" in the UNUSABLE colour (the Inspect and Shift summaries)."""
+    why = ", ".join(f"{k:,} {_esc(r)}" for r, k in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return f"<span class='count unusable'>{n:,} UNUSABLE</span>" + (f" ({why})" if why else "")
+
+
+def _summary(items: list, verdicts: list, thr: float | None, run_ms: float, band: dict | None = None,
+             guard_on: bool = False) -> str:
+    """Counts of the batch: DEFECT, OK, UNUSABLE (shown when the model has a guard or any photo is), needs review,
+    files not inspected; the threshold and the time taken."""
     n = len(items)
     n_def = sum(1 for v in verdicts if str(v).upper() == "DEFECT")
     n_ok = sum(1 for v in verdicts if str(v).upper() == "OK")
+    n_unusable = sum(1 for v in verdicts if v == UNUSABLE)
     bad = [it for it in items if it.get("error")]
     done = n - len(bad)
     per = (run_ms / done) if done else 0.0
     parts = [f"<b>{n}</b> image{'s' if n != 1 else ''}",
              f"<span class='count defect'>{n_def} DEFECT</span>", f"<span class='count ok'>{n_ok} OK</span>"]
-    other = n - n_def - n_ok - len(bad)
+    if n_unusable or guard_on:
+        parts.append(unusable_count_html(n_unusable, _reason_counts(items, verdicts)))
+    other = n - n_def - n_ok - n_unusable - len(bad)
     if other:
         parts.append(f"{other} other")
     if bad:
@@ -167,55 +253,78 @@ def _gallery_entry(item: dict, verdict: str, opacity: float, colormap: Any = "je
     if item.get("error"):
         return (_placeholder(), f"{item['name']} \u2014 ERROR")
     p = item.get("defect_probability")
+    img = blend(item["image"], item["heat"], opacity, colormap)
+    if is_unusable(item, verdict):
+        caption = (f"{item['name']} \u2014 {verdict_text(UNUSABLE, item.get('unusable_reason'))}"
+                   + (f" (p={p:.3f}, not judged)" if p is not None else ""))
+        return (not_judged(img), caption)
     caption = (f"{item['name']} \u2014 {verdict}" + (f" (p={p:.3f})" if p is not None else "")
                + (", needs review" if review else ""))
-    return (blend(item["image"], item["heat"], opacity, colormap), caption)
+    return (img, caption)
 
 
 def table_rows(handler: Any, items: list, verdicts: list, thr: float | None, band: dict | None = None) -> list[list]:
     """One row per file: file, verdict, defect probability, threshold, total latency in ms, error, label, needs
-    review, the review band's low and high edge, the labelling rank (1: closest to the threshold), and the label's
-    display name."""
+    review, the review band's low and high edge, the labelling rank (1: UNUSABLE photos, then closest to the
+    threshold), the label's display name, the reason a photo is UNUSABLE and its novelty. The label of an UNUSABLE
+    photo is the class the network's probabilities point to (not a verdict)."""
     rows = []
     ranks = review_ranks(items, thr)
     for it, v, rank in zip(items, verdicts, ranks):
         p = it.get("defect_probability")
         total = it.get("timings_ms", {}).get("total")
+        seen = network_verdict(handler, it, thr) if is_unusable(it, v) else v
         label = it.get("label") if it.get("error") or p is None else service.label_for(
-            get_handler(handler), it["probabilities"], v)
+            get_handler(handler), it["probabilities"], seen)
+        nov = it.get("novelty")
         shown_thr = None if thr is None or it.get("error") else round(thr, 4)
         review = needs_review_of(it, band)
         shown = None if label is None else service.display_names_of(get_handler(handler)).get(label, label)
         rows.append([it["name"], v, None if p is None else round(p, 4), shown_thr,
                      None if total is None else round(total, 1), it.get("error") or "", label, review,
                      None if review is None else round(band["low"], 4),
-                     None if review is None else round(band["high"], 4), rank, shown])
+                     None if review is None else round(band["high"], 4), rank, shown,
+                     (it.get("unusable_reason") or None) if v == UNUSABLE else None,
+                     None if nov is None or it.get("error") else float(f"{float(nov):.6g}")])
     return rows
 
 
 def _table_view(rows: list[list]) -> list[list]:
-    return [[r[0], r[1], "" if r[2] is None else f"{r[2]:.4f}", "" if r[3] is None else f"{r[3]:.4f}",
-             "" if r[4] is None else f"{r[4]:.1f}", r[5], "needs review" if r[7] else "",
-             "" if r[6] is None else (r[6] if r[11] in (None, r[6]) else f"{r[11]} ({r[6]})")] for r in rows]
+    """The table as shown (TABLE_HEADERS): an UNUSABLE photo's p(defect) and class are marked not judged."""
+    out = []
+    for r in rows:
+        unusable = r[1] == UNUSABLE
+        p = "" if r[2] is None else f"{r[2]:.4f}" + (" (not judged)" if unusable else "")
+        cls = "" if r[6] is None else (r[6] if r[11] in (None, r[6]) else f"{r[11]} ({r[6]})")
+        out.append([r[0], r[1], p, "" if r[3] is None else f"{r[3]:.4f}", "" if r[4] is None else f"{r[4]:.1f}",
+                    r[5], "needs review" if r[7] else "", f"{cls} (not judged)" if unusable and cls else cls,
+                    r[12] or "", "" if r[13] is None else f"{r[13]:.4g}"])
+    return out
 
 
 def label_next_markdown(items: list, verdicts: list, thr: float | None, band: dict | None,
                         limit: int = LABEL_NEXT_ROWS) -> str:
-    """"Label these next": the batch's photos closest to the threshold first (|logit p - logit threshold|, in
-    logits), at most ``limit`` rows; the ones inside the review band are marked. Empty without a threshold."""
+    """"Label these next": the batch's UNUSABLE photos first (nobody can judge them: a person must), then the
+    photos closest to the threshold (|logit p - logit threshold|, in logits), at most ``limit`` rows; the ones
+    inside the review band are marked. Empty without a threshold."""
     ranks = review_ranks(items, thr)
     order = sorted((r, i) for i, r in enumerate(ranks) if r is not None)
     if not order:
         return ""
     n_rev = sum(1 for it in items if needs_review_of(it, band))
-    out = [f"**Label these next** (closest to the threshold {_fmt_p(thr)} first; {n_rev} of {len(order)} inside "
-           f"the review band {_band_text(band) or 'n/a'})", "",
+    n_unusable = sum(1 for _, i in order if is_unusable(items[i], verdicts[i]))
+    first = (f"UNUSABLE first: {n_unusable} photo{'s' if n_unusable != 1 else ''} nobody can judge, a person must; "
+             "then " if n_unusable else "")
+    out = [f"**Label these next** ({first}closest to the threshold {_fmt_p(thr)} first; {n_rev} of {len(order)} "
+           f"inside the review band {_band_text(band) or 'n/a'})", "",
            "| # | file | p(defect) | verdict | logits from threshold | needs review |", "|---:|---|---:|---|---:|---|"]
     for r, i in order[:limit]:
         it = items[i]
         p = it["defect_probability"]
-        out.append(f"| {r} | {md_cell(it['name'])} | {p:.4f} | {md_cell(verdicts[i])} | "
-                   f"{uncertainty(p, thr):.2f} | {'yes' if needs_review_of(it, band) else ''} |")
+        unusable = is_unusable(it, verdicts[i])
+        shown = verdict_text(UNUSABLE, it.get("unusable_reason")) if unusable else verdicts[i]
+        out.append(f"| {r} | {md_cell(it['name'])} | {p:.4f}{' (not judged)' if unusable else ''} | "
+                   f"{md_cell(shown)} | {uncertainty(p, thr):.2f} | {'yes' if needs_review_of(it, band) else ''} |")
     if len(order) > limit:
         out += ["", f"*{len(order) - limit} more in the CSV (column `review_rank`).*"]
     return "\n".join(out)
@@ -239,12 +348,16 @@ def needs_review_of(item: dict, band: dict | None) -> bool | None:
 
 
 def review_ranks(items: list, thr: float | None) -> list[int | None]:
-    """Per item its place in the labelling order (1: closest to the threshold), None where there is no p(defect)."""
+    """Per item its place in the labelling order, None where there is no p(defect): the UNUSABLE photos first
+    (in batch order: nobody can judge them, a person must), then the others closest to the threshold first."""
     ranks: list[int | None] = [None] * len(items)
     if thr is None:
         return ranks
     probs = [None if it.get("error") else it.get("defect_probability") for it in items]
-    for rank, i in enumerate(review_order(probs, thr), start=1):
+    unusable = [i for i, (it, p) in enumerate(zip(items, probs)) if p is not None and is_unusable(it)]
+    first = set(unusable)
+    judged = [None if i in first else p for i, p in enumerate(probs)]
+    for rank, i in enumerate(unusable + review_order(judged, thr), start=1):
         ranks[i] = rank
     return ranks
 

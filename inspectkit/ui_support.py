@@ -14,6 +14,10 @@ model with a defect class) is used by every inspection; :func:`reheat` changes i
 again. Labels: the checkpoint's display names ("Defect") go beside the raw class names in the badge, the class
 probabilities, the table and the CSV (``display_label``).
 
+UNUSABLE: a model with a guard (inspectkit/guard.py) answers UNUSABLE, with the reason, for a photo nobody can
+judge. The session keeps the reason and the novelty with the probabilities, so re-deciding at another threshold keeps
+it UNUSABLE (``handler.decide(..., unusable_reason=...)``); how it is drawn is in ``ui_render``.
+
 Every function that renders returns the outputs in the order of :data:`VIEW_OUTPUTS` (after the state), so
 the UI wiring and these functions cannot drift apart.
 """
@@ -34,9 +38,10 @@ from .report_view import (initial_threshold, load_report, loaded_model_markdown,
 from .review import DEFAULT_MARGIN
 from .service import MAX_BATCH, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, get_handler, upload_name
 from .ui_export import CSV_HEADERS, spreadsheet_safe, write_csv  # noqa: F401
-from .ui_render import (DEFAULT_OPACITY, LABEL_NEXT_ROWS, TABLE_HEADERS, _badge, _colormap, _esc, _fit,  # noqa: F401
-                        _gallery_entry, _heat_u8, _summary, _table_view, blend, label_next_markdown, latency_html,
-                        md_cell, needs_review_of, review_ranks, shown_class, table_rows)
+from .ui_render import (DEFAULT_OPACITY, LABEL_NEXT_ROWS, NOT_JUDGED, TABLE_HEADERS, UNUSABLE, _badge,  # noqa: F401
+                        _colormap, _esc, _fit, _gallery_entry, _heat_u8, _summary, _table_view, blend, is_unusable,
+                        label_next_markdown, latency_html, md_cell, needs_review_of, network_verdict, not_judged,
+                        review_ranks, shown_class, table_rows, verdict_text)
 
 #: The outputs every render returns, in order (the session state comes first, then these).
 VIEW_OUTPUTS = ("summary", "gallery", "badge", "original", "overlay", "probabilities", "latency", "table", "csv",
@@ -71,8 +76,9 @@ def _as_paths(files: Any) -> list[str]:
 
 
 def _error_item(name: str, message: str, raw_path: Any = None) -> dict:
-    return {"name": name, "error": service.error_message(message, raw_path, name), "label": None, "probabilities": {}, "defect_probability": None,
-            "timings_ms": {}, "image": None, "heat": None}
+    return {"name": name, "error": service.error_message(message, raw_path, name), "label": None, "probabilities": {},
+            "defect_probability": None, "timings_ms": {}, "image": None, "heat": None, "unusable_reason": None,
+            "novelty": None}
 
 
 def _item(result: Any, name: str, raw_path: Any = None) -> dict:
@@ -86,7 +92,10 @@ def _item(result: Any, name: str, raw_path: Any = None) -> dict:
             "defect_probability": None if result.defect_probability is None else float(result.defect_probability),
             "timings_ms": {str(k): float(v) for k, v in (result.timings_ms or {}).items()},
             "image": img, "heat": heat, "heat_mode": getattr(result, "heatmap_mode", None),
-            "heat_scale": getattr(result, "heatmap_scale", None)}
+            "heat_scale": getattr(result, "heatmap_scale", None),
+            # the guard's view (None: judged, or a model without a guard); kept so re-deciding keeps UNUSABLE
+            "unusable_reason": getattr(result, "unusable_reason", None) or None,
+            "novelty": None if getattr(result, "novelty", None) is None else float(result.novelty)}
 
 
 def run_inspection(handler: Any, files: Any, opacity: float, state: dict | None,
@@ -173,12 +182,24 @@ def threshold_of(handler: Any, state: dict) -> float | None:
 
 
 def verdict_of(handler: Any, item: dict, threshold: float | None) -> str:
-    """ERROR for a failed file; else the handler's decision from the stored probabilities."""
+    """ERROR for a failed file; else the handler's decision from the stored probabilities, which stays UNUSABLE at
+    any threshold for a photo the guard gave a reason for."""
     if item.get("error"):
         return "ERROR"
     if item.get("defect_probability") is None:  # a model without a defect class: the label is the answer
         return str(item.get("label"))
+    reason = item.get("unusable_reason")
+    if reason:  # only a handler with a guard gives reasons, and its decide() takes them
+        return get_handler(handler).decide(item["probabilities"], threshold, unusable_reason=reason)
     return get_handler(handler).decide(item["probabilities"], threshold)
+
+
+def guard_on(handler: Any) -> bool:
+    """Whether the session's model has a guard (so UNUSABLE can be answered)."""
+    try:
+        return getattr(get_handler(handler), "guard", None) is not None
+    except service.ModelUnavailable:
+        return False
 
 
 def band_of(handler: Any, state: dict, thr: float | None = None) -> dict | None:
@@ -249,7 +270,7 @@ def render(handler: Any, state: dict) -> tuple:
     gallery = [_gallery_entry(it, v, state["opacity"], cmap, needs_review_of(it, band))
                for it, v in zip(items, verdicts)]
     rows = table_rows(handler, items, verdicts, thr, band)
-    return (_summary(items, verdicts, thr, state.get("run_ms", 0.0), band), gallery,
+    return (_summary(items, verdicts, thr, state.get("run_ms", 0.0), band, guard_on(handler)), gallery,
             *detail(handler, state, thr=thr, verdicts=verdicts, band=band), _table_view(rows),
             write_csv(rows), label_next_markdown(items, verdicts, thr, band))
 
@@ -269,6 +290,9 @@ def detail(handler: Any, state: dict, thr: float | None = None, verdicts: list |
         return (_badge(it, v, thr), None, None, None, "")
     overlay = blend(it["image"], it["heat"], state.get("opacity", DEFAULT_OPACITY), _colormap(handler))
     probs = {shown_class(handler, k): round(p, 4) for k, p in it["probabilities"].items()}
+    if is_unusable(it, v):  # what the network saw, greyed and marked: not a verdict on this photo
+        overlay = not_judged(overlay)
+        probs = {f"{k} (not judged)": p for k, p in probs.items()}
     return (_badge(it, v, thr, band, handler), it["image"], overlay, probs, latency_html(it["timings_ms"]))
 
 
@@ -297,8 +321,8 @@ def ui_call(fn: Callable, *args: Any) -> Any:
 def initial_status(handler: Any) -> str:
     """The model-status line the page starts with."""
     state = service.model_state(handler)
-    if state == "ready":
-        return "<div class='status ready'>Model ready.</div>"
+    if state == "ready":  # the full line at once: classes, threshold and the guard (on, or "guard off: <reason>")
+        return model_status(handler)[0]
     if state == "failed":
         return f"<div class='status failed'>Model not available: {_esc(getattr(handler, 'error', ''))}</div>"
     return ("<div class='status loading'>Loading the model in the background; the first inspection may take a few "
@@ -375,7 +399,8 @@ def api_predict_batch(handler: Any, images: Any, threshold: Any = None) -> list[
                 out.append({"name": n, "verdict": None, "label": None, "display_label": None,
                             "display_names": service.display_names_of(h), "probabilities": {},
                             "defect_probability": None, "threshold": t, "needs_review": None, "review_band": None,
-                            "latency_ms": {}, "error": f"{n} {why}", "heatmap_mode": None, "heatmap_scale": None})
+                            "latency_ms": {}, "error": f"{n} {why}", "heatmap_mode": None, "heatmap_scale": None,
+                            "unusable_reason": None, "novelty": None})
         return out
     except (ValueError, OSError, service.ModelUnavailable) as exc:
         raise _api_error(exc) from None

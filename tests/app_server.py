@@ -66,6 +66,10 @@ class FakeResult:
     image: np.ndarray | None = None
     timings_ms: dict = field(default_factory=dict)
     error: str | None = None
+    needs_review: bool | None = None
+    unusable_reason: str | None = None
+    novelty: float | None = None
+    image_stats: dict | None = None
 
 
 class FakeHandler:
@@ -83,9 +87,14 @@ class FakeHandler:
         self.images_seen = 0
         self.heatmap_modes: list = []  # the heatmap_mode of each predict_batch call
 
-    def decide(self, probabilities, threshold=None):
+    #: file-name part -> unusable_reason: a photo whose name holds it is UNUSABLE for that reason (as if a guard
+    #: said so); empty: the fake has no guard and never answers UNUSABLE
+    unusable: dict = {}
+
+    def decide(self, probabilities, threshold=None, unusable_reason=None):
         t = self.threshold if threshold is None else threshold
-        return "DEFECT" if probabilities["def_front"] >= t else "OK"
+        verdict = "DEFECT" if probabilities["def_front"] >= t else "OK"
+        return "UNUSABLE" if unusable_reason else verdict
 
     def predict_batch(self, images, heatmap=True, opacity=0.45, batch_size=16, on_error="raise", names=None,
                       progress=None, heatmap_mode=None):
@@ -105,7 +114,11 @@ class FakeHandler:
             p = 0.9 if "def" in name else 0.2
             probs = {"def_front": p, "ok_front": 1 - p}
             heat = np.linspace(0, 1, rgb.shape[0] * rgb.shape[1], dtype=np.float32).reshape(rgb.shape[:2])
-            out.append(FakeResult(name=name, verdict=self.decide(probs), label="def_front" if p >= 0.5 else "ok_front",
+            reason = next((r for part, r in self.unusable.items() if part in name), None)
+            novelty = None if not self.unusable else (9.0 if reason else 0.8)  # None: no guard
+            out.append(FakeResult(name=name, verdict=self.decide(probs, unusable_reason=reason),
+                                  unusable_reason=reason, novelty=novelty,
+                                  label="def_front" if p >= 0.5 else "ok_front",
                                   probabilities=probs, defect_probability=p, threshold=self.threshold,
                                   heatmap=heat if heatmap else None, overlay=rgb, image=rgb,
                                   timings_ms={"decode": 1.0, "preprocess": 0.5, "forward": 5.0, "gradcam": 2.0,

@@ -256,11 +256,12 @@ def test_csv_is_correct_and_formula_names_stay_text(upload_dir):
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
     assert rows[0] == ui.CSV_HEADERS
     assert len(rows) == 4
-    name, verdict, label, p, thr, ms, err, review, low, high, rank, shown = rows[1]
+    name, verdict, label, p, thr, ms, err, review, low, high, rank, shown, reason, novelty = rows[1]
     assert name == "'" + FORMULA_NAME  # shown as text by Excel, LibreOffice and Sheets
     assert verdict == "OK" and label == "ok_front" and float(p) == pytest.approx(0.2) and float(thr) == 0.5
     assert shown == "OK"  # the display name beside the raw class name (derived: the fake handler stores none)
     assert float(ms) == pytest.approx(9.0) and err == ""
+    assert (reason, novelty) == ("", "")  # judged, and the fake handler has no guard
     assert rows[2][:2] == [good[1].name, "OK"]
     assert rows[3][1] == "ERROR" and "not a readable image" in rows[3][6]
     # needs review: both readable files have p(defect) 0.2, inside the fallback band around 0.5 (no band on the
@@ -268,7 +269,7 @@ def test_csv_is_correct_and_formula_names_stay_text(upload_dir):
     lo, hi = symmetric_band(0.5, DEFAULT_MARGIN)
     assert (review, rank) == ("yes", "1")
     assert float(low) == pytest.approx(lo, abs=1e-4) and float(high) == pytest.approx(hi, abs=1e-4)
-    assert rows[2][7] == "yes" and rows[2][10] == "2" and rows[3][7:] == ["", "", "", "", ""]
+    assert rows[2][7] == "yes" and rows[2][10] == "2" and rows[3][7:] == [""] * 7
     for row in rows[1:]:
         for cell in row:
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
@@ -464,7 +465,8 @@ def test_json_endpoint_good_and_bad_files(server, handler):
 
     # the server still answers after all that
     assert httpx.get(server, timeout=30).status_code == 200
-    assert httpx.get(server + "api/health", timeout=30).json() == {"status": "ok", "model": "ready", "error": None}
+    health = httpx.get(server + "api/health", timeout=30).json()  # (it also reports the guard and drift: http_api's)
+    assert {k: health.get(k) for k in ("status", "model", "error")} == {"status": "ok", "model": "ready", "error": None}
 
 
 def test_json_endpoint_heat_map_modes_and_display_names(server, handler):
@@ -503,7 +505,8 @@ def test_heat_map_choice_inspects_the_session_again_and_labels_are_shown(upload_
     badge, probs, table = view[2], view[5], view[7]
     assert "class <span class='class-label'>" in badge and ("Defect (def_front)" in badge or "OK (ok_front)" in badge)
     assert set(probs) == {"Defect (def_front)", "OK (ok_front)"}
-    assert table[0][-1] in ("Defect (def_front)", "OK (ok_front)") and ui.TABLE_HEADERS[-1] == "class"
+    col = ui.TABLE_HEADERS.index("class")
+    assert table[0][col] in ("Defect (def_front)", "OK (ok_front)")
     with pytest.raises(ValueError, match="heatmap_mode 'x' must be one of"):
         ui.reheat(h, state, "x")
     state, *view = ui.reheat(h, ui.new_state(), "")  # nothing inspected yet: nothing to run

@@ -1,6 +1,8 @@
 """A real browser on the real server: headless Chromium (Debian's, driven by Playwright) uploads two casting photos
 through the page's file input and must see two overlays and two verdicts; the heat map's colour bar, the display
-names and the Model tab's score distribution must be on the page. Keeps screenshots in test-artifacts/."""
+names and the Model tab's score distribution must be on the page; a blank white frame dropped on a model with a
+guard must show UNUSABLE (its own badge colour, the reason, the count, the table). Keeps screenshots in
+test-artifacts/."""
 
 from __future__ import annotations
 
@@ -48,6 +50,15 @@ def page_url(named_checkpoint):
     from inference_handler import InferenceHandler
 
     with running_server(InferenceHandler(str(named_checkpoint), backend="torch")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def guarded_url(guarded_checkpoint):
+    """A server on the tiny checkpoint with a guard fitted on generated castings (conftest.guarded_checkpoint)."""
+    from inference_handler import InferenceHandler
+
+    with running_server(InferenceHandler(str(guarded_checkpoint), backend="torch")) as url:
         yield url
 
 
@@ -121,3 +132,30 @@ def test_colour_bar_display_names_and_score_distribution_on_the_page(page_url):
         assert dist.locator("rect.bar[data-class='ok_front']").count() > 0
         assert "Porosity defect" in dist.inner_text() and "Good casting" in dist.inner_text()
         page.screenshot(path=str(ARTIFACTS / "browser_score_distribution.png"), full_page=True)
+
+
+def test_a_blank_white_photo_shows_unusable_on_the_page(guarded_url, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    blank = tmp_path / "blank_white.png"
+    Image.fromarray(np.full((300, 300, 3), 255, np.uint8)).save(blank)
+    with open_page(guarded_url) as page:
+        page.locator("#model-status").get_by_text("guard on").wait_for(timeout=60_000)
+        page.wait_for_selector("#batch-files input[type=file]", state="attached", timeout=60_000)
+        page.set_input_files("#batch-files input[type=file]", [str(blank)])
+        page.wait_for_function("document.querySelectorAll('#gallery img').length === 1", timeout=120_000)
+        page.locator("#overlay img").wait_for(state="visible", timeout=30_000)
+        badge = page.locator("#badge .badge")
+        text = badge.inner_text().strip()
+        assert re.fullmatch(r"UNUSABLE \u2014 (overexposed|not a casting)", text), text
+        assert "unusable" in (badge.get_attribute("class") or "")
+        colour = badge.evaluate("e => getComputedStyle(e).backgroundColor")
+        assert colour not in ("rgb(21, 128, 61)", "rgb(185, 28, 28)"), colour  # neither OK green nor DEFECT red
+        # the network's probability is still on the page, marked as no verdict
+        assert "not judged" in page.locator("#badge").inner_text().lower()
+        assert "1 UNUSABLE" in page.locator("#summary").inner_text()
+        assert re.search(r"blank_white\.png\s+UNUSABLE\s", page.locator("#results").inner_text())
+        assert "UNUSABLE" in page.locator("#gallery").inner_text()
+        assert "UNUSABLE" in page.locator("#label-next").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "browser_unusable.png"), full_page=True)
