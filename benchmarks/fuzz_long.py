@@ -4,7 +4,9 @@
     python benchmarks/fuzz_long.py --cases 2000 --checkpoint path/to/model.pt --backend torch
 
 Same strategies and the same contract as tests/test_fuzz.py (``check_prediction``): every case either returns a
-complete, consistent result or raises ValueError with a message. Unlike the test, a violation does not stop the
+complete, consistent result or raises ValueError with a message. Its verdict is OK or DEFECT by the threshold rule,
+or, for a checkpoint with a guard, UNUSABLE with one of the guard's reasons (``check_verdict``); anything else is a
+violation. Unlike the test, a violation does not stop the
 run: it is recorded (exception type, message, traceback tail) and the input is saved under ``--crash-dir``
 for replay, and the run goes on. The mix per case: mutated real files (JPEG/PNG/GIF/BMP/TIFF/WebP),
 random bytes, forged PNG sizes, numpy arrays of any dtype/shape, PIL images of any mode, the same bytes as a
@@ -125,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         "violations": counts.get("VIOLATION", 0), "distinct_violations": dict(signatures),
         "failure_examples": failures[:20],
         "checkpoint": Path(args.checkpoint).name, "checkpoint_sha256": handler.sha256, "backend": handler.backend,
+        "guard": "on" if handler.guard is not None else f"off: {handler.guard_off_reason}",
         "seed": args.seed, "seed_files": sorted(F.seed_files()),
-        "contract": "predict() returns a complete consistent result or raises ValueError with a message; "
+        "contract": "predict() returns a complete consistent result (verdict OK/DEFECT by the threshold, or "
+                    "UNUSABLE with a guard's reason) or raises ValueError with a message; "
                     "predict_batch(on_error='collect') never raises for bad images",
     }
     text = json.dumps(summary, indent=2, default=str)

@@ -11,7 +11,8 @@
     python benchmarks/loadtest.py --url http://127.0.0.1:7860/ --pid 12345
 
 Reported: requests/s, latency p50/p95/p99/max per endpoint and overall, errors (anything but a correct
-answer; a 503 "busy"/queue-full answer is counted apart as `busy`), the server's RSS (psutil, the process and
+answer: OK, DEFECT, or UNUSABLE with its reason, see ``valid_answer``; a 503 "busy"/queue-full answer is counted
+apart as `busy`), the server's RSS (psutil, the process and
 its children) before and after and its peak, and whether the server still answers afterwards. Exit status 1
 when there were errors or the server stopped answering, so the script can gate a release.
 
@@ -134,9 +135,23 @@ class Outcome:
     OK, BUSY, ERROR = "ok", "busy", "error"
 
 
-def _valid(result: dict) -> bool:
-    return (isinstance(result, dict) and result.get("verdict") in ("OK", "DEFECT") and result.get("error") is None
-            and isinstance(result.get("defect_probability"), float))
+#: The verdicts of a correct answer: UNUSABLE (a model with a guard: the photo cannot be judged) comes with its reason.
+VERDICTS = ("OK", "DEFECT", "UNUSABLE")
+
+
+def valid_answer(result: dict) -> bool:
+    """A correct inspection answer: no error, a defect probability, and OK or DEFECT without an ``unusable_reason``
+    or UNUSABLE with one (a non-empty string). Anything else (another verdict, UNUSABLE without a reason) is not."""
+    if not (isinstance(result, dict) and result.get("error") is None
+            and isinstance(result.get("defect_probability"), float)):
+        return False
+    verdict, reason = result.get("verdict"), result.get("unusable_reason")
+    if verdict == "UNUSABLE":
+        return isinstance(reason, str) and bool(reason.strip())
+    return verdict in VERDICTS and reason is None
+
+
+_valid = valid_answer
 
 
 class ApiClient:

@@ -1,10 +1,17 @@
-"""The HTTP server: FastAPI with ``POST /api/inspect`` (multipart image in, JSON out) and ``GET /api/health``, a
-body-size limit read before the body is, the Gradio UI mounted on it, and uvicorn to run it.
+"""The HTTP server: FastAPI with ``POST /api/inspect`` (multipart image in, JSON out), ``GET /api/health`` (model,
+guard and drift) and ``GET``/``DELETE /api/drift``, a body-size limit read before the body is, the Gradio UI mounted
+on it, and uvicorn to run it.
+
+Drift over the server's recent requests: each app keeps one :class:`RecentDrift`, a
+:class:`inspectkit.drift.DriftMonitor` for the loaded model (started again when the model changes) fed with every
+successful ``/api/inspect`` result, UNUSABLE ones included. Its alarm latches until ``DELETE /api/drift`` (someone
+fixed the lamp) or a restart.
 """
 
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable, Literal, Optional
 
 from fastapi import (  # already imported by gradio: no extra start time
@@ -32,8 +39,12 @@ class InspectResponse(BaseModel):
     """One inspected image."""
 
     name: str = Field(description="the uploaded file's base name, control characters removed")
-    verdict: Optional[str] = Field(description="OK or DEFECT (for a model without a defect class: the label)")
-    label: Optional[str] = Field(description="the most probable class (its raw name, e.g. the folder name)")
+    verdict: Optional[str] = Field(
+        description="one of OK, DEFECT, UNUSABLE. UNUSABLE: the model's guard says this photo cannot be judged "
+                    "(see `unusable_reason`); it stays UNUSABLE at any `threshold`. (A model without a defect class "
+                    "answers its label instead.)")
+    label: Optional[str] = Field(description="the class the network chose at `threshold` (its raw name, e.g. the "
+                                             "folder name); also given for an UNUSABLE photo")
     display_label: Optional[str] = Field(default=None, description="the human label of `label`, e.g. Defect")
     display_names: dict[str, str] = Field(default_factory=dict, description="human label of each class name")
     probabilities: dict[str, float] = Field(description="probability of each class")
@@ -55,14 +66,133 @@ class InspectResponse(BaseModel):
         default=None, description="defect-evidence only: the evidence (logits) shown as 0.5 (threshold: the OK/defect "
                                   "boundary on validation) and as 1 (value: a typical validation defect); null when "
                                   "the model has no calibrated scale and each map is scaled to its own maximum")
+    unusable_reason: Optional[str] = Field(
+        default=None, description="why the verdict is UNUSABLE, the first check that failed: too dark, overexposed, "
+                                  "out of focus, part not fully in frame (image checks), or not a casting (novelty); "
+                                  "null for OK and DEFECT")
+    novelty: Optional[float] = Field(
+        default=None, description="how unlike the training photos the network finds this photo (higher: less like "
+                                  "them; above the guard's novelty_threshold, see /api/health: UNUSABLE, not a "
+                                  "casting); null when the model has no guard")
+
+
+class GuardState(BaseModel):
+    """The model's guard: whether UNUSABLE can be answered, and what it was fitted on."""
+
+    on: bool = Field(description="true: photos that cannot be judged are answered UNUSABLE")
+    off_reason: Optional[str] = Field(default=None, description="why the guard is off (e.g. the checkpoint has none)")
+    novelty_threshold: Optional[float] = Field(default=None, description="novelty above which a photo is UNUSABLE")
+    reasons: list[str] = Field(default_factory=list, description="every unusable_reason the guard can give")
+    fitted_on: dict[str, Any] = Field(default_factory=dict, description="the photos the guard was fitted on")
+
+
+class DriftChange(BaseModel):
+    """One drift indicator that fired."""
+
+    indicator: str = Field(description="novelty, darker, brighter, blur or framing")
+    meaning: str = Field(description="what changed, in words")
+    first_row: int = Field(description="the request (counted from 0 since the monitor started) it fired at")
+    recent_rate: Optional[float] = Field(description="share of the last `window` photos beyond the reference's tail")
+    reference_rate: float = Field(description="the same share on the model's validation photos")
+
+
+class DriftState(BaseModel):
+    """Drift over the photos this server inspected through POST /api/inspect since the model loaded (or the last
+    DELETE /api/drift): a CUSUM per indicator against the model's validation photos."""
+
+    on: bool = Field(description="false when the model has no drift reference (no guard): see off_reason")
+    off_reason: Optional[str] = None
+    alarm: bool = Field(description="true once any indicator fired; it stays on until DELETE /api/drift")
+    first_row: Optional[int] = Field(default=None, description="the request at which the alarm first fired")
+    photos: int = Field(description="photos counted since the monitor started")
+    window: int = Field(description="photos the recent rates are taken over (at most the last 100)")
+    changed: list[DriftChange] = Field(default_factory=list, description="each indicator that fired")
+    summary: str = Field(description="one line: 'no drift over N photos' or what changed")
+    since: Optional[str] = Field(default=None, description="when the monitor started (UTC, ISO 8601)")
 
 
 class Health(BaseModel):
-    """Whether the server and the model are up."""
+    """Whether the server and the model are up; the model's guard and the drift of recent requests."""
 
     status: str
     model: str = Field(description="ready, loading, failed or not started")
     error: Optional[str] = None
+    guard: Optional[GuardState] = Field(default=None, description="the loaded model's guard (null until it is ready)")
+    drift: Optional[DriftState] = Field(default=None, description="drift over recent POST /api/inspect photos (null "
+                                                                  "until the model is ready)")
+
+
+def guard_state(handler: Any) -> dict:
+    """The guard as /api/health shows it, for a loaded handler: its summary, or off with the reason."""
+    guard = getattr(handler, "guard", None)
+    if guard is None:
+        why = getattr(handler, "guard_off_reason", None) or "this model has no guard: UNUSABLE is never returned"
+        return {"on": False, "off_reason": why}
+    return {**guard.summary(), "off_reason": None}
+
+
+class RecentDrift:
+    """One DriftMonitor for the model the server runs, fed with the results of its requests (thread-safe).
+
+    The monitor is started for the handler that produced the first result, and started again when a result comes
+    from another handler (the model changed); a handler without a guard, or a guard without a drift reference,
+    leaves drift off. It never takes the inference lock: health answers while the model is busy.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._handler: Any = None
+        self._monitor = None
+        self._off_reason: str | None = None
+        self._since: float | None = None
+
+    def _for(self, handler: Any):
+        """The monitor for ``handler`` (None: drift is off, ``_off_reason`` says why), started again for a new
+        handler. Called with the lock held."""
+        if handler is not self._handler:
+            from .drift import DriftMonitor
+
+            guard = getattr(handler, "guard", None)
+            ref = getattr(guard, "drift_reference", None)
+            monitor, why = None, None
+            if guard is None:
+                why = f"no drift reference: {guard_state(handler)['off_reason']}"
+            elif not ref:
+                why = "the model's guard has no drift reference (fit the guard again)"
+            else:
+                try:
+                    monitor = DriftMonitor(ref)
+                except (KeyError, TypeError, ValueError) as exc:
+                    why = f"the model's drift reference cannot be read ({type(exc).__name__}: {exc})"
+            self._handler, self._monitor, self._off_reason, self._since = handler, monitor, why, time.time()
+        return self._monitor
+
+    def add(self, handler: Any, result: Any) -> None:
+        """Count one inspection of ``handler`` (a decoded photo; results with an error are skipped)."""
+        if getattr(result, "error", None) is not None:
+            return
+        with self._lock:
+            monitor = self._for(handler)
+        if monitor is not None:  # the monitor has its own lock; add_result skips results without statistics
+            monitor.add_result(result, list(handler.class_names))
+
+    def reset(self, handler: Any) -> None:
+        """Start counting again for ``handler`` (the alarm is cleared)."""
+        with self._lock:
+            monitor = self._for(handler)
+            if monitor is not None:
+                monitor.reset()
+                self._since = time.time()
+
+    def state(self, handler: Any) -> dict:
+        """The DriftState for ``handler`` (a model not yet seen: nothing counted yet)."""
+        with self._lock:
+            monitor, why, since = self._for(handler), self._off_reason, self._since
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since else None
+        if monitor is None:
+            return {"on": False, "off_reason": why, "alarm": False, "first_row": None, "photos": 0, "window": 0,
+                    "changed": [], "summary": "drift is not followed", "since": stamp}
+        return {"on": True, "off_reason": None, **monitor.state(), "summary": monitor.describe(), "since": stamp}
 
 
 class ErrorBody(BaseModel):
@@ -136,13 +266,17 @@ class BodyLimitMiddleware:
 
 
 def create_api(handler: Any):
-    """The FastAPI app with ``POST /api/inspect`` and ``GET /api/health`` (the Gradio UI is mounted on it later)."""
+    """The FastAPI app with ``POST /api/inspect``, ``GET /api/health`` and ``GET``/``DELETE /api/drift`` (the Gradio
+    UI is mounted on it later). ``api.state.drift`` is its :class:`RecentDrift`."""
     api = FastAPI(
         title="Casting inspection API",
-        description="Inspect a photo of a metal casting: OK or DEFECT, class probabilities, latency and an optional "
-                    "Grad-CAM heat map. The interactive app is served at `/` on the same server.",
-        version="1.0",
+        description="Inspect a photo of a metal casting: OK, DEFECT or UNUSABLE (with the reason), class "
+                    "probabilities, latency and an optional Grad-CAM heat map; the health and drift of the line "
+                    "over recent requests. The interactive app is served at `/` on the same server.",
+        version="1.1",
     )
+    drift = RecentDrift()
+    api.state.drift = drift
     errors = {400: {"model": ErrorBody, "description": "no file, or an empty file"},
               413: {"model": ErrorBody, "description": f"file larger than {MAX_UPLOAD_MB} MB"},
               422: {"model": ErrorBody, "description": "not a readable image, or a bad parameter"},
@@ -166,31 +300,64 @@ def create_api(handler: Any):
                               "'class-normalised' (the per-image normalised CAM of the predicted class: every photo "
                               "reaches 1 somewhere; the default of a model without a defect class)"),
     ):
-        """Inspect one image sent as multipart form field `file`: verdict (OK/DEFECT), class probabilities,
-        the threshold used, latency per stage in ms and, with `heatmap=true`, the Grad-CAM overlay as a base64 PNG.
+        """Inspect one image sent as multipart form field `file`: verdict (OK, DEFECT, or UNUSABLE with
+        `unusable_reason` when the photo cannot be judged), class probabilities, the threshold used, novelty,
+        latency per stage in ms and, with `heatmap=true`, the Grad-CAM overlay as a base64 PNG. Each answered photo
+        counts towards the drift shown by /api/health.
         Not an image: 422; over the size limit: 413; model loading or server busy: 503 with Retry-After."""
         # A plain `def`: FastAPI runs it in its thread pool, so a forward pass never blocks the event loop.
         if not _API_SLOTS.acquire(blocking=False):
             raise HTTPException(503, f"server busy: {MAX_API_WAITING} inspections are already waiting for the "
                                      "model; retry in a few seconds", headers={"Retry-After": "5"})
         try:
-            return _inspect_upload(handler, file, heatmap, threshold, opacity, review_margin, heatmap_mode)
+            return _inspect_upload(handler, file, heatmap, threshold, opacity, review_margin, heatmap_mode, drift)
         finally:
             _API_SLOTS.release()
 
-    @api.get("/api/health", response_model=Health, tags=["inspection"], summary="Server and model status")
+    @api.get("/api/health", response_model=Health, tags=["inspection"], summary="Server, model, guard and drift")
     def health():
-        """`model` is ready, loading, failed (with `error`) or not started."""
+        """`model` is ready, loading, failed (with `error`) or not started. Once it is ready: `guard` (on, or off
+        and why) and `drift` over the photos sent to POST /api/inspect since the model loaded (`alarm`, the
+        request it fired at, `changed`: what changed). Never waits for the model or for a running inspection."""
         state = model_state(handler)
-        return {"status": "ok", "model": state, "error": getattr(handler, "error", None)}
+        out = {"status": "ok", "model": state, "error": getattr(handler, "error", None), "guard": None, "drift": None}
+        if state == "ready":
+            h = get_handler(handler)  # ready: returns at once
+            out["guard"], out["drift"] = guard_state(h), drift.state(h)
+        return out
+
+    def ready_handler() -> Any:
+        if model_state(handler) != "ready":
+            raise HTTPException(503, f"the model is {model_state(handler)}; drift starts with its first inspection",
+                                headers={"Retry-After": "10"})
+        return get_handler(handler)
+
+    busy = {503: {"model": ErrorBody, "description": "the model is not loaded yet, or failed to load"}}
+
+    @api.get("/api/drift", response_model=DriftState, responses=busy, tags=["inspection"],
+             summary="Drift over recent inspections")
+    def drift_state():
+        """The same as `drift` in /api/health."""
+        return drift.state(ready_handler())
+
+    @api.delete("/api/drift", response_model=DriftState, responses=busy, tags=["inspection"],
+                summary="Start counting drift again")
+    def drift_reset():
+        """Forget the photos counted so far and clear the alarm (e.g. once the cause is fixed); returns the new,
+        empty state."""
+        h = ready_handler()
+        drift.reset(h)
+        return drift.state(h)
 
     api.add_middleware(BodyLimitMiddleware, limit=MAX_UPLOAD_BYTES + BODY_SLACK_BYTES, prefix="/api/")
     return api
 
 
 def _inspect_upload(handler: Any, file: UploadFile, heatmap: bool, threshold: Optional[float], opacity: float,
-                    review_margin: Optional[float] = None, heatmap_mode: Optional[str] = None) -> dict:
-    """The body of POST /api/inspect: size checks, one inspection, the JSON answer or an HTTP error."""
+                    review_margin: Optional[float] = None, heatmap_mode: Optional[str] = None,
+                    drift: Optional[RecentDrift] = None) -> dict:
+    """The body of POST /api/inspect: size checks, one inspection (counted by ``drift``), the JSON answer or an
+    HTTP error."""
     name = safe_name(file.filename)
     data = file.file.read(MAX_UPLOAD_BYTES + 1)  # at most one byte past the limit
     if not data:
@@ -208,8 +375,13 @@ def _inspect_upload(handler: Any, file: UploadFile, heatmap: bool, threshold: Op
     except Exception as exc:
         log.exception("inspecting %s failed", name)
         raise HTTPException(500, f"internal error while inspecting {name}: {type(exc).__name__}") from None
-    return result_json(result, get_handler(handler), threshold=threshold, heatmap_png=heatmap,
-                       review_margin=review_margin)
+    h = get_handler(handler)
+    if drift is not None:
+        try:
+            drift.add(h, result)
+        except Exception:  # drift is a report: it must never cost the user the answer
+            log.exception("drift monitor failed on %s", name)
+    return result_json(result, h, threshold=threshold, heatmap_png=heatmap, review_margin=review_margin)
 
 
 def create_app(handler: Any, demo: Any, **mount_kwargs):

@@ -1,5 +1,6 @@
-"""One inspection result as the API and the batch tools report it: verdict, label, probabilities, threshold,
-the needs-review flag, timings and optionally the heat map as PNG; and the inspection calls that take the fair lock.
+"""One inspection result as the API and the batch tools report it: verdict (OK, DEFECT or UNUSABLE with its reason),
+label, probabilities, threshold, the needs-review flag, novelty, timings and optionally the heat map as PNG; and the
+inspection calls that take the fair lock.
 """
 
 import base64
@@ -82,15 +83,24 @@ def result_json(result: Any, handler: Any, threshold: float | None = None, heatm
     """The JSON answer for one InspectionResult: name, verdict, label (the raw class name) and ``display_label``
     (its human label; ``display_names`` has every class's), probabilities, defect probability,
     threshold, ``needs_review`` and the ``review_band`` it was judged against, latency in ms per stage, error,
-    ``heatmap_mode`` and ``heatmap_scale`` (None: no heat map, or one scaled per image);
-    with ``heatmap_png``, the Grad-CAM heat map drawn over the photo as a base64 PNG. ``threshold`` re-decides the
-    verdict from the probabilities (no new forward pass), and the band moves with it; ``review_margin`` (logits)
-    replaces the band by a symmetric one.
+    ``heatmap_mode`` and ``heatmap_scale`` (None: no heat map, or one scaled per image), ``unusable_reason`` and
+    ``novelty`` (the guard's: see below); with ``heatmap_png``, the Grad-CAM heat map drawn over the photo as a
+    base64 PNG. ``threshold`` re-decides the verdict from the probabilities (no new forward pass), and the band
+    moves with it; ``review_margin`` (logits) replaces the band by a symmetric one.
+
+    ``verdict`` is OK, DEFECT or UNUSABLE: UNUSABLE when the model's guard says the photo cannot be judged
+    (``unusable_reason``: "too dark", "not a casting", ...); it stays UNUSABLE at any ``threshold``, while ``label``,
+    the probabilities and ``needs_review`` are still the network's, re-decided as for any photo. ``novelty``: how
+    unlike the training photos (higher: less like them; None without a guard).
     """
     verdict, used, label = result.verdict, result.threshold, result.label
+    reason = getattr(result, "unusable_reason", None) if result.error is None else None
     if result.error is None and threshold is not None and result.defect_probability is not None:
-        verdict, used = handler.decide(result.probabilities, threshold), float(threshold)
-        label = label_for(handler, result.probabilities, verdict)
+        used = float(threshold)
+        decided = handler.decide(result.probabilities, threshold)  # the network's OK/DEFECT at this threshold
+        label = label_for(handler, result.probabilities, decided)
+        # the handler's rule: a photo with a reason stays UNUSABLE (handlers without a guard never have one)
+        verdict = decided if not reason else handler.decide(result.probabilities, threshold, unusable_reason=reason)
     band = needs = None
     if result.error is None and result.defect_probability is not None:
         band = review_band_for(handler, used, review_margin)
@@ -114,6 +124,8 @@ def result_json(result: Any, handler: Any, threshold: float | None = None, heatm
         "error": None if result.error is None else error_message(result.error, result.name, safe_name(result.name)),
         "heatmap_mode": getattr(result, "heatmap_mode", None),
         "heatmap_scale": None if scale is None else {k: round(float(v), 6) for k, v in scale.items()},
+        "unusable_reason": reason,
+        "novelty": None if result.error is not None else round_or_none(getattr(result, "novelty", None)),
     }
     if heatmap_png:
         overlay = getattr(result, "overlay", None)

@@ -10,15 +10,17 @@ module              what it holds
 ``names``           safe file names and error messages for the page, CSV and JSON
 ``model_source``    which checkpoint runs (local, committed or from the Hub) and its lazy, background loading
 ``results``         one inspection's JSON result, and the locked inspection calls
-``http_api``        FastAPI ``/api/inspect`` and ``/api/health``, the body-size limit, the Gradio mount, uvicorn
+``http_api``        FastAPI ``/api/inspect``, ``/api/health`` (guard, drift) and ``/api/drift``, the body-size limit,
+                    the server's drift monitor, the Gradio mount, uvicorn
 ==================  =============================================================================================
 
 Importing it is cheap on purpose: torch, the handler and huggingface_hub are imported only when the model is
 actually loaded, so ``python app.py`` serves its page in about the time a bare Gradio app needs.
 """
 
-from .http_api import (BodyLimitMiddleware, BodyTooLarge, ErrorBody, Health, InspectResponse, calm_queue,  # noqa: F401
-                       create_api, create_app, serve, server_address)
+from .http_api import (BodyLimitMiddleware, BodyTooLarge, DriftChange, DriftState, ErrorBody,  # noqa: F401
+                       GuardState, Health, InspectResponse, RecentDrift, calm_queue, create_api, create_app,
+                       guard_state, serve, server_address)
 from .limits import (BODY_SLACK_BYTES, INFERENCE_LOCK, MAX_API_WAITING, MAX_BATCH, MAX_NAME_CHARS,  # noqa: F401
                      MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, MODEL_WAIT_S, PROGRESS_POLL_S, QUEUE_POLL_S, FairLock)
 from .model_source import (DEFAULT_CHECKPOINT, ENV_MODEL_FILE, ENV_MODEL_PATH, ENV_MODEL_REPO,  # noqa: F401

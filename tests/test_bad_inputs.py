@@ -1,7 +1,8 @@
 """Bad and unusual inputs through InferenceHandler.predict / predict_batch, on both backends.
 
 Each kind either works correctly (a verdict, a heat map of the image's displayed size, the same answer as the
-plain RGB pixels) or raises a ValueError whose message names the problem. Nothing else may escape.
+plain RGB pixels) or raises a ValueError whose message names the problem. Nothing else may escape. A verdict is OK
+or DEFECT, or for a model with a guard UNUSABLE with its reason (the last test).
 Limits (inspectkit.imageio): MAX_PIXELS = 50,000,000 pixels, MAX_FILE_BYTES = 50 MiB, MIN_SIDE = 16 pixels.
 """
 
@@ -131,6 +132,15 @@ CASES = {
 }
 
 
+def judged(handler: InferenceHandler, result) -> bool:
+    """OK or DEFECT without a reason; or, only for a model with a guard, UNUSABLE with one of its reasons."""
+    from inspectkit.guard import REASONS
+
+    if result.verdict == "UNUSABLE":
+        return handler.guard is not None and result.unusable_reason in REASONS
+    return result.verdict in ("OK", "DEFECT") and result.unusable_reason is None
+
+
 def _expect(handler: InferenceHandler, kind: str, tmp_path):
     make, expected = CASES[kind]
     source = make(tmp_path)
@@ -139,7 +149,7 @@ def _expect(handler: InferenceHandler, kind: str, tmp_path):
             handler.predict(source)
         return None
     result = handler.predict(source)  # any other exception fails the test here
-    assert result.error is None and result.verdict in ("OK", "DEFECT")
+    assert result.error is None and judged(handler, result)
     assert result.heatmap.shape == expected and result.overlay.shape == (*expected, 3)
     assert result.image.shape == (*expected, 3) and result.image.dtype == np.uint8
     assert 0.0 <= result.heatmap.min() and result.heatmap.max() <= 1.0
@@ -202,3 +212,28 @@ def test_batch_collects_every_kind(handlers, tmp_path):
 def test_stated_limits():
     assert imageio.MAX_PIXELS == 50_000_000 and imageio.MAX_FILE_BYTES == 50 * 1024 * 1024
     assert imageio.MIN_SIDE == 16
+
+
+LOSSLESS = ["png16_rgb", "array_uint16_rgb", "rgba_png", "bmp", "tiff", "webp", "float_array_ok"]
+
+
+def test_a_guarded_model_judges_every_kind_like_its_plain_pixels(guarded_checkpoint, tmp_path_factory, tmp_path):
+    """With a guard, every kind that decodes gets a verdict (UNUSABLE only with a reason) and the guard's image
+    statistics; a lossless encoding gets the plain pixels' verdict, reason and novelty; a refused kind gets no
+    guard fields at all."""
+    h = InferenceHandler(guarded_checkpoint, cache_dir=tmp_path_factory.getbasetemp() / "onnx-cache")
+    assert h.guard is not None, h.guard_off_reason
+    kinds = list(CASES)
+    results = h.predict_batch([CASES[k][0](tmp_path) for k in kinds], heatmap=False, batch_size=8,
+                              on_error="collect", names=kinds)
+    want = h.predict(RGB, heatmap=False)
+    assert judged(h, want)
+    for kind, r in zip(kinds, results):
+        if isinstance(CASES[kind][1], str):
+            assert r.verdict is None and r.unusable_reason is None and r.novelty is None and r.image_stats is None
+            continue
+        assert r.error is None and judged(h, r), (kind, r.verdict, r.unusable_reason)
+        assert np.isfinite(r.novelty) and all(np.isfinite(v) for v in r.image_stats.values()), kind
+        if kind in LOSSLESS:
+            assert (r.verdict, r.unusable_reason) == (want.verdict, want.unusable_reason), kind
+            assert abs(r.novelty - want.novelty) <= 1e-4 and r.image_stats == want.image_stats, kind

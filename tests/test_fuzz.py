@@ -2,7 +2,9 @@
 
 The contract under test: whatever a user uploads, ``predict`` either returns a complete, consistent result or
 raises the documented ``ValueError`` with a message; no other exception may leave the handler, and
-``predict_batch(on_error="collect")`` never raises for bad images at all.
+``predict_batch(on_error="collect")`` never raises for bad images at all. A result's verdict is OK or DEFECT (by the
+threshold rule), or, for a model with a guard, UNUSABLE with one of the guard's reasons (:func:`check_verdict`); the
+same holds for the JSON of POST /api/inspect and the Gradio /predict function, at any threshold.
 
 Inputs come from hypothesis: random bytes (bare and behind real magic numbers), structured mutations of real
 JPEG/PNG/GIF/BMP/TIFF/WebP files generated here with PIL and OpenCV (bit flips, overwrites with "interesting"
@@ -262,10 +264,35 @@ def odd_pil(draw) -> Image.Image:
 
 
 # -- the contract -------------------------------------------------------------------------------------------------
+VERDICTS = ("OK", "DEFECT", "UNUSABLE")
+
+
+def check_verdict(verdict, reason, novelty, defect_probability, threshold, guarded: bool) -> None:
+    """The verdict contract shared by results and their JSON: OK/DEFECT by the threshold rule and without a reason,
+    or UNUSABLE with one of the guard's reasons (only a model with a guard says UNUSABLE); novelty is a finite
+    number exactly when the model has a guard."""
+    from inspectkit.guard import REASONS
+
+    assert verdict in VERDICTS, verdict
+    if verdict == "UNUSABLE":
+        assert guarded and isinstance(reason, str) and reason in REASONS, (verdict, reason)
+    else:
+        assert reason is None, reason
+        assert (verdict == "DEFECT") == (defect_probability >= threshold)
+    if guarded:
+        assert isinstance(novelty, float) and math.isfinite(novelty), novelty
+    else:
+        assert novelty is None, novelty
+
+
 def check_result(result, handler) -> None:
     """Invariants of a successful prediction: what the UI, the API JSON and the CSV rely on."""
     assert result.error is None
-    assert result.verdict in ("OK", "DEFECT"), result.verdict
+    guarded = getattr(handler, "guard", None) is not None
+    check_verdict(result.verdict, result.unusable_reason, result.novelty, result.defect_probability,
+                  result.threshold, guarded)
+    if guarded:
+        assert all(math.isfinite(v) for v in result.image_stats.values()), result.image_stats
     assert result.label in handler.class_names
     img = result.image
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) >= 16
@@ -275,8 +302,15 @@ def check_result(result, handler) -> None:
     probs = list(result.probabilities.values())
     assert all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs) and abs(sum(probs) - 1.0) < 1e-4
     assert 0.0 <= result.defect_probability <= 1.0
-    assert (result.verdict == "DEFECT") == (result.defect_probability >= result.threshold)
     json.dumps(result.to_dict(), allow_nan=False)  # the API answer must be strict JSON
+
+
+def check_json(body: dict, handler) -> None:
+    """Invariants of a 200 answer of POST /api/inspect or the Gradio /predict: strict JSON, the verdict contract."""
+    json.dumps(body, allow_nan=False)
+    assert body["error"] is None
+    check_verdict(body["verdict"], body["unusable_reason"], body["novelty"], body["defect_probability"],
+                  body["threshold"], getattr(handler, "guard", None) is not None)
 
 
 def check_prediction(handler, source) -> str:
@@ -300,6 +334,17 @@ def handler(tiny_checkpoint, tmp_path_factory):
 
     return InferenceHandler(tiny_checkpoint, backend="auto", cache_dir=tmp_path_factory.getbasetemp() / "onnx-cache",
                             threads=1)
+
+
+@pytest.fixture(scope="module")
+def guarded_handler(guarded_checkpoint, tmp_path_factory):
+    """The same on a checkpoint with a guard: odd uploads may now be answered UNUSABLE (with a reason)."""
+    from inference_handler import InferenceHandler
+
+    h = InferenceHandler(guarded_checkpoint, backend="auto", cache_dir=tmp_path_factory.getbasetemp() / "onnx-cache",
+                         threads=1)
+    assert h.guard is not None, h.guard_off_reason
+    return h
 
 
 # -- tests --------------------------------------------------------------------------------------------------------
@@ -445,13 +490,14 @@ def api_client(handler):
 
 @fuzz_settings(0.3)
 @given(data=upload_bytes(), name=st.text(max_size=40))
-def test_json_endpoint_answers_every_upload_without_a_server_error(api_client, data, name):
+def test_json_endpoint_answers_every_upload_without_a_server_error(api_client, handler, data, name):
     """POST /api/inspect: a verdict (200) or a refusal with a message (4xx); never a 500, always valid JSON."""
     r = api_client.post("/api/inspect?heatmap=true", files={"file": (name or "x", data, "application/octet-stream")})
     assert r.status_code in (200, 400, 413, 422), (r.status_code, r.text[:300])
     body = json.loads(r.text)
     if r.status_code == 200:
-        assert body["verdict"] in ("OK", "DEFECT") and body["error"] is None and body["heatmap_png_base64"]
+        check_json(body, handler)
+        assert body["heatmap_png_base64"]
     else:
         assert isinstance(body["detail"], str) and body["detail"].strip()
     event(str(r.status_code))
@@ -474,6 +520,54 @@ def test_gradio_predict_function_raises_only_gradio_errors(handler, tmp_path_fac
         assert str(exc.message).strip()
         event("gr.Error")
         return
-    assert out["verdict"] in ("OK", "DEFECT")
-    json.dumps(out, allow_nan=False)
+    check_json(out, handler)
     event("answer")
+
+
+# -- a model with a guard: a third verdict, same contract --------------------------------------------------------
+@pytest.fixture(scope="module")
+def guarded_api_client(guarded_handler):
+    from fastapi.testclient import TestClient
+
+    from inspectkit import service
+
+    with TestClient(service.create_api(guarded_handler), raise_server_exceptions=False) as c:
+        yield c
+
+
+@fuzz_settings(0.3)
+@given(source=st.one_of(mutated_file(), odd_array(), odd_pil()))
+def test_guarded_model_follows_the_contract(guarded_handler, source):
+    """Odd uploads through a model with a guard: OK/DEFECT, or UNUSABLE with a reason and novelty, or refused."""
+    outcome = check_prediction(guarded_handler, source)
+    event(outcome)
+
+
+@fuzz_settings(0.2)
+@given(items=st.lists(st.one_of(upload_bytes(), odd_array()), min_size=1, max_size=6))
+def test_guarded_batch_collect_follows_the_contract(guarded_handler, items):
+    results = guarded_handler.predict_batch(items, on_error="collect", batch_size=4)
+    assert len(results) == len(items)
+    for r in results:
+        if r.error is None:
+            check_result(r, guarded_handler)
+            event(r.verdict)
+        else:
+            assert r.verdict is None and r.error.strip() and r.unusable_reason is None and r.novelty is None
+
+
+@fuzz_settings(0.2)
+@given(data=upload_bytes(), threshold=st.sampled_from([None, 0.01, 0.5, 0.99]))
+def test_guarded_json_endpoint_keeps_the_contract_at_any_threshold(guarded_api_client, guarded_handler, data,
+                                                                   threshold):
+    """POST /api/inspect on a model with a guard: the verdict contract at any threshold (UNUSABLE stays), never a
+    500; the server's drift monitor counts the answered photos without breaking an answer."""
+    params = {} if threshold is None else {"threshold": threshold}
+    r = guarded_api_client.post("/api/inspect", params=params, files={"file": ("x", data, "image/png")})
+    assert r.status_code in (200, 400, 413, 422), (r.status_code, r.text[:300])
+    if r.status_code == 200:
+        body = r.json()
+        check_json(body, guarded_handler)
+        event(body["verdict"])
+    health = guarded_api_client.get("/api/health")
+    assert health.status_code == 200 and isinstance(health.json()["drift"]["alarm"], bool)

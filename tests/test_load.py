@@ -141,6 +141,20 @@ def test_percentile_and_summary():
     assert s["error_examples"] == {"HTTP 500: x": 1}
 
 
+def test_a_correct_answer_is_ok_defect_or_unusable_with_its_reason():
+    """The load test's contract: UNUSABLE (a model with a guard) is a correct answer when it says why; nothing else
+    is."""
+    base = {"error": None, "defect_probability": 0.25, "unusable_reason": None}
+    assert loadtest.valid_answer({**base, "verdict": "OK"}) and loadtest.valid_answer({**base, "verdict": "DEFECT"})
+    assert loadtest.valid_answer({**base, "verdict": "UNUSABLE", "unusable_reason": "too dark"})
+    assert loadtest.valid_answer({k: v for k, v in base.items() if k != "unusable_reason"} | {"verdict": "OK"})
+    for bad in ({**base, "verdict": "UNUSABLE"}, {**base, "verdict": "UNUSABLE", "unusable_reason": " "},
+                {**base, "verdict": "OK", "unusable_reason": "too dark"}, {**base, "verdict": "MAYBE"},
+                {**base, "verdict": None}, {**base, "verdict": "ok_front"}, {**base, "verdict": "OK", "error": "x"},
+                {**base, "verdict": "OK", "defect_probability": None}, ["OK"], None):
+        assert not loadtest.valid_answer(bad), bad
+
+
 # ------------------------------------------------------------------------------------------- queue / busy
 
 
@@ -275,7 +289,7 @@ def test_full_gradio_queue_answers_busy_and_accepted_jobs_complete(gated):
         except Exception as exc:  # a late refusal (a job that joined after the count above) is still "busy"
             assert "queue is full" in str(exc).lower(), repr(exc)
             continue
-        assert r["verdict"] in ("OK", "DEFECT")
+        assert loadtest.valid_answer(r), r
     # and the server is fine afterwards
     assert client.predict(handle_file(str(EXAMPLES[0])), None, False, api_name="/predict")["verdict"]
     client.close()
@@ -392,6 +406,6 @@ def test_batch_size_is_bounded(server, tmp_path):
         with pytest.raises(AppError, match=str(service.MAX_BATCH)):
             client.predict([handle_file(str(p))] * (service.MAX_BATCH + 1), None, api_name="/predict_batch")
         ok = client.predict([handle_file(str(p))] * 2, None, api_name="/predict_batch")
-        assert [r["verdict"] in ("OK", "DEFECT") for r in ok] == [True, True]
+        assert [loadtest.valid_answer(r) for r in ok] == [True, True]
     finally:
         client.close()

@@ -26,6 +26,13 @@ from tests.conftest import COMMITTED_MODEL, REPO, synthetic_casting, write_check
 UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
+
+def judged(verdict, reason) -> bool:
+    """A verdict the app may give: OK or DEFECT without a reason, or UNUSABLE (a model with a guard) with one."""
+    from inspectkit.guard import REASONS
+
+    return (verdict in ("OK", "DEFECT") and reason is None) or (verdict == "UNUSABLE" and reason in REASONS)
+
 HOSTILE_NAMES = [
     "../../etc/passwd.jpg",
     "..\\..\\windows\\win.ini.jpg",
@@ -251,7 +258,8 @@ def test_a_model_from_the_hub_is_checked_the_same_way(tmp_path, monkeypatch, onn
         monkeypatch.setenv(service.ENV_MODEL_SHA256, "e" * 64)
     if kind == "good":
         lazy, handler = _app_load(monkeypatch, onnx_cache)
-        assert handler.predict(jpeg_bytes()).verdict in ("OK", "DEFECT")
+        r = handler.predict(jpeg_bytes())
+        assert judged(r.verdict, r.unusable_reason), (r.verdict, r.unusable_reason)
         # the graph is asked for too (this repo has none: the handler builds it; tests/test_lean_serving.py has one)
         assert {c[1] for c in hub.calls} == {service.DEFAULT_CHECKPOINT, service.DEFAULT_CHECKPOINT + ".sha256",
                                              "final_best_model.onnx"}
@@ -363,7 +371,7 @@ def test_api_json_shows_hostile_names_harmlessly(server, name, encoding):
         assert r.json()["detail"]  # a message, not a crash
         return
     out = json.loads(r.text)
-    assert out["verdict"] in ("OK", "DEFECT")
+    assert judged(out["verdict"], out["unusable_reason"]), out
     assert_harmless_name(out["name"], max_chars=service.MAX_NAME_CHARS)
     if name.startswith("../../etc/"):
         assert out["name"] == "passwd.jpg"
