@@ -1,6 +1,11 @@
 """Where a batch job's rows go, and how a rerun finds what is done: one writer per output format (CSV and JSON
 Lines appended and fsynced per chunk, a torn last line cut away; Parquet as a folder of whole part files), an
 advisory lock against two runs on one output, and the reader that lists the rows already there.
+
+An output written by an older batch_inspect (the columns of :data:`LEGACY_COLUMNS`, without the guard's) is resumed
+as it is: its rows are read with empty guard cells, a CSV gets the new header (its rows rewritten in place with
+empty new cells) and each old Parquet part is rewritten with the new columns (under a temporary name, then
+renamed), so the output stays one table with one set of columns.
 """
 
 from __future__ import annotations
@@ -14,8 +19,15 @@ from typing import Any
 
 from .batch_inputs import UsageError
 
-#: The columns of every output, in order.
-COLUMNS = ("path", "verdict", "label", "defect_probability", "threshold", "needs_review", "error", "heatmap")
+#: The columns of an output written before the guard (UNUSABLE verdicts, novelty, drift); still read and resumed.
+LEGACY_COLUMNS = ("path", "verdict", "label", "defect_probability", "threshold", "needs_review", "error", "heatmap")
+#: What the guard adds: why a photo is UNUSABLE (None: judged, or no guard), its novelty, and its image statistics as
+#: compact JSON (``{"brightness": ..., "sharpness": ..., ...}``; what the drift summary is recomputed from on a resume).
+GUARD_COLUMNS = ("unusable_reason", "novelty", "image_stats")
+#: The columns of every output, in order (the guard's after the older ones, so a positional reader keeps working).
+COLUMNS = LEGACY_COLUMNS + GUARD_COLUMNS
+#: Columns read back as floats.
+FLOAT_COLUMNS = ("defect_probability", "threshold", "novelty")
 
 
 #: Output format by the suffix of --out.
@@ -36,6 +48,13 @@ def output_format(out: str | os.PathLike) -> str:
     return FORMATS[suffix]
 
 
+def _is_older_layout(columns: tuple) -> bool:
+    """Whether ``columns`` are an output of an older batch_inspect: every legacy column, in order, and only
+    columns this version knows (the guard's ones missing, or some of them)."""
+    return (tuple(c for c in columns if c in LEGACY_COLUMNS) == LEGACY_COLUMNS
+            and all(c in COLUMNS for c in columns) and len(set(columns)) == len(columns))
+
+
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
@@ -53,7 +72,7 @@ def _from_csv(record: dict) -> dict:
         v = record.get(c, "")
         if v == "" or v is None:
             row[c] = None
-        elif c in ("defect_probability", "threshold"):
+        elif c in FLOAT_COLUMNS:
             row[c] = float(v)
         elif c == "needs_review":
             row[c] = v == "true"
@@ -180,21 +199,29 @@ class CsvWriter(_LineWriter):
             header = next(reader)
         except StopIteration:
             header = []
-        if tuple(header) != COLUMNS:
-            raise UsageError(f"{str(self.path)!r} is not an output of batch_inspect (its header is {header[:8]}, "
+        header = tuple(header)
+        older = header != COLUMNS and _is_older_layout(header)
+        if header != COLUMNS and not older:
+            raise UsageError(f"{str(self.path)!r} is not an output of batch_inspect (its header is {list(header[:8])}, "
                              f"expected {list(COLUMNS)}); give another --out")
         rows = []
+        cut = False
         try:
             for record in reader:
-                if len(record) != len(COLUMNS):
-                    raise csv.Error(f"{len(record)} fields instead of {len(COLUMNS)}")
-                rows.append(_from_csv(dict(zip(COLUMNS, record))))
+                if len(record) != len(header):
+                    raise csv.Error(f"{len(record)} fields instead of {len(header)}")
+                rows.append(_from_csv(dict(zip(header, record))))
         except (csv.Error, ValueError) as exc:
             if reader.line_num < text.count("\n"):  # not the last line: something else wrote into the file
                 raise UsageError(f"{str(self.path)!r} line {reader.line_num} is not a batch_inspect row ({exc}); "
                                  "fix or remove it, or give another --out") from None
-            self._rewrite(rows)  # only the last record was cut (inside a quoted field): write the good ones back
-            self.repaired = f"removed a cut last row from {self.path}"
+            cut = True  # only the last record was cut (inside a quoted field): the good ones are written back
+        if cut or older:
+            self._rewrite(rows)  # with the current header: rows appended from now on match it
+            done = ["removed a cut last row"] if cut else []
+            if older:
+                done.append(f"added the columns {list(GUARD_COLUMNS)} (empty for its {len(rows)} rows)")
+            self.repaired = f"{' and '.join(done)} in {self.path}"
         return rows
 
     def _rewrite(self, rows: list[dict]) -> None:
@@ -258,7 +285,8 @@ def parquet_schema():
 
     return pa.schema([("path", pa.string()), ("verdict", pa.string()), ("label", pa.string()),
                       ("defect_probability", pa.float64()), ("threshold", pa.float64()),
-                      ("needs_review", pa.bool_()), ("error", pa.string()), ("heatmap", pa.string())])
+                      ("needs_review", pa.bool_()), ("error", pa.string()), ("heatmap", pa.string()),
+                      ("unusable_reason", pa.string()), ("novelty", pa.float64()), ("image_stats", pa.string())])
 
 
 def _import_pyarrow():
@@ -302,16 +330,24 @@ class ParquetWriter(RowWriter):
         if stale:
             self.repaired = f"removed {len(stale)} unfinished part file(s) from {self.path}"
         rows = []
+        upgraded = 0
         for part in self._parts():
             try:
                 table = pq.read_table(part)
             except Exception as exc:
                 raise UsageError(f"{str(part)!r} is not a readable Parquet part ({type(exc).__name__}: {exc}); "
                                  "remove it (its photos are then inspected again) or give another --out") from None
-            missing = [c for c in COLUMNS if c not in table.column_names]
+            missing = [c for c in LEGACY_COLUMNS if c not in table.column_names]
             if missing:
                 raise UsageError(f"{str(part)!r} lacks the columns {missing}; give another --out")
-            rows += table.select(list(COLUMNS)).to_pylist()
+            part_rows = _table_rows(table)
+            if any(c not in table.column_names for c in GUARD_COLUMNS):  # an older batch_inspect's part
+                self._write_part(part_rows, part)
+                upgraded += 1
+            rows += part_rows
+        if upgraded:
+            done = f"added the columns {list(GUARD_COLUMNS)} (empty) to {upgraded} part file(s) of an older output"
+            self.repaired = f"{self.repaired}; {done}" if self.repaired else f"{done} in {self.path}"
         parts = self._parts()
         self._next = int(parts[-1].name[5:10]) + 1 if parts else 0
         return rows
@@ -322,12 +358,16 @@ class ParquetWriter(RowWriter):
     def write(self, rows: list[dict]) -> None:
         if not rows:
             return
+        self._write_part(rows, self.path / self.PART.format(self._next))
+        self._next += 1
+
+    def _write_part(self, rows: list[dict], final: Path) -> None:
+        """``rows`` as the part file ``final``: written under a temporary name, fsynced and renamed into place."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=self.schema)
-        final = self.path / self.PART.format(self._next)
-        tmp = self.path / f".part-{self._next:05d}.tmp"
+        tmp = self.path / f".{final.stem}.tmp"
         pq.write_table(table, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -340,7 +380,6 @@ class ParquetWriter(RowWriter):
                 os.close(dfd)
         except OSError:
             pass
-        self._next += 1
 
     def close(self) -> None:
         self._lock.release()
@@ -357,14 +396,52 @@ def open_writer(out: str | os.PathLike) -> RowWriter:
     return ParquetWriter(path)
 
 
+def _table_rows(table) -> list[dict]:
+    """The rows of an Arrow table with every column of :data:`COLUMNS` (None where an older part has none)."""
+    have = [c for c in COLUMNS if c in table.column_names]
+    return [{c: r.get(c) for c in COLUMNS} for r in table.select(have).to_pylist()]
+
+
+def summary_path(out: str | os.PathLike) -> Path:
+    """Where a job writes its summary: ``OUT.summary.json`` beside the output (a Parquet folder's beside the
+    folder): ``rows.csv`` -> ``rows.csv.summary.json``."""
+    return Path(str(Path(out)) + ".summary.json")
+
+
+def _json_default(o: Any) -> Any:
+    """numpy scalars and arrays (from a checkpoint's guard description) as plain numbers and lists."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """``obj`` as JSON at ``path``: written under a temporary name in the same folder, fsynced and renamed, so a
+    reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = (json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default)
+            + "\n").encode("utf-8")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def read_rows(out: str | os.PathLike) -> list[dict]:
-    """Every row of a batch_inspect output (any format), with its types; for checks and notebooks."""
+    """Every row of a batch_inspect output (any format, older ones included), with its types; for checks and
+    notebooks."""
     fmt = output_format(out)
     path = Path(out)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).select(list(COLUMNS)).to_pylist() if any(path.glob("part-*.parquet")) else []
+        return [r for part in sorted(path.glob("part-*.parquet")) for r in _table_rows(pq.read_table(part))]
     text = path.read_text(encoding="utf-8-sig")
     if fmt == "jsonl":
         return [{c: json.loads(line).get(c) for c in COLUMNS} for line in text.splitlines() if line.strip()]

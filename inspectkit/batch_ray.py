@@ -6,6 +6,11 @@ to do become a dataset (``ray.data.from_items``), ``map_batches`` sends chunks o
 inspects its chunk (a broken photo is a row with its error, as locally), and the driver writes every finished chunk
 to the output as it arrives, so an interruption loses nothing already computed.
 
+The rows carry the guard's columns (``unusable_reason``, ``novelty``, ``image_stats``) as locally. The summary file
+and its drift alarm are the driver's (``batch.Tally``): chunks may come back out of order, so the drift monitor is
+fed a row once every row before it in the input is there, and at the end it has seen them all in input order,
+exactly as the local engine's.
+
 Where Ray runs:
 
 * no ``RAY_ADDRESS``: a local Ray started here with ``ray.init(num_cpus=...)`` and usage statistics off

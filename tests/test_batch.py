@@ -206,13 +206,17 @@ def test_resume_after_the_run_is_stopped_mid_way(how, photos, tiny_checkpoint, t
     finally:
         if proc.poll() is None:
             proc.kill()
+    partial = read_rows(out)
     if how == "ctrl-c":
         assert proc.returncode == 130, err
         assert "rerun the same command to resume" in err
-    partial = read_rows(out)
+        s = json.loads(batch.summary_path(out).read_text())  # written on the way out: what is on disk
+        assert s["interrupted"] and not s["finished"] and s["rows"] == len(partial) and not s["complete"]
     assert 3 <= len(partial) < len(expected_paths(photos))
     assert partial[:3] == first[:3]
     assert run_cli([photos, "--out", out, "--chunk-size", 3], tiny_checkpoint) == 0
+    s = json.loads(batch.summary_path(out).read_text())
+    assert s["complete"] and s["finished"] and sum(s["counts"].values()) == len(expected_paths(photos))
     rows = read_rows(out)
     paths = [r["path"] for r in rows]
     assert len(paths) == len(set(paths)), "a photo was written twice"
@@ -309,13 +313,28 @@ def test_the_command_line_entry_point_runs(photos, tiny_checkpoint, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                     reason="Ray is not installed (pip install -r requirements-dev.txt)")
-def test_ray_engine_gives_the_local_engines_rows_on_a_local_ray(photos, tiny_checkpoint, tmp_path):
+def test_ray_engine_gives_the_local_engines_rows_on_a_local_ray(photos, guarded_checkpoint, tmp_path):
+    """The same rows (the guard's columns included) and the same summary (counts, UNUSABLE reasons, drift, computed
+    by the driver in input order) as the local engine; a white frame among the photos is UNUSABLE in both."""
+    import shutil
+
+    photos = Path(shutil.copytree(photos, tmp_path / "shift"))
+    cv2.imwrite(str(photos / "line2" / "white.png"), np.full((96, 96, 3), 255, np.uint8))
+    import torch
+
+    ckpt = guarded_checkpoint
     local, distributed = tmp_path / "local.csv", tmp_path / "ray.parquet"
-    assert run_cli([photos, "--out", local], tiny_checkpoint) == 0
+    # one thread and chunks of 4 as each Ray actor runs them: the same batches give the same bits, and the random-weight
+    # network's novelty lies close to the guard's threshold, so "not a casting" could flip on the last bit otherwise
+    threads = torch.get_num_threads()
+    try:
+        assert run_cli([photos, "--out", local, "--threads", 1, "--chunk-size", 4], ckpt) == 0
+    finally:
+        torch.set_num_threads(threads)  # the handler set one thread for the whole process
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0")
     cmd = [sys.executable, "batch_inspect.py", str(photos), "--out", str(distributed), "--engine", "ray",
-           "--ray-cpus", "2", "--checkpoint", str(tiny_checkpoint), "--backend", "torch", "--chunk-size", "4",
+           "--ray-cpus", "2", "--checkpoint", str(ckpt), "--backend", "torch", "--chunk-size", "4",
            "--quiet"]
     try:
         p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
@@ -326,5 +345,14 @@ def test_ray_engine_gives_the_local_engines_rows_on_a_local_ray(photos, tiny_che
     assert a.keys() == b.keys()
     for k in a:
         assert b[k]["verdict"] == a[k]["verdict"] and (b[k]["error"] is None) == (a[k]["error"] is None)
+        assert b[k]["unusable_reason"] == a[k]["unusable_reason"]
         if a[k]["defect_probability"] is not None:
             assert b[k]["defect_probability"] == pytest.approx(a[k]["defect_probability"], abs=1e-6)
+            assert b[k]["novelty"] == pytest.approx(a[k]["novelty"], abs=1e-5)
+            assert json.loads(b[k]["image_stats"]) == pytest.approx(json.loads(a[k]["image_stats"]), abs=1e-4)
+    assert a[str((photos / "line2" / "white.png").resolve())]["verdict"] == "UNUSABLE"
+    sa, sb = (json.loads(batch.summary_path(o).read_text()) for o in (local, distributed))
+    assert sb["engine"] == "ray" and sb["complete"] and sb["guard"]["on"]
+    for key in ("photos", "counts", "unusable_reasons", "drift_alarm", "drift_first_row", "drift_rows", "guard"):
+        assert sb[key] == sa[key], key
+    assert sb["drift"]["line"] == sa["drift"]["line"]
