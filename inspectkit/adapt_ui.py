@@ -10,7 +10,8 @@ What an engineer does there, and where it lives here:
   whole server (:data:`ADAPT_LOCK`; a second request is told so at once), with a small budget
   (:class:`AdaptSettings`, from ``INSPECT_ADAPT_*`` variables) and few torch threads, so inspection keeps the
   rest of the CPU;
-* see before and after on the held-out part side by side, download the checkpoint and its ``.sha256``;
+* see before and after on the held-out part side by side, each rate with its 90 % interval and photo count,
+  download the checkpoint and its ``.sha256``;
 * switch this session to the adapted model (:func:`use_adapted`), or load an uploaded checkpoint
   (:func:`load_uploaded_checkpoint`); other sessions keep the default model. The session keeps a small
   reference (``gr.State``); the handlers themselves sit in a small server-side cache (:func:`pick`).
@@ -69,9 +70,9 @@ class AdaptationBusy(RuntimeError):
 
 
 def score_photos(handler: Any, photos: Photos, progress: Callable | None = None) -> dict:
-    """The model's figures on the labelled photos: the classification report, plus the names of missed defects,
-    false alarms and unreadable photos. Runs in chunks of SCORE_CHUNK under the inference lock, so inspections
-    of other users interleave."""
+    """The model's figures on the labelled photos: the classification report with 90 % intervals of its rates
+    (``intervals``), plus the names of missed defects, false alarms and unreadable photos. Runs in chunks of
+    SCORE_CHUNK under the inference lock, so inspections of other users interleave."""
     import numpy as np
 
     from .metrics import classification_report
@@ -101,7 +102,10 @@ def score_photos(handler: Any, photos: Photos, progress: Callable | None = None)
     pr = np.asarray(probs)
     d = h.defect_index
     rep = classification_report(y, pr, names, d, h.threshold)
+    from .intervals import report_intervals
     from .metrics import predict_labels
+
+    rep["intervals"] = report_intervals(rep, d)  # a few dozen photos: each rate with its 90 % interval
 
     pred = predict_labels(pr, d, h.threshold)
     rep["missed"] = [] if d is None else [shown[i] for i in np.nonzero((y == d) & (pred != d))[0]]

@@ -20,9 +20,12 @@ from .adapt_intake import (
     MIN_PER_CLASS,
 )
 from .adapt_settings import AdaptSettings, _no_torch_note
+from .intervals import LEVEL, interval_text
 
 #: Names listed under "missed defects" and "false alarms" in a score.
 MAX_LISTED = 20
+#: The interval line under a rate: smaller and grey (the app's stylesheet is app.py's).
+CI_STYLE = "font-size:.85em;color:#6b7280"
 
 
 def intro_markdown(settings: AdaptSettings) -> str:
@@ -36,7 +39,9 @@ adapted model **in this browser session** (other users keep the default model) a
    tab's *Label these next* list wait under *To label* until you tick their class.
 2. **Score the current model** on them, then **Adapt**. About 30 % of the photos (whole near-duplicate groups) are
    held out and before/after is measured there (the threshold is chosen there only with enough defects to check
-   the model's recall target; otherwise the current model's is kept). With fewer than {HELD_OUT_MIN}
+   the model's recall target; otherwise the current model's is kept unless those photos clearly contradict it).
+   Each rate comes with its **90 % interval** and the number of photos behind it: a few dozen photos cannot tell
+   99 % from 95 %. With fewer than {HELD_OUT_MIN}
    photos in a class nothing is held out and the figures are **in-sample** (fit, not accuracy on the line).
 3. **Use** the adapted model here, and download it with its `.sha256`.
 
@@ -86,13 +91,7 @@ def adaptation_html(ckpt: dict, result: dict, ignored: list[str] | None = None) 
     names = list(ckpt["class_names"])
     held = sum((a["split"].get("validation") or {}).values())
     trained = sum((a["split"].get("train") or {}).values())
-    tc = (ckpt.get("metrics") or {}).get("threshold_choice") or {}
-    if "kept_from_parent" not in tc:
-        threshold_note = "The threshold was chosen on them too."
-    elif tc["kept_from_parent"]:
-        threshold_note = f"The current model's threshold was kept ({_esc(tc.get('why', ''))})."
-    else:
-        threshold_note = f"The threshold was not chosen on them: {tc['threshold']:.3f} ({_esc(tc.get('why', ''))})."
+    threshold_note = _threshold_note((ckpt.get("metrics") or {}).get("threshold_choice") or {})
     if a["mode"] == "held-out":
         banner = (f"<div class='adapt-mode heldout'><b>Held-out</b>: measured on {held} photos of the new line that "
                   f"the adaptation never trained on ({trained} trained on). {threshold_note}</div>")
@@ -125,6 +124,20 @@ def adaptation_html(ckpt: dict, result: dict, ignored: list[str] | None = None) 
     return (f"<div class='adapt-result'>{banner}<div class='adapt-cols'>{''.join(cols)}</div>{''.join(notes)}</div>")
 
 
+def _threshold_note(tc: dict) -> str:
+    """One sentence on the adapted model's threshold: chosen on the held-out photos, kept, or moved, and why."""
+    why = _esc(tc.get("why", ""))
+    if "kept_from_parent" not in tc:
+        return "The threshold was chosen on them too, which flatters the after-figures a little."
+    if tc["kept_from_parent"]:
+        return f"The current model's threshold was kept ({why})."
+    if tc.get("applied") == "parent unless contradicted":
+        return (f"The threshold moved from {_num(tc.get('parent_threshold'), 3)} to {_num(tc.get('threshold'), 3)} "
+                f"because these photos contradict the current one ({why}); it was chosen on them, which flatters "
+                f"the after-figures a little.")
+    return f"The threshold was not chosen on them: {_num(tc.get('threshold'), 3)} ({why})."
+
+
 def status_html(h: Any, choice: dict | None) -> str:
     """The page's status line for the session's model."""
     status, _, _ = ui.model_status(h)
@@ -146,28 +159,52 @@ def _pct(x: Any) -> str:
     return "n/a" if not isinstance(x, (int, float)) or x != x else f"{100 * x:.1f} %"
 
 
+def _rate_cell(r: dict, key: str) -> str:
+    """A rate with its interval: accuracy as '96.7 %', a count as '1 of 15 (6.7 %)', then '90 % CI lo–hi, n=N'
+    on a second line (from the report's ``intervals``; the plain figure where a report has none)."""
+    iv = (r.get("intervals") or {}).get(key)
+    if key == "accuracy":
+        head = _pct(r.get("accuracy"))
+    elif iv is not None:
+        head = f"{_esc(r.get(key))} of {iv['n']} ({100 * iv['rate']:.1f} %)"
+    else:
+        head = _esc(r.get(key, "n/a"))
+    if iv is None:
+        empty = key != "accuracy" and key in (r.get("intervals") or {})
+        return head + (f"<br><span class='ci' style='{CI_STYLE}'>no photos of that class</span>" if empty else "")
+    return f"{head}<br><span class='ci' style='{CI_STYLE}'>{_esc(interval_text(iv))}</span>"
+
+
 def _metrics_table(rows: list[tuple[str, dict]]) -> str:
     head = ("<table class='adapt-metrics'><tr><th></th><th>photos</th><th>accuracy</th><th>ROC-AUC</th>"
-            "<th>missed defects</th><th>false alarms</th><th>threshold</th></tr>")
-    body = "".join(f"<tr><th>{_esc(label)}</th><td>{_esc(r.get('n', 'n/a'))}</td><td>{_pct(r.get('accuracy'))}</td>"
-                   f"<td>{_num(r.get('roc_auc'), 3)}</td><td class='missed'>{_esc(r.get('missed_defects', 'n/a'))}</td>"
-                   f"<td>{_esc(r.get('false_alarms', 'n/a'))}</td><td>{_num(r.get('threshold'))}</td></tr>"
+            "<th>missed defects (of the defects)</th><th>false alarms (of the OK parts)</th><th>threshold</th></tr>")
+    body = "".join(f"<tr><th>{_esc(label)}</th><td>{_esc(r.get('n', 'n/a'))}</td><td>{_rate_cell(r, 'accuracy')}</td>"
+                   f"<td>{_num(r.get('roc_auc'), 3)}</td><td class='missed'>{_rate_cell(r, 'missed_defects')}</td>"
+                   f"<td>{_rate_cell(r, 'false_alarms')}</td><td>{_num(r.get('threshold'))}</td></tr>"
                    for label, r in rows)
-    return head + body + "</table>"
+    return head + body + "</table>" + _ci_note(r for _, r in rows)
 
 
 def _metrics_columns(cols: list[tuple[str, dict]]) -> str:
     """The same figures with one column per data part (narrow enough for two side by side)."""
     head = "<table class='adapt-metrics'><tr><th></th>" + "".join(f"<th>{_esc(c)}</th>" for c, _ in cols) + "</tr>"
-    rows = [("photos", lambda r: _esc(r.get("n", "n/a"))), ("accuracy", lambda r: _pct(r.get("accuracy"))),
+    rows = [("photos", lambda r: _esc(r.get("n", "n/a"))), ("accuracy", lambda r: _rate_cell(r, "accuracy")),
             ("ROC-AUC", lambda r: _num(r.get("roc_auc"), 3)),
-            ("missed defects", lambda r: _esc(r.get("missed_defects", "n/a"))),
-            ("false alarms", lambda r: _esc(r.get("false_alarms", "n/a"))),
+            ("missed defects", lambda r: _rate_cell(r, "missed_defects")),
+            ("false alarms", lambda r: _rate_cell(r, "false_alarms")),
             ("threshold", lambda r: _num(r.get("threshold")))]
     body = "".join(f"<tr><th>{label}</th>" + "".join(
         f"<td{' class=missed' if label == 'missed defects' else ''}>{fmt(r)}</td>" for _, r in cols) + "</tr>"
         for label, fmt in rows)
-    return head + body + "</table>"
+    return head + body + "</table>" + _ci_note(r for _, r in cols)
+
+
+def _ci_note(reports) -> str:
+    """A line under a table with intervals: what they are."""
+    if not any(r.get("intervals") for r in reports):
+        return ""
+    return (f"<p class='muted ci-note'>{round(100 * LEVEL)} % CI: Wilson score interval of the rate, n the photos it "
+            "counts (all of them for accuracy, the defects for missed defects, the OK parts for false alarms).</p>")
 
 
 def _confusion_html(cm: Any, names: list[str], caption: str) -> str:

@@ -4,13 +4,16 @@ The photos (folder-per-class, the parent's class names) are split by near-duplic
 part and a held-out validation part. Both stages of :func:`inspectkit.training.fit_stages` then run from the
 parent's weights for a fixed number of epochs (``keep='last'``).
 
-A validation part of a few dozen photos is too small to choose anything on, and the first recipe did: early
+A validation part of a few dozen photos is too small to choose much on, and the first recipe did: early
 stopping on it (``keep='best'``) often kept the parent's own head on a lucky validation part, and the threshold
 rule of ``train.py``, which may miss no defect on so few, let a single low-scoring defect drag the threshold to
 ~0. So the threshold is the rule's only where validation holds enough defects to check the recall target
-(:func:`checkable_defects`); otherwise it is the lower of the parent's and 0.5 (:func:`fallback_threshold`) and
-validation reports at it. The choices and their measurements are in docs/line_b.md
-(``benchmarks/adapt_variants.py``, then the learning curve).
+(:func:`checkable_defects`). Otherwise the parent's threshold, chosen on hundreds of photos of its line, stays
+unless the held-out photos (the new line's and the replayed ones) contradict it: another threshold makes fewer
+errors on them, by a margin a sign test finds unlikely under noise (:func:`evidence_threshold`). Until issue 28 it
+was the lower of the parent's and 0.5 (:func:`fallback_threshold`, ``threshold='lower'``), which moved a served
+model's 0.7108 to 0.5 on photos it already classified perfectly. The choices and their measurements are in
+docs/line_b.md (``benchmarks/adapt_variants.py``, the learning curve, ``benchmarks/threshold_rule.py``).
 
 What the parent knew about its own line is kept by small steps pulled towards its weights (``lr1``/``lr2`` half the
 first recipes', ``anchor``: L2-SP), which forgot fewest of its validation photos on development seeds, and by
@@ -20,10 +23,13 @@ trained on beside the new photos and has its own validation part, so the before/
 lines. Without replay data (e.g. a Space without the training set) the model adapts to the new line alone and
 may forget the old one; the checkpoint records which kind ran.
 
+The before/after figures carry 90 % Wilson intervals and their photo counts (:mod:`inspectkit.intervals`): on a
+few dozen held-out photos "100 %" means "probably above 92 %", and the report says so.
+
 With very few photos (fewer than ``min_val_per_class / val_fraction`` of some class) no validation part can be
-held out: the model trains on all of them, the threshold is :func:`fallback_threshold`'s, and the before/after
-figures are measured on the training photos themselves (``mode: in-sample``): they show fit, not accuracy on the
-line.
+held out: the model trains on all of them, the threshold is the parent's (nothing held out can contradict it;
+``threshold='lower'``: :func:`fallback_threshold`'s), and the before/after figures are measured on the training
+photos themselves (``mode: in-sample``): they show fit, not accuracy on the line.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from . import data as D
 from .calibration import calibrate
 from .checkpoint import make_checkpoint, model_from_checkpoint, save_checkpoint, weights_digest
 from .guard_fit import fit_for_model
+from .intervals import report_intervals
 from .metrics import classification_report
 from .model import predict_probs
 from .review import review_band
@@ -53,6 +60,10 @@ log = logging.getLogger(__name__)
 #: Fewer photos than this in a class is an error: nothing useful can be learned or checked.
 MIN_PHOTOS_PER_CLASS = 4
 KIND = "two-stage fine-tuning of the last blocks and the head (torch)"
+
+
+#: AdaptConfig.threshold's values (adapt.py --threshold)
+THRESHOLD_MODES = ("auto", "rule", "parent", "lower")
 
 
 @dataclass
@@ -77,9 +88,10 @@ class AdaptConfig:
     lr2: float = 1.5e-4
     patience: int = 4
     keep: str = "last"  # 'last': fixed epochs, validation only reports; 'best': stages stop early on validation
-    # 'auto': train.py's rule where validation holds enough defects to check its recall target, else the lower of
-    # the parent's threshold and 0.5 (checkable_defects, fallback_threshold); 'rule': always the rule; 'parent':
-    # always the parent's threshold
+    # 'auto': train.py's rule where validation holds enough defects to check its recall target, else the parent's
+    # threshold unless the held-out photos contradict it (checkable_defects, evidence_threshold); 'rule': always the
+    # rule; 'parent': always the parent's threshold; 'lower': 'auto' as it was until issue 28, the lower of the
+    # parent's threshold and 0.5 where the rule cannot be checked (fallback_threshold)
     threshold: str = "auto"
     ema_epochs: float = 1.0
     anchor: float = 1.0  # L2-SP pull towards the parent's weights (TrainConfig.anchor); 0: none
@@ -102,8 +114,8 @@ class AdaptConfig:
             raise ValueError(f"members must be >= 1, got {self.members}")
         if self.size and not 32 <= self.size <= 1024:
             raise ValueError(f"size must be 0 (the parent's) or in 32..1024, got {self.size}")
-        if self.threshold not in ("auto", "rule", "parent"):
-            raise ValueError(f"threshold must be 'auto', 'rule' or 'parent', got {self.threshold!r}")
+        if self.threshold not in THRESHOLD_MODES:
+            raise ValueError(f"threshold must be 'auto', 'rule', 'parent' or 'lower', got {self.threshold!r}")
 
 
 #: the defect score at which a model trained with class-balanced weights is indifferent between the classes
@@ -111,14 +123,103 @@ BALANCED = 0.5
 
 
 def fallback_threshold(parent_threshold: float) -> float:
-    """The threshold when validation cannot check the recall target: the lower of the parent's and :data:`BALANCED`.
+    """``threshold='lower'`` (``auto`` from adaptation round 5 until issue 28) where validation cannot check the
+    recall target: the lower of the parent's and :data:`BALANCED`.
 
     A threshold above the balanced point trades missed defects for fewer false alarms, which only a checked
     recall target justifies; the parent's was checked on its own line, not on the new one. On development seeds
     of line B this kept fewer defects unseen than J's 0.603 (in 22 of 41 adapted models, worse in 4; docs/line_b.md,
-    adaptation round 5), and a parent whose threshold is already lower keeps it.
+    adaptation round 5), and a parent whose threshold is already lower keeps it. It moves the threshold whatever the
+    new photos say, though (a served model's 0.7108 went to 0.5 on photos it classified perfectly), so ``auto`` now
+    takes :func:`evidence_threshold`.
     """
     return min(float(parent_threshold), BALANCED)
+
+
+#: One-sided level of the sign test that lets the held-out photos move the parent's threshold
+#: (:func:`evidence_threshold`): at 0.05, at least 5 changed verdicts all in the new threshold's favour.
+EVIDENCE_ALPHA = 0.05
+#: Scores are clipped to [EPS, 1 - EPS] before taking logits (a model can output exactly 0 or 1).
+EPS = 1e-6
+
+
+def sign_test_p(right_only_new: int, right_only_old: int) -> float:
+    """One-sided exact sign test (McNemar's, on the discordant photos): P(X >= b) for X ~ Binomial(b + c, 1/2),
+    b = photos only the new threshold gets right, c = photos only the old one gets right. 1.0 when none differ."""
+    b, c = int(right_only_new), int(right_only_old)
+    n = b + c
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(b, n + 1)) / 2.0 ** n
+
+
+def _logit(x: np.ndarray | float) -> np.ndarray:
+    x = np.clip(np.asarray(x, dtype=np.float64), EPS, 1 - EPS)
+    return np.log(x) - np.log1p(-x)
+
+
+def evidence_threshold(is_defect, scores, parent_threshold: float, alpha: float = EVIDENCE_ALPHA) -> dict:
+    """The parent's threshold unless the held-out photos contradict it; the rule of ``--threshold auto`` where the
+    recall target cannot be checked. Returns the threshold and the evidence (a dict, recorded in the checkpoint).
+
+    A defect is declared at ``score >= t``; an error is a missed defect or a false alarm, counted alike.
+
+    1. E(t0): the errors on the held-out photos at the parent's threshold t0. Every other threshold is a cut between
+       two neighbouring distinct held-out scores; E(cut) its errors.
+    2. If no cut makes fewer errors than t0, t0 stays ("the photos agree with it").
+    3. Else t* is the cut with the fewest errors; among equals, the one that changes the fewest held-out verdicts
+       from t0's, then the lower. Its threshold is the logit midpoint of the two scores around the cut.
+    4. The photos whose verdict differs between t0 and t* (scores between the two) decide: b of them are right only
+       at t*, c only at t0, b - c = E(t0) - E(t*) > 0. Under noise (each such photo as likely to favour either
+       threshold) b ~ Binomial(b + c, 1/2); t* replaces t0 only if P(X >= b) <= ``alpha`` (one-sided exact sign
+       test; at 0.05 that needs at least 5 changed verdicts all for t*, or 7 against 1, 9 against 2, ...).
+
+    t* is the best of many cuts on the same photos, so the test's nominal level understates how often noise moves
+    the threshold; benchmarks/threshold_rule.py measures that rate on generated scores. With no held-out photo the
+    parent's threshold stays.
+    """
+    y = np.asarray(is_defect, dtype=bool)
+    s = np.clip(np.asarray(scores, dtype=np.float64), EPS, 1 - EPS)
+    t0 = float(parent_threshold)
+    out = {"rule": "parent unless the held-out photos contradict it", "parent_threshold": t0, "threshold": t0,
+           "moved": False, "held_out": int(len(y)), "defects": int(y.sum()), "alpha": float(alpha)}
+    if len(y) == 0:
+        return {**out, "errors_at_parent": 0,
+                "why": "no held-out photos: nothing can contradict the parent's threshold"}
+    e0 = int((y & (s < t0)).sum() + (~y & (s >= t0)).sum())
+    u = np.unique(s)  # cut j: defect iff s >= u[j]; j = len(u): no defect at all
+    pos, neg = np.sort(s[y]), np.sort(s[~y])
+    missed = np.searchsorted(pos, np.append(u, np.inf), side="left")  # defects below each cut
+    alarms = len(neg) - np.searchsorted(neg, np.append(u, np.inf), side="left")  # OK parts at or above it
+    errors = missed + alarms
+    best = int(errors.min())
+    out["errors_at_parent"] = e0
+    if best >= e0:
+        return {**out, "errors_at_best": e0,
+                "why": f"the {len(y)} held-out photos agree with it: no threshold makes fewer errors on them "
+                       f"({e0} at the parent's)"}
+    below = np.searchsorted(np.sort(s), np.append(u, np.inf), side="left")  # photos below each cut
+    j0 = int(np.searchsorted(u, t0, side="left"))  # t0's cut: the same verdicts as s >= t0
+    cuts = np.nonzero(errors == best)[0]
+    changed = np.abs(below[cuts] - below[j0])  # verdicts that differ from t0's
+    j = int(cuts[np.lexsort((cuts, changed))[0]])  # fewest changed, then the lowest cut
+    lo = np.log(EPS) - np.log1p(-EPS) if j == 0 else float(_logit(u[j - 1]))
+    hi = np.log1p(-EPS) - np.log(EPS) if j == len(u) else float(_logit(u[j]))
+    t_star = float(1.0 / (1.0 + math.exp(-(lo + hi) / 2.0)))
+    low_t, high_t = sorted((t0, t_star))
+    between = (s >= low_t) & (s < high_t)  # the verdicts that differ between t0 and t*
+    lowering = t_star < t0  # then the photos between become defects: right for defects, wrong for OK parts
+    b = int((between & (y if lowering else ~y)).sum())
+    c = int((between & (~y if lowering else y)).sum())
+    p = sign_test_p(b, c)
+    moved = p <= alpha
+    out.update(errors_at_best=best, best_threshold=t_star, changed_verdicts=b + c, right_only_at_best=b,
+               right_only_at_parent=c, p_value=p, moved=bool(moved), threshold=t_star if moved else t0)
+    said = (f"{t_star:.4g} makes {e0 - best} fewer errors on the {len(y)} held-out photos ({e0} -> {best}), "
+            f"changing {b + c} verdicts, {b} right against {c}: sign test p = {p:.2g}")
+    out["why"] = (f"the held-out photos contradict it: {said} <= {alpha}" if moved else
+                  f"the held-out photos do not contradict it enough: {said} > {alpha}")
+    return out
 
 
 def checkable_defects(target_recall: float) -> int:
@@ -211,9 +312,14 @@ def _report(model, images, labels, names, d, thr, spec) -> dict:
     return classification_report(labels, predict_probs(model, images, spec), names, d, thr)
 
 
-def _short(rep: dict) -> dict:
+def _short(rep: dict, d: int | None) -> dict:
+    """The report's headline figures, with the 90 % Wilson interval and photo count of accuracy, missed defects (of
+    the defects) and false alarms (of the OK parts) under ``intervals``."""
     keys = ("n", "accuracy", "roc_auc", "missed_defects", "false_alarms", "confusion_matrix", "threshold")
-    return {k: rep[k] for k in keys if k in rep}
+    out = {k: rep[k] for k in keys if k in rep}
+    if rep:
+        out["intervals"] = report_intervals(rep, d)
+    return out
 
 
 def adapt(parent: dict, cfg: AdaptConfig, progress: Callable[[float, str], None] | None = None,
@@ -232,6 +338,50 @@ def adapt(parent: dict, cfg: AdaptConfig, progress: Callable[[float, str], None]
         return _adapt(parent, cfg, progress or (lambda f, t: None), save)
     finally:
         torch.set_num_threads(threads)  # the thread count is process-wide: a server's inspections share it
+
+
+def _choose_threshold(cfg: AdaptConfig, parent: dict, tcfg: TrainConfig, mode: str, y_va: np.ndarray,
+                      val_probs: np.ndarray) -> tuple[dict, dict | None]:
+    """(``metrics["threshold_choice"]``, train.py's rule's validation figures or None): which threshold the adapted
+    model takes under ``cfg.threshold``, which rule applied (``applied``) and why (``why``).
+
+    ``kept_from_parent`` is absent only where train.py's recall rule chose (the Adapt tab reads it so).
+    """
+    names, d, p_thr = parent["class_names"], parent["defect_index"], parent["threshold"]
+    if d is None or p_thr is None:  # without a defect class there is no defect-score cut to move
+        return {"threshold": p_thr, "kept_from_parent": True, "parent_threshold": p_thr, "applied": "parent",
+                "why": "the model has no defect class: the predicted class is the most likely one"}, None
+    found = None
+    n_def, need = int((y_va == d).sum()), checkable_defects(tcfg.target_recall)
+    if mode == "held-out":
+        _, found = validation_threshold(y_va, val_probs, names, d, tcfg.target_recall)
+        if cfg.threshold == "rule" or (cfg.threshold in ("auto", "lower") and n_def >= need):
+            why = ("asked for (--threshold rule)" if cfg.threshold == "rule" else
+                   f"{n_def} validation defects check recall >= {tcfg.target_recall} (needs {need})")
+            return {**found["threshold_choice"], "applied": "recall rule", "parent_threshold": p_thr,
+                    "why": why}, found
+    unchecked = (f"{n_def} validation defects; checking recall >= {tcfg.target_recall} needs at least {need}"
+                 if mode == "held-out" else "no held-out validation photos (in-sample mode)")
+    if cfg.threshold == "parent":
+        choice = {"threshold": p_thr, "applied": "parent", "why": "asked for (--threshold parent)"}
+    elif cfg.threshold == "lower":
+        t = fallback_threshold(p_thr)
+        choice = {"threshold": t, "applied": "lower of parent and 0.5",
+                  "why": unchecked + (f": the lower of the parent's threshold ({p_thr:.4g}) and {BALANCED}, the "
+                                      "class-balanced decision (--threshold lower)" if t != p_thr else
+                                      f": the parent's threshold, already at or below {BALANCED} (--threshold lower)")}
+    elif mode == "held-out":
+        # on the scores as metrics.adaptation.validation_scores records them, so the choice can be redone from them
+        ev = evidence_threshold(y_va == d, np.round(val_probs[:, d], 6), p_thr)
+        choice = {"threshold": ev["threshold"], "applied": "parent unless contradicted",
+                  "why": f"{unchecked}; {ev['why']}", "evidence": ev}
+    else:
+        choice = {"threshold": p_thr, "applied": "parent unless contradicted",
+                  "why": f"{unchecked}: nothing held out can contradict the parent's threshold, so it is kept"}
+    choice.update(kept_from_parent=choice["threshold"] == p_thr, parent_threshold=p_thr)
+    if found is not None:
+        choice["rule"] = found["threshold_choice"]
+    return choice, found
 
 
 def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], save: bool) -> dict:
@@ -286,32 +436,14 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
                                   keep_start=True, progress=lambda f, t: say(0.1 + 0.8 * f, t), sample_weight=weight)
     say(0.92, "choosing the threshold")
     val_probs = predict_probs(model, val_images, spec)
-    p_thr = parent["threshold"]
-    # without a defect class there is no defect-score cut to lower
-    threshold = p_thr if cfg.threshold == "parent" or d is None or p_thr is None else fallback_threshold(p_thr)
-
-    def unchecked(why: str) -> dict:
-        if cfg.threshold == "parent":
-            why = "asked for (--threshold parent)"
-        elif threshold != p_thr:
-            why += f": the lower of the parent's threshold ({p_thr:.4g}) and {BALANCED}, the class-balanced decision"
-        return {"threshold": threshold, "kept_from_parent": threshold == p_thr, "parent_threshold": p_thr, "why": why}
-
-    if mode == "held-out" and d is not None:
-        rule, found = validation_threshold(y_va, val_probs, names, d, tcfg.target_recall)
-        n_def, need = int((y_va == d).sum()), checkable_defects(tcfg.target_recall)
-        if cfg.threshold == "rule" or (cfg.threshold == "auto" and n_def >= need):
-            threshold = rule
-            metrics.update(found)
-        else:
-            metrics["validation"] = classification_report(y_va, val_probs, names, d, threshold)
-            metrics["validation_sweep"] = found["validation_sweep"]
-            metrics["threshold_choice"] = {**unchecked(
-                f"{n_def} validation defects; checking recall >= {tcfg.target_recall} needs at least {need}"),
-                "rule": found["threshold_choice"]}
+    metrics["threshold_choice"], rule_found = _choose_threshold(cfg, parent, tcfg, mode, y_va, val_probs)
+    threshold = metrics["threshold_choice"]["threshold"]
+    if rule_found is not None and metrics["threshold_choice"].get("applied") == "recall rule":
+        metrics.update({k: v for k, v in rule_found.items() if k != "threshold_choice"})
     else:
         metrics["validation"] = classification_report(y_va, val_probs, names, d, threshold)
-        metrics["threshold_choice"] = unchecked("no held-out validation photos (in-sample mode)")
+        if rule_found is not None:
+            metrics["validation_sweep"] = rule_found["validation_sweep"]
     after_new = classification_report(y_va[:n_new_va], val_probs[:n_new_va], names, d, threshold)
     after_rep = (classification_report(y_va[n_new_va:], val_probs[n_new_va:], names, d, threshold)
                  if len(r_va) else {})
@@ -327,12 +459,12 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
         "replay": None if rep is None else {"root": str(rep.root), "per_class": cfg.replay_per_class,
                                             "train": rep.subset(r_tr).counts(), "validation": rep.subset(r_va).counts(),
                                             "skipped": rep.skipped},
-        "before": {"new_line": _short(before_new), "replay": _short(before_rep)},
+        "before": {"new_line": _short(before_new, d), "replay": _short(before_rep, d)},
         # every validation score, so the threshold can be audited (a few hundred numbers at most)
         "validation_scores": None if d is None else {
             "defect": [round(float(x), 6) for x in val_probs[:, d]], "is_defect": [bool(x) for x in y_va == d],
             "new_line": [i < n_new_va for i in range(len(y_va))]},
-        "after": {"new_line": _short(after_new), "replay": _short(after_rep)},
+        "after": {"new_line": _short(after_new, d), "replay": _short(after_rep, d)},
         "config": asdict(cfg),
     }
     metrics["adaptation"] = adaptation

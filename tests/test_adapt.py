@@ -15,8 +15,8 @@ import torch
 import adapt as adapt_cli
 from conftest import write_checkpoint, write_images
 from inference_handler import InferenceHandler
-from inspectkit.adaptation import (MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, checkable_defects, fallback_threshold,
-                                   line_weights)
+from inspectkit.adaptation import (MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, checkable_defects, evidence_threshold,
+                                   fallback_threshold, line_weights)
 from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest
 from inspectkit.metrics import choose_threshold
 from inspectkit.model import predict_probs
@@ -129,19 +129,25 @@ def test_too_few_photos_is_an_error_that_names_the_counts(parent, tmp_path, n_de
         run(parent, data, tmp_path / "x.pt")
 
 
-@pytest.mark.parametrize("parent_threshold, want", [(0.3, 0.3), (0.5, 0.5), (0.7, 0.5)])
-def test_very_few_photos_adapt_in_sample_at_the_lower_of_the_parents_threshold_and_one_half(
-        tmp_path, parent_threshold, want):
+@pytest.mark.parametrize("mode, parent_threshold, want", [("auto", 0.3, 0.3), ("auto", 0.7, 0.7),
+                                                           ("lower", 0.3, 0.3), ("lower", 0.7, 0.5)])
+def test_very_few_photos_adapt_in_sample_and_keep_the_parents_threshold(tmp_path, mode, parent_threshold, want):
+    """Nothing held out can contradict the parent's threshold: 'auto' keeps it; 'lower' (auto until issue 28) takes
+    the lower of it and 0.5."""
     parent = write_checkpoint(tmp_path / "base.pt", threshold=parent_threshold)
     data = new_line(tmp_path / "few", 5, 5)  # 5 x 0.3 < 3 held-out photos per class: nothing can be held out
-    ckpt = run(parent, data, tmp_path / "x.pt")
+    ckpt = run(parent, data, tmp_path / "x.pt", threshold=mode)
     a = ckpt["metrics"]["adaptation"]
     assert a["mode"] == "in-sample"
-    assert ckpt["threshold"] == want == fallback_threshold(parent_threshold)
+    assert ckpt["threshold"] == want
     choice = ckpt["metrics"]["threshold_choice"]
     assert choice["kept_from_parent"] is (want == parent_threshold) and choice["parent_threshold"] == parent_threshold
     assert "in-sample" in choice["why"]
-    assert ("0.5, the class-balanced decision" in choice["why"]) == (want != parent_threshold)
+    if mode == "auto":
+        assert choice["applied"] == "parent unless contradicted" and "nothing held out" in choice["why"]
+    else:
+        assert want == fallback_threshold(parent_threshold) and choice["applied"] == "lower of parent and 0.5"
+        assert ("0.5, the class-balanced decision" in choice["why"]) == (want != parent_threshold)
     assert a["after"]["new_line"]["n"] == 10  # measured on the photos it trained on, and labelled so
 
 
@@ -170,7 +176,7 @@ def test_a_recall_target_outside_0_1_is_refused(target):
 
 
 @pytest.mark.parametrize("parent_threshold", [0.3, 0.7])
-@pytest.mark.parametrize("mode", ["auto", "parent", "rule"])
+@pytest.mark.parametrize("mode", ["auto", "parent", "rule", "lower"])
 def test_the_threshold_is_the_rules_only_where_validation_can_check_it(tmp_path, mode, parent_threshold):
     parent = write_checkpoint(tmp_path / "base.pt", threshold=parent_threshold)
     data = new_line(tmp_path / "lineb", 14, 14)
@@ -182,12 +188,19 @@ def test_the_threshold_is_the_rules_only_where_validation_can_check_it(tmp_path,
     choice = ckpt["metrics"]["threshold_choice"]
     if mode == "rule":
         assert ckpt["threshold"] == pytest.approx(rule, abs=1e-6) and "kept_from_parent" not in choice
-    else:  # a few validation defects cannot check a recall target: never above the balanced 0.5 unless asked
+        assert choice["applied"] == "recall rule"
+    else:  # a few validation defects cannot check a recall target
         assert sum(v["is_defect"]) < checkable_defects(target)
-        want = parent_threshold if mode == "parent" else min(parent_threshold, 0.5)
+        if mode == "auto":  # the parent's, unless the held-out photos (all of them, both lines) contradict it
+            evidence = evidence_threshold(np.array(v["is_defect"]), np.array(v["defect"]), parent_threshold)
+            want = evidence["threshold"]
+            assert choice["evidence"] == evidence and choice["applied"] == "parent unless contradicted"
+            assert evidence["held_out"] == len(v["defect"])
+        else:
+            want = parent_threshold if mode == "parent" else min(parent_threshold, 0.5)
         assert ckpt["threshold"] == want and choice["kept_from_parent"] is (want == p["threshold"])
         assert choice["rule"]["threshold"] == pytest.approx(rule, abs=1e-6)
-        assert ("needs at least" in choice["why"]) == (mode == "auto")
+        assert ("needs at least" in choice["why"]) == (mode != "parent")
     assert ckpt["metrics"]["validation"]["threshold"] == ckpt["threshold"]
 
 
@@ -253,7 +266,8 @@ def test_members_average_several_stage2_runs(parent, tmp_path):
 
 
 @pytest.mark.parametrize("field, value, message", [("keep", "first", "keep must be 'last' or 'best', got 'first'"),
-                                                   ("threshold", "0.5", "threshold must be 'auto', 'rule' or 'parent'"),
+                                                   ("threshold", "0.5",
+                                                    "threshold must be 'auto', 'rule', 'parent' or 'lower'"),
                                                    ("anchor", -1.0, "anchor and last_blocks must be >= 0"),
                                                    ("last_blocks", -2, "anchor and last_blocks must be >= 0"),
                                                    ("members", 0, "members must be >= 1, got 0"),
@@ -308,6 +322,16 @@ def test_cli_writes_a_checkpoint_and_prints_before_and_after(parent, tmp_path, c
     assert rc == 0 and out.is_file() and Path(str(out) + ".sha256").is_file()
     text = capsys.readouterr().out
     assert "parent, new line" in text and "adapted, new line" in text
+    # every rate with its 90 % interval and the photos behind it, and why the threshold is what it is
+    a = load_checkpoint(out)["metrics"]["adaptation"]
+    r = a["after"]["new_line"]
+    iv = r["intervals"]
+    n_def = sum(r["confusion_matrix"][0])
+    assert (iv["accuracy"]["n"], iv["missed_defects"]["n"], iv["false_alarms"]["n"]) == (r["n"], n_def, r["n"] - n_def)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| adapted, new line |"))
+    assert f"{100 * r['accuracy']:.1f} % (90 % CI " in row and f"n={r['n']})" in row
+    assert f"{r['missed_defects']} of {n_def}: " in row and f"n={n_def})" in row
+    assert "90 % Wilson score intervals" in text and "threshold: " in text
 
 
 @pytest.mark.parametrize("args, message", [

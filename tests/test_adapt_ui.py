@@ -223,6 +223,8 @@ def test_score_of_the_current_model(handler, tmp_path):
     out = aui.score(handler, None, None, zones)
     assert "The current model on these photos" in out and "10 photos (def_front: 5, ok_front: 5)" in out
     assert "Confusion matrix" in out and "Unreadable, skipped</b> (1)" in out and "ok_front/broken.jpg" in out
+    assert "90 % CI" in out and ", n=9<" in out  # 9 readable photos behind the accuracy
+    assert ", n=5" in out and ", n=4" in out  # 5 defects behind the missed ones, 4 OK parts behind the false alarms
     assert "in-sample" in out  # fewer than HELD_OUT_MIN per class: said before adapting
     assert not list((intake.WORK_DIR / "data").iterdir())  # the copy is gone
 
@@ -236,11 +238,60 @@ def test_adaptation_shows_before_and_after_and_offers_the_files(handler, tmp_pat
     assert "Before: the current model" in html_out and "After: the adapted model" in html_out
     assert "Held-out" in html_out and html_out.count("<table class='cm'>") == 2
     assert "missed defects" in html_out
+    # every rate with its 90 % interval and the number of held-out photos behind it
+    a = torch.load(files[0], weights_only=True)["metrics"]["adaptation"]
+    for side_name in ("before", "after"):
+        r = a[side_name]["new_line"]
+        n_def = sum(r["confusion_matrix"][0])
+        assert f"{100 * r['accuracy']:.1f} %<br><span class='ci'" in html_out
+        assert f", n={r['n']}</span>" in html_out and f"{r['missed_defects']} of {n_def} (" in html_out
+    assert html_out.count("90 % CI") >= 6 and "Wilson score interval" in html_out
     ckpt, side = files
     assert side == ckpt + ".sha256" and Path(side).read_text().split()[0] == sha256_file(ckpt) == result["sha256"]
     assert result["mode"] == "held-out" and result["parent_sha256"] == handler.sha256
     assert not list((intake.WORK_DIR / "data").iterdir())  # the photos are not kept
     assert aui.adaptation_status() is None and not aui.ADAPT_LOCK.locked()
+
+
+def _fake_adapted(threshold_choice: dict, threshold: float) -> dict:
+    """What adaptation_html reads of an adapted checkpoint: 30 held-out photos (15 + 15), all right after."""
+    from inspectkit.intervals import report_intervals
+
+    def rep(cm, thr):
+        r = {"n": 30, "accuracy": (cm[0][0] + cm[1][1]) / 30, "roc_auc": 1.0, "missed_defects": cm[0][1],
+             "false_alarms": cm[1][0], "confusion_matrix": cm, "threshold": thr}
+        return {**r, "intervals": report_intervals(r, 0)}
+
+    a = {"mode": "held-out", "split": {"validation": {"def_front": 15, "ok_front": 15}, "train": {"def_front": 35}},
+         "before": {"new_line": rep([[13, 2], [0, 15]], 0.7108), "replay": {}},
+         "after": {"new_line": rep([[15, 0], [0, 15]], threshold), "replay": {}},
+         "parent": {"threshold": 0.7108}, "data": {"skipped": []}, "replay": None}
+    return {"class_names": CLASSES, "threshold": threshold,
+            "metrics": {"adaptation": a, "threshold_choice": threshold_choice}}
+
+
+RESULT = {"seconds": 1.0, "sha256": "ab" * 32, "weights_sha256": "cd" * 32}
+
+
+def test_before_and_after_give_each_rate_with_its_interval_and_photo_count():
+    kept = {"threshold": 0.7108, "kept_from_parent": True, "parent_threshold": 0.7108,
+            "applied": "parent unless contradicted", "why": "the 30 held-out photos agree with it"}
+    out = aui.adaptation_html(_fake_adapted(kept, 0.7108), RESULT)
+    assert "100.0 %<br>" in out and "90 % CI 91.7\u2013100, n=30" in out  # all 30 right: at least 91.7 %
+    assert "0 of 15 (0.0 %)<br>" in out and "90 % CI 0\u201315.3, n=15" in out  # no missed defect of 15: < 15.3 %
+    assert "2 of 15 (13.3 %)<br>" in out  # before: 2 of the 15 defects missed
+    assert "The current model's threshold was kept (the 30 held-out photos agree with it)" in out
+
+
+def test_a_threshold_moved_by_the_held_out_photos_is_said_so():
+    moved = {"threshold": 0.42, "kept_from_parent": False, "parent_threshold": 0.7108,
+             "applied": "parent unless contradicted", "why": "the held-out photos contradict it: ..."}
+    out = aui.adaptation_html(_fake_adapted(moved, 0.42), RESULT)
+    assert "The threshold moved from 0.711 to 0.420 because these photos contradict the current one" in out
+    assert "flatters the after-figures" in out
+    lower = {"threshold": 0.5, "kept_from_parent": False, "parent_threshold": 0.7108,
+             "applied": "lower of parent and 0.5", "why": "... (--threshold lower)"}
+    assert "The threshold was not chosen on them: 0.500" in aui.adaptation_html(_fake_adapted(lower, 0.5), RESULT)
 
 
 def test_in_sample_is_said_plainly(handler, tmp_path):
