@@ -88,19 +88,27 @@ def stream(handler, images, change=None, change_row=CHANGE_ROW, seed=0) -> dict:
             "changed": [c["indicator"] for c in st["changed"]]}
 
 
-def cost(handler, images, repeats: int = 3) -> dict:
-    """p50 of one photo with its heat map, and photos/s of a 32-photo batch run without heat maps, with and without
-    the guard, alternating so both see the same machine state."""
+def cost(handler, images, repeats: int = 5) -> dict:
+    """p50 of one photo with its heat map (the app's call) and photos/s of batches of 32 without heat maps
+    (batch_inspect.py's), with and without the guard. Paired and interleaved: each photo is timed both ways in turn
+    (which goes first alternates), and each batch pass both ways in turn, so a busy moment of the machine falls on
+    both alike."""
     guard = handler.guard
     single = {"on": [], "off": []}
     batch = {"on": [], "off": []}
+
+    def use(mode):
+        handler.guard = guard if mode == "on" else None
+
     for rep in range(repeats):
-        for mode in ("on", "off") if rep % 2 == 0 else ("off", "on"):
-            handler.guard = guard if mode == "on" else None
-            for im in images[:60]:
+        for k, im in enumerate(images[:100]):
+            for mode in (("on", "off") if (k + rep) % 2 == 0 else ("off", "on")):
+                use(mode)
                 t = time.perf_counter()
                 handler.predict(im, heatmap=True)
                 single[mode].append((time.perf_counter() - t) * 1e3)
+        for mode in (("on", "off") if rep % 2 == 0 else ("off", "on")):
+            use(mode)
             t = time.perf_counter()
             handler.predict_batch(images, heatmap=False, batch_size=32)
             batch[mode].append(len(images) / (time.perf_counter() - t))
@@ -250,9 +258,11 @@ def markdown(r: dict) -> str:
     if "cost" in r:
         c = r["cost"]
         lines += ["", "## Cost (same process, alternating)", "",
-                  f"- one photo with its heat map, p50: {c['single_p50_ms']['on']} ms with the guard, "
+                  f"- one photo with its heat map, p50 over {c['repeats']} x 100 paired calls: "
+                  f"{c['single_p50_ms']['on']} ms with the guard, "
                   f"{c['single_p50_ms']['off']} ms without (x{c['single_ratio']})",
-                  f"- batch of {c['photos']} without heat maps: {c['batch_photos_per_s']['on']} photos/s with, "
+                  f"- {c['photos']} photos in batches of 32 without heat maps, median of {c['repeats']} paired passes: "
+                  f"{c['batch_photos_per_s']['on']} photos/s with, "
                   f"{c['batch_photos_per_s']['off']} without (x{c['batch_ratio']})"]
     lines += ["", f"Took {r['seconds']} s.", ""]
     return "\n".join(lines)

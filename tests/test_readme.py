@@ -53,7 +53,7 @@ def test_readme_is_a_first_page():
     assert README.startswith("---\ntitle:") and "sdk: gradio" in README
     assert len(README.splitlines()) <= 300 and len(README.encode()) <= 20_000
     for page in ("model_card", "line_b", "selection_history", "training", "app", "inference", "batch",
-                 "reliability", "beyond_casting", "architecture"):
+                 "reliability", "beyond_casting", "architecture", "guard"):
         assert f"(docs/{page}.md)" in README, page
 
 
@@ -490,3 +490,48 @@ def test_batch_figures_match_their_reports():
     for run in bs["results"]:
         row = next(v for k, v in table.items() if k.startswith(f"Chromium, {run['photos']:,} photos"))
         assert row[0] == f"{run['seconds_to_last_verdict']:.1f} s" and run["all_counted"]
+
+
+# ------------------------------------------------------------------ the guard: UNUSABLE and drift
+
+GUARD = REPO / "reports" / "guard"
+
+
+def test_guard_page_holds_the_reports_tables():
+    """docs/guard.md shows the tables of benchmarks/guard_report.py's output as written."""
+    report = (GUARD / "guard.md").read_text(encoding="utf-8")
+    rows = [ln for ln in report.splitlines() if ln.startswith("| ") and not ln.startswith("| set |")
+            and not ln.startswith("| stream |")]
+    assert len(rows) > 30
+    for row in rows:
+        assert row in DOCS["guard"], row
+
+
+def test_readme_guard_sentence_is_the_report():
+    r = json.loads((GUARD / "guard.json").read_text())
+    flat = " ".join(README.split())
+    nc, dg, held = r["non_casting"]["all"], r["degraded"]["all"], r["held_out"]["all held-out"]
+    assert (f"{nc['unusable']} of {nc['n']} non-casting images from five offline sources and {dg['unusable']} of "
+            f"{dg['n']} severely degraded held-out castings are UNUSABLE, none called OK") in flat
+    assert nc["ok"] == dg["ok"] == 0
+    assert f"{held['unusable']} of the {held['n']} held-out castings" in flat
+    assert f"their accuracy stays {pct(held['accuracy_judged'])}" in flat
+    assert held["accuracy_judged"] == held["accuracy_without_guard"]
+    worst = max(v["unusable_rate"] for v in r["mild"].values())
+    assert f"at most {pct(worst)} are, and the judged keep {pct(min(v['accuracy_judged'] for v in r['mild'].values()))}" in flat
+    steady = [v for k, v in r["drift"].items() if k.startswith("steady")]
+    assert not any(v["alarm"] for v in steady) and f"no drift alarm ({len(steady)} orders)" in flat
+    blur, dark = r["drift"]["blur sigma 2-3 px from row 400"], r["drift"]["exposure x0.5 from row 400"]
+    assert f"raised it {blur['delay']} and {dark['delay']} photos later" in flat
+    real = r["drift"]["model J: casting test split, then line B from row 400"]
+    assert f"to line B {real['delay']} photos later" in flat and 0 <= real["delay"] <= 100
+    c = r["cost"]
+    assert f"x{c['single_ratio']} on one photo with its heat map and x{c['batch_ratio']} in batch throughput" in flat
+
+
+def test_guard_report_is_about_the_served_model():
+    r = json.loads((GUARD / "guard.json").read_text())
+    from inspectkit.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(REPO / "final_best_model.pt")
+    assert r["guard"]["novelty_threshold"] == round(float(ckpt["guard"]["novelty_threshold"]), 4)
