@@ -92,8 +92,9 @@ def wait_ready(url: str, timeout: float = 300.0, proc: subprocess.Popen | None =
 
 @contextmanager
 def app_server(checkpoint: str | None = None, port: int | None = None, extra_env: dict | None = None,
-               log_path: Path | None = None):
-    """Run ``python app.py`` (the Space's own entry point) on 127.0.0.1 in a subprocess; yields (url, pid)."""
+               log_path: Path | None = None, python: str | None = None):
+    """Run ``python app.py`` (the Space's own entry point) on 127.0.0.1 in a subprocess; yields (url, pid).
+    ``python``: the interpreter (default this one), e.g. a venv with requirements.txt alone (the lean install)."""
     port = port or free_port()
     env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
                GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
@@ -101,7 +102,7 @@ def app_server(checkpoint: str | None = None, port: int | None = None, extra_env
         env["INSPECT_MODEL_PATH"] = str(checkpoint)
     env.update(extra_env or {})
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, stdout=log,
+    proc = subprocess.Popen([python or sys.executable, str(REPO / "app.py")], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -444,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=Path, help="folder of images to send (default examples/)")
     ap.add_argument("--json", type=Path, help="write the report here as JSON")
     ap.add_argument("--server-log", type=Path, help="with a started server: write its output here")
+    ap.add_argument("--server-python", help="interpreter for the started server (default this one); e.g. the lean "
+                    "install's: python3 -m venv /tmp/lean && /tmp/lean/bin/pip install -r requirements.txt")
     args = ap.parse_args(argv)
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
     if not targets or any(t not in TARGETS for t in targets):
@@ -462,9 +465,14 @@ def main(argv: list[str] | None = None) -> int:
         wait_ready(args.url)
         report = go(args.url, args.pid)
     else:
-        with app_server(args.checkpoint, log_path=args.server_log) as (url, pid):
+        with app_server(args.checkpoint, log_path=args.server_log, python=args.server_python) as (url, pid):
             report = go(url, pid)
         report["server"] = "python app.py (subprocess, 127.0.0.1)"
+        if args.server_python:
+            report["server_python"] = args.server_python
+            report["server_has_torch"] = subprocess.run(
+                [args.server_python, "-c", "import importlib.util as u; print(u.find_spec('torch') is not None)"],
+                capture_output=True, text=True, timeout=60).stdout.strip() == "True"
     report["environment"] = env
     text = json.dumps(report, indent=2)
     print(text)
