@@ -36,7 +36,12 @@ def summarise(runs: list[dict], variant: str) -> dict:
     for r in mine:
         b = counts(r["rest"], r["threshold"])
         a = counts(r["line_a_val"], r["threshold"])
+        bp = counts(r["rest"], r["parent_threshold"])  # for the record: the same model at the parent's threshold
         per_seed.append({"seed": r["seed"], "threshold": r["threshold"], "seconds": r["seconds"],
+                         "line_b_missed": b["missed_defects"], "line_b_false_alarms": b["false_alarms"],
+                         "line_a_missed": a["missed_defects"], "line_a_false_alarms": a["false_alarms"],
+                         "line_b_accuracy_at_parent_threshold": round(bp["accuracy"], 6),
+                         "line_b_missed_at_parent_threshold": bp["missed_defects"],
                          "line_b_accuracy": round(b["accuracy"], 6), "line_b_errors": b["missed_defects"] + b["false_alarms"],
                          "line_b_photos": len(r["rest"]["defect"]),
                          "line_a_errors": a["missed_defects"] + a["false_alarms"],
@@ -75,11 +80,18 @@ def main(argv=None) -> int:
     for s in (d, c):
         lines.append(f"| {s['variant']} | {100 * s['line_b_accuracy_mean']:.2f} % | {s['line_b_errors']} "
                      f"({s['line_b_photos']:,}) | {s['line_a_errors']} ({s['line_a_photos']:,}) | {s['mean_seconds']} s |")
-    lines += ["", "| seed | " + " | ".join(f"{s['variant']}: line B / line-A errors / s" for s in (d, c)) + " |",
-              "|---:|---:|---:|"]
+    lines += ["", "Per seed: threshold; line B accuracy (missed / false alarms); the same model at the parent's threshold "
+              "(missed); line-A errors (missed / false alarms); seconds.", "",
+              "| seed | " + " | ".join(s["variant"] for s in (d, c)) + " |", "|---:|---|---|"]
+
+    def cell(x):
+        return (f"{x['threshold']:.3f}; {100 * x['line_b_accuracy']:.2f} % ({x['line_b_missed']} / "
+                f"{x['line_b_false_alarms']}); {100 * x['line_b_accuracy_at_parent_threshold']:.2f} % "
+                f"({x['line_b_missed_at_parent_threshold']}); {x['line_a_errors']} ({x['line_a_missed']} / "
+                f"{x['line_a_false_alarms']}); {x['seconds']:.0f} s")
+
     for x, y in zip(d["per_seed"], c["per_seed"]):
-        lines.append(f"| {x['seed']} | {100 * x['line_b_accuracy']:.2f} % / {x['line_a_errors']} / {x['seconds']:.0f} | "
-                     f"{100 * y['line_b_accuracy']:.2f} % / {y['line_a_errors']} / {y['seconds']:.0f} |")
+        lines.append(f"| {x['seed']} | {cell(x)} | {cell(y)} |")
     lines += ["", "Checks: " + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in checks.items()) + ".",
               f"Decision: **{out['decision']}**.", ""]
     Path(a.out + ".md").write_text("\n".join(lines))

@@ -535,3 +535,14 @@ def test_guard_report_is_about_the_served_model():
 
     ckpt = load_checkpoint(REPO / "final_best_model.pt")
     assert r["guard"]["novelty_threshold"] == round(float(ckpt["guard"]["novelty_threshold"]), 4)
+
+
+def test_line_b_page_states_round_8_by_its_rule():
+    r = json.loads((REPO / "reports" / "line-b" / "adapt_round8.json").read_text())
+    table = table_after("### Adaptation round 8", DOCS["line_b"])
+    for label, s in (("third (default)", r["default"]), ("third-s2e20", r["candidate"])):
+        acc, b, a, secs = table[label]
+        assert acc == pct(s["line_b_accuracy_mean"]) and secs == f"{s['mean_seconds']} s"
+        assert b == f"{s['line_b_errors']} of {s['line_b_photos']:,}" and a == f"{s['line_a_errors']} of {s['line_a_photos']:,}"
+    assert not r["adopted"] and "**The third recipe stays**" in DOCS["line_b"]
+    assert list(r["checks"].values()) == [True, True, False]  # adopted only if all three held: time did not
