@@ -45,7 +45,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -54,7 +54,7 @@ import numpy as np
 
 from inspectkit import fast
 from inspectkit.calibration import scale_for_checkpoint
-from inspectkit.guard import guard_from_info
+from inspectkit.guard import UNUSABLE, guard_from_info
 from inspectkit.heatmap import (cam_from_features, check_opacity, evidence_from_features, heatmap_at, heatmap_on_scale,
                                 heatmap_peak, overlay as blend_overlay)
 from inspectkit.imageio import load_rgb, source_name
@@ -69,8 +69,6 @@ DEFAULT_CHECKPOINT = "final_best_model.pt"
 #: "onnx-int8" is never chosen by "auto": it needs a quantised graph made beforehand (benchmarks/benchmark.py --int8)
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 STAGES = ("decode", "preprocess", "forward", "gradcam", "overlay", "total")
-#: The verdict of a photo the guard says nobody can judge (a model with a guard; ``unusable_reason`` says why).
-UNUSABLE = "UNUSABLE"
 #: Heat maps: the defect evidence on the checkpoint's fixed scale, or the per-image normalised CAM of one class.
 EVIDENCE, CLASS_NORMALISED = "defect-evidence", "class-normalised"
 HEATMAP_MODES = (EVIDENCE, CLASS_NORMALISED)
@@ -241,11 +239,8 @@ class InferenceHandler:
         if heatmap_mode == "auto":
             heatmap_mode = EVIDENCE if self.defect_index is not None else CLASS_NORMALISED
         self.heatmap_mode: str = self._check_mode(heatmap_mode)
-        # the guard (UNUSABLE verdicts, drift reference) or why it is off: it is only used for a model with a defect
-        # class (its verdicts are OK/DEFECT); a checkpoint without one still serves, and says so
+        # the guard (UNUSABLE verdicts, drift reference) or why it is off; a checkpoint without one still serves
         self.guard, self.guard_off_reason = guard_from_info(info)
-        if self.guard is not None and self.defect_index is None:
-            self.guard, self.guard_off_reason = None, "the guard needs a model with a defect class"
         self.load_time_s = time.perf_counter() - t0
 
     # -- loading ----------------------------------------------------------------------------------------------
@@ -329,31 +324,18 @@ class InferenceHandler:
     def pooled_features(self, images: Sequence, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """(globally pooled last-block features N x K, class probabilities N x C) of decoded RGB uint8 images: what
         the guard's novelty reference is fitted on (``inspectkit.guard.fit_novelty``)."""
-        pooled, probs = [], []
+        if self._fast is None:  # the torch backend: the same hook training and adaptation use
+            from inspectkit.guard_fit import pooled_from_model
+
+            return pooled_from_model(self._model, self.arch, list(images), self.preprocessing, batch_size)
+        pooled, probs = [np.zeros((0, self._fast.head_weight.shape[1]), np.float32)], [
+            np.zeros((0, len(self.class_names)))]
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            x = np.stack([preprocess(im, self.preprocessing) for im in chunk]).astype(np.float32)
-            if self._fast is not None:
-                logits, feats = self._fast.run(x, features=True)
-            else:
-                import torch
-
-                from inspectkit.model import cam_layer_name
-
-                out: dict = {}
-                layer = self._model.get_submodule(cam_layer_name(self.arch))
-                handle = layer.register_forward_hook(lambda m, i, o: out.__setitem__("f", o.detach().numpy().copy()))
-                try:
-                    with torch.inference_mode():
-                        logits = self._model(torch.from_numpy(x)).numpy()
-                finally:
-                    handle.remove()
-                feats = out["f"]
+            x = np.stack([preprocess(im, self.preprocessing) for im in images[start:start + batch_size]])
+            logits, feats = self._fast.run(x.astype(np.float32), features=True)
             pooled.append(feats.mean(axis=(2, 3)))
             probs.append(softmax(logits))
-        k = 0 if not pooled else pooled[0].shape[1]
-        return (np.concatenate(pooled) if pooled else np.zeros((0, k), np.float32),
-                np.concatenate(probs) if probs else np.zeros((0, len(self.class_names))))
+        return np.concatenate(pooled), np.concatenate(probs)
 
     # -- needs review -----------------------------------------------------------------------------------------
     @property
@@ -691,26 +673,14 @@ class InferenceHandler:
             # a single image: the wall time of the whole call, overheads included
             results[slots[0]].timings_ms["total"] = (time.perf_counter() - t_start) * 1e3
 
-    @contextmanager
     def _last_block(self):
-        """Torch backend: a forward hook on the last block that keeps its output as numpy (``["features"]``), the
-        features the guard's novelty reads; removed on exit. Yields an empty dict when there is no guard."""
-        out: dict = {}
+        """Torch backend: the last block's output kept (``["features"]``) for the guard's novelty; nothing kept (an
+        empty dict) when there is no guard."""
         if self.guard is None:
-            yield out
-            return
-        from inspectkit.model import cam_layer_name
+            return nullcontext({})
+        from inspectkit.model import last_block_output
 
-        layer = self._model.get_submodule(cam_layer_name(self.arch))
-
-        def keep(module, inputs, output):
-            out["features"] = output.detach().float().numpy().copy()
-
-        handle = layer.register_forward_hook(keep)
-        try:
-            yield out
-        finally:
-            handle.remove()
+        return last_block_output(self._model, self.arch)
 
     def _fast_cams(self, feats: np.ndarray, targets: np.ndarray, evidence: bool) -> np.ndarray:
         """The fast path's maps from the last block's features: defect evidence or the targets' class CAMs."""

@@ -50,6 +50,7 @@ from .batch_inputs import (IMAGE_SUFFIXES, UsageError, collect_inputs, common_ro
                            is_uri)
 from .batch_io import (COLUMNS, GUARD_COLUMNS, LEGACY_COLUMNS, RowWriter, open_writer,  # noqa: F401
                        output_format, parquet_schema, read_rows, summary_path, write_json_atomic)
+from .guard import UNUSABLE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,9 +58,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHUNK = 64
 #: Images through the network at once inside a chunk (the handler's batch).
 NETWORK_BATCH = 32
-#: The verdict of a photo the guard says cannot be judged (inference_handler.UNUSABLE), and the summary's count of
-#: rows without a verdict.
-UNUSABLE, ERROR = "UNUSABLE", "ERROR"
+#: The summary's count of rows without a verdict (UNUSABLE, from inspectkit.guard, is a verdict).
+ERROR = "ERROR"
 #: Seconds between two writes of the summary file while a job runs (it is always written at the end).
 SUMMARY_EVERY_S = 2.0
 
@@ -337,8 +337,6 @@ def guard_facts(job: Job, handler: Any = None) -> GuardFacts:
     from .guard import guard_from_info
 
     guard, why = guard_from_info(info)
-    if guard is not None and info.get("defect_index") is None:
-        guard, why = None, "the guard needs a model with a defect class"
     threshold = info.get("threshold")
     return GuardFacts(list(info.get("class_names") or []), guard, why, info.get("defect_index"),
                       None if threshold is None else float(threshold))

@@ -51,6 +51,8 @@ CHECKS = (
     ("framing", "low", "part not fully in frame"),
 )
 NOVEL = "not a casting"
+#: The verdict of a photo the guard says nobody can judge (beside "OK" and "DEFECT").
+UNUSABLE = "UNUSABLE"
 #: Every reason an UNUSABLE verdict can give, in the order the checks run (novelty last).
 REASONS = tuple(dict.fromkeys([c[2] for c in CHECKS] + [NOVEL]))
 #: Quantiles of the training photos that anchor each limit, and how far beyond them a limit lies (a multiple of the
@@ -322,9 +324,8 @@ class Guard:
     """A fitted guard (:func:`fit_guard`): judges photos from their decoded pixels and pooled features."""
 
     def __init__(self, stored: Mapping):
-        check_stored(stored)
-        g = to_numpy(stored)
-        self.stored = stored
+        g = to_numpy(stored)  # decoded once (base64 from the graph's metadata, tensors from the checkpoint)
+        check_stored(g)
         self.format = g["format"]
         self.limits = g["limits"]
         self.template = g["template"]
@@ -361,10 +362,13 @@ class Guard:
 
 
 def guard_from_info(info: Mapping) -> tuple[Guard | None, str | None]:
-    """(the checkpoint's guard, None), or (None, why the guard is off): none stored, or one this code cannot read."""
+    """(the checkpoint's guard, None), or (None, why the guard is off): none stored, one this code cannot read, or a
+    model without a defect class (its verdicts are class names, not OK/DEFECT). ``info``: the checkpoint's keys."""
     stored = info.get("guard")
     if stored is None:
         return None, "this checkpoint has no guard (fit one with fit_guard.py): UNUSABLE is never returned"
+    if info.get("defect_index") is None:
+        return None, "the guard needs a model with a defect class"
     if isinstance(stored, Mapping) and stored.get("format") != GUARD_FORMAT:
         return None, f"the checkpoint's guard has format {stored.get('format')!r}; this code reads {GUARD_FORMAT}"
     try:

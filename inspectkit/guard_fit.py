@@ -21,11 +21,12 @@ from .guard import fit_guard
 log = logging.getLogger(__name__)
 
 
-def fit_on_photos(handler, train_images: Sequence[np.ndarray], train_labels: np.ndarray,
+def fit_on_photos(features, train_images: Sequence[np.ndarray], train_labels: np.ndarray,
                   val_images: Sequence[np.ndarray], fitted_on: dict | None = None) -> dict:
-    """A guard for ``handler``'s network from decoded training photos (with labels) and validation photos."""
+    """A guard for the network behind ``features`` (decoded photos -> (pooled features, probabilities), e.g. a
+    handler's ``pooled_features``) from decoded training photos (with labels) and validation photos."""
     t0 = time.perf_counter()
-    guard = fit_guard(train_images, train_labels, val_images, handler.pooled_features, fitted_on=fitted_on)
+    guard = fit_guard(train_images, train_labels, val_images, features, fitted_on=fitted_on)
     log.info("guard fitted on %d training and %d validation photos in %.1f s (novelty threshold %.3f)",
              len(train_images), len(val_images), time.perf_counter() - t0, guard["novelty_threshold"])
     return guard
@@ -37,22 +38,16 @@ def pooled_from_model(model, arch: str, images: Sequence[np.ndarray], spec: dict
     import torch
 
     from .metrics import softmax
-    from .model import cam_layer_name
+    from .model import last_block_output
     from .preprocess import preprocess
 
-    kept: dict = {}
-    handle = model.get_submodule(cam_layer_name(arch)).register_forward_hook(
-        lambda m, i, o: kept.__setitem__("f", o.detach().float().mean(dim=(2, 3)).numpy().copy()))
     pooled, probs = [], []
-    try:
-        model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                x = np.stack([preprocess(im, spec) for im in images[start:start + batch_size]]).astype(np.float32)
-                probs.append(softmax(model(torch.from_numpy(x)).numpy()))
-                pooled.append(kept["f"])
-    finally:
-        handle.remove()
+    model.eval()
+    with torch.inference_mode(), last_block_output(model, arch) as kept:
+        for start in range(0, len(images), batch_size):
+            x = np.stack([preprocess(im, spec) for im in images[start:start + batch_size]]).astype(np.float32)
+            probs.append(softmax(model(torch.from_numpy(x)).numpy()))
+            pooled.append(kept["features"].mean(axis=(2, 3)))
     return np.concatenate(pooled), np.concatenate(probs)
 
 
@@ -60,12 +55,8 @@ def fit_for_model(model, arch: str, spec: dict, train_images: Sequence[np.ndarra
                   val_images: Sequence[np.ndarray], fitted_on: dict | None = None) -> dict:
     """:func:`fit_on_photos` for a torch model (training and adaptation hold the network, not a handler; adaptation
     refits the guard on the new line plus the replayed photos, in the adapted network's features)."""
-    t0 = time.perf_counter()
-    guard = fit_guard(train_images, train_labels, val_images,
-                      lambda images: pooled_from_model(model, arch, images, spec), fitted_on=fitted_on)
-    log.info("guard fitted on %d training and %d validation photos in %.1f s", len(train_images), len(val_images),
-             time.perf_counter() - t0)
-    return guard
+    return fit_on_photos(lambda images: pooled_from_model(model, arch, images, spec), train_images, train_labels,
+                         val_images, fitted_on)
 
 
 def training_photos(ckpt: dict, data_root: str | Path | None = None) -> dict:
@@ -106,7 +97,7 @@ def fit_checkpoint_guard(checkpoint: str | Path, out: str | Path | None = None,
     ckpt = load_checkpoint(checkpoint)
     photos = training_photos(ckpt, data_root)
     handler = InferenceHandler(checkpoint)
-    guard = fit_on_photos(handler, photos["train_images"], photos["train_labels"], photos["val_images"],
+    guard = fit_on_photos(handler.pooled_features, photos["train_images"], photos["train_labels"], photos["val_images"],
                           fitted_on={"lines": photos["lines"]})
     ckpt["guard"] = stored_guard(guard)
     save_checkpoint(ckpt, out or checkpoint, graph=True)

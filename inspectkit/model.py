@@ -7,6 +7,7 @@ and Grad-CAM agree.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -38,6 +39,22 @@ def cam_layer_name(arch: str) -> str:
     """Default Grad-CAM layer: the last convolutional block, whose output feeds global pooling and the head."""
     _check_arch(arch)
     return "features.18" if arch == "mobilenet_v2" else "layer4"
+
+
+@contextmanager
+def last_block_output(model: nn.Module, arch: str):
+    """While open, ``kept["features"]`` holds the last block's output of the latest forward pass (numpy B x K x h x
+    w): what the head pools, and what the guard's novelty reads. The forward hook is removed on exit."""
+    kept: dict = {}
+
+    def keep(module, inputs, output):
+        kept["features"] = output.detach().float().numpy().copy()
+
+    handle = model.get_submodule(cam_layer_name(arch)).register_forward_hook(keep)
+    try:
+        yield kept
+    finally:
+        handle.remove()
 
 
 def build_model(arch: str, num_classes: int, weights: str | Path | None = None, dropout: float = 0.2) -> nn.Module:

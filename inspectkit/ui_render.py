@@ -16,14 +16,13 @@ from typing import Any
 import numpy as np
 
 from . import service
+from .guard import UNUSABLE
 from .review import review_order, uncertainty
 from .service import get_handler
 
 TABLE_HEADERS = ["file", "verdict", "defect probability", "threshold", "latency ms", "note", "review", "class",
                  "unusable reason", "novelty"]
 
-#: The verdict of a photo the guard says nobody can judge (inference_handler.UNUSABLE; not imported: no torch here).
-UNUSABLE = "UNUSABLE"
 #: How an UNUSABLE photo's probability and heat map are marked: shown, but not a verdict.
 NOT_JUDGED = "not judged: what the network saw"
 

@@ -114,7 +114,8 @@ def add_guard(path: Path, n_train: int = 48, n_val: int = 24, seed: int = 5) -> 
     train = [synthetic_casting(r, i % 2 == 0, sizes[i % 3]) for i in range(n_train)]
     val = [synthetic_casting(r, i % 2 == 0, sizes[i % 3]) for i in range(n_val)]
     labels = np.array([0 if i % 2 == 0 else 1 for i in range(n_train)])
-    guard = fit_on_photos(InferenceHandler(path, backend="torch"), train, labels, val, fitted_on={"lines": ["generated"]})
+    guard = fit_on_photos(InferenceHandler(path, backend="torch").pooled_features, train, labels, val,
+                          fitted_on={"lines": ["generated"]})
     ckpt = load_checkpoint(path)
     ckpt["guard"] = stored_guard(guard)
     save_checkpoint(ckpt, path)
