@@ -54,7 +54,7 @@ import numpy as np
 
 from inspectkit import fast
 from inspectkit.calibration import scale_for_checkpoint
-from inspectkit.guard import UNUSABLE, guard_from_info
+from inspectkit.guard import guard_from_info
 from inspectkit.heatmap import (cam_from_features, check_opacity, evidence_from_features, heatmap_at, heatmap_on_scale,
                                 heatmap_peak, overlay as blend_overlay)
 from inspectkit.imageio import load_rgb, source_name
@@ -62,6 +62,7 @@ from inspectkit.labels import display_names_for
 from inspectkit.metrics import predict_labels, softmax
 from inspectkit.preprocess import preprocess, validate_spec
 from inspectkit.review import band_at, band_for_checkpoint, check_band, in_band, symmetric_band
+from inspectkit.verdicts import UNUSABLE
 
 log = logging.getLogger(__name__)
 

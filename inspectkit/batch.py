@@ -50,7 +50,7 @@ from .batch_inputs import (IMAGE_SUFFIXES, UsageError, collect_inputs, common_ro
                            is_uri)
 from .batch_io import (COLUMNS, GUARD_COLUMNS, LEGACY_COLUMNS, RowWriter, open_writer,  # noqa: F401
                        output_format, parquet_schema, read_rows, summary_path, write_json_atomic)
-from .guard import UNUSABLE
+from .verdicts import UNUSABLE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHUNK = 64
 #: Images through the network at once inside a chunk (the handler's batch).
 NETWORK_BATCH = 32
-#: The summary's count of rows without a verdict (UNUSABLE, from inspectkit.guard, is a verdict).
+#: The summary's count of rows without a verdict (UNUSABLE is a verdict: inspectkit/verdicts.py).
 ERROR = "ERROR"
 #: Seconds between two writes of the summary file while a job runs (it is always written at the end).
 SUMMARY_EVERY_S = 2.0

@@ -33,6 +33,8 @@ from typing import Any, Callable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from .verdicts import UNUSABLE  # noqa: F401 (the verdict this module decides; imported from here too)
+
 #: Bump when the stored guard changes meaning; a checkpoint with another format is served with the guard off.
 GUARD_FORMAT = 1
 #: Photos are measured as grey at this size (stretched, like the model's input), whatever their resolution.
@@ -51,8 +53,6 @@ CHECKS = (
     ("framing", "low", "part not fully in frame"),
 )
 NOVEL = "not a casting"
-#: The verdict of a photo the guard says nobody can judge (beside "OK" and "DEFECT").
-UNUSABLE = "UNUSABLE"
 #: Every reason an UNUSABLE verdict can give, in the order the checks run (novelty last).
 REASONS = tuple(dict.fromkeys([c[2] for c in CHECKS] + [NOVEL]))
 #: Quantiles of the training photos that anchor each limit, and how far beyond them a limit lies (a multiple of the

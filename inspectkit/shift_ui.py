@@ -37,7 +37,7 @@ from typing import Any, Iterator
 
 from . import service
 from .service import MAX_BATCH, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, safe_name
-from .guard import UNUSABLE
+from .verdicts import UNUSABLE
 from .ui_render import verdict_text
 
 #: Most photos one job takes (a shift of one line is a few thousand; batch_inspect.py has no bound).

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import service
-from .guard import UNUSABLE
+from .verdicts import UNUSABLE
 from .review import review_order, uncertainty
 from .service import get_handler
 
