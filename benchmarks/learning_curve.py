@@ -9,7 +9,15 @@ are nested) and every model of that (seed, n) is measured on the same remaining 
 - ``parent``: the checkpoint as it is;
 - ``bn``: the parent with only its batch-norm statistics re-estimated on the n-per-class photos (no labels);
 - ``adapted``: ``adapt.py`` on those photos (its own held-out split, threshold and replay of the parent's line);
-- ``adapted_no_replay`` (sizes in ``--no-replay-at``): the same without replay, to measure what replay keeps.
+- ``adapted_no_replay`` (sizes in ``--no-replay-at``): the same without replay, to measure what replay keeps;
+- ``adapted_uncertain`` (sizes in ``--uncertain-at``): the same budget (2n labels), but the photos to label picked as
+  the app's *Label these next* list would: the pool in the parent's review order (most uncertain first,
+  :func:`inspectkit.review.review_order` at its threshold), topped up per class to ``adapt.py``'s minimum.
+
+``--eval-fraction F`` (F > 0) fixes, per seed, the last F of every class's shuffled photos as the evaluation set:
+every model of that seed, at every size and however its photos were picked, is measured on those same photos, and
+the photos to label are drawn from the rest (the pool). Without it (the first curves), each size is measured on all
+the photos it did not use.
 """
 
 from __future__ import annotations
@@ -28,10 +36,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inspectkit import data as D  # noqa: E402
-from inspectkit.adaptation import AdaptConfig, adapt, recalibrate_batchnorm  # noqa: E402
+from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, recalibrate_batchnorm  # noqa: E402
 from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest  # noqa: E402
 from inspectkit.metrics import classification_report  # noqa: E402
 from inspectkit.model import predict_probs  # noqa: E402
+from inspectkit.review import review_order  # noqa: E402
 
 KEYS = ("n", "accuracy", "roc_auc", "missed_defects", "false_alarms")
 log = logging.getLogger("learning_curve")
@@ -66,6 +75,32 @@ def draw(order: dict[int, list[int]], n: int, total: int) -> tuple[list[int], np
     return used, np.setdiff1d(np.arange(total), used)
 
 
+def split_pool(order: dict[int, list[int]], eval_fraction: float) -> tuple[dict[int, list[int]], np.ndarray]:
+    """(each class's pool in its shuffled order, the evaluation indices): the last ``eval_fraction`` of every class's
+    order is evaluation; 0 keeps every photo in the pool (and no fixed evaluation set)."""
+    if not 0 <= eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    pool, held = {}, []
+    for c, idx in order.items():
+        k = int(round(eval_fraction * len(idx)))
+        pool[c], held = idx[:len(idx) - k], held + idx[len(idx) - k:]
+    return pool, np.array(sorted(held), dtype=int)
+
+
+def uncertain_pick(pool: list[int], labels: np.ndarray, p_defect: np.ndarray, threshold: float, budget: int,
+                   min_per_class: int) -> list[int]:
+    """The ``budget`` photos of ``pool`` the parent is least sure of (the app's *Label these next* order at its
+    threshold), then each class topped up with its next most uncertain photos to ``min_per_class`` (adapt.py needs
+    that many; a person would label a few more of the rarer class). Sorted indices."""
+    ranked = [pool[i] for i in review_order(p_defect[pool].tolist(), threshold)]
+    picked = ranked[:budget]
+    for c in np.unique(labels[pool]):
+        have = sum(1 for i in picked if labels[i] == c)
+        more = [i for i in ranked[budget:] if labels[i] == c][:max(0, min_per_class - have)]
+        picked += more
+    return sorted(picked)
+
+
 def _link_subset(ds: D.Dataset, idx: list[int], folder: Path) -> Path:
     for i in idx:
         cls = ds.class_names[ds.labels[i]]
@@ -84,6 +119,10 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 25, 50, 100, 200])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--no-replay-at", type=int, nargs="*", default=[50])
+    p.add_argument("--uncertain-at", type=int, nargs="*", default=[],
+                   help="sizes at which the photos to label are also picked by the parent's review order")
+    p.add_argument("--eval-fraction", type=float, default=0.0,
+                   help="per seed, this fraction of every class is the fixed evaluation set (0: all unused photos)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--keep", choices=("last", "best"), default=AdaptConfig.keep,
                    help="adapt.py's --keep: 'best' is the first recipe (early stopping on the few validation photos)")
@@ -101,6 +140,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if a.merge:
         return merge(a)
+    if a.uncertain_at and not a.eval_fraction:
+        p.error("--uncertain-at needs --eval-fraction > 0: both ways of picking are measured on the same photos")
     import torch
 
     torch.set_num_threads(a.threads)
@@ -117,10 +158,15 @@ def main(argv=None) -> int:
     base_test = _measure(parent, base_model, {"casting_test": (test_images, test.labels)})["casting_test"]
     rows = []
     t_all = time.perf_counter()
+    d = parent["defect_index"]
     for seed in a.seeds:
-        order = class_order(line.labels, len(names), seed)
+        order, held = split_pool(class_order(line.labels, len(names), seed), a.eval_fraction)
+        pool = sorted(i for c in order for i in order[c])
         for n in a.sizes:
-            used, rest = draw(order, n, len(line))
+            if a.eval_fraction:
+                used, rest = sorted(i for c in order for i in order[c][:n]), held
+            else:
+                used, rest = draw(order, n, len(line))
             rest_images, rest_labels = [line_images[i] for i in rest], line.labels[rest]
             sets = {"line_rest": (rest_images, rest_labels), "casting_test": (test_images, test.labels)}
             row = {"seed": seed, "per_class": n, "used": len(used)}
@@ -130,8 +176,17 @@ def main(argv=None) -> int:
             bn_model = recalibrate_batchnorm(copy.deepcopy(base_model), [line_images[i] for i in used], spec)
             row["bn"] = _measure(parent, bn_model, sets)
             folder = _link_subset(line, used, Path(a.work) / f"s{seed}" / f"n{n}")
-            variants = [("adapted", "auto")] + ([("adapted_no_replay", "none")] if n in a.no_replay_at else [])
-            for key, replay in variants:
+            variants = [("adapted", "auto", folder)]
+            if n in a.no_replay_at:
+                variants.append(("adapted_no_replay", "none", folder))
+            if n in a.uncertain_at:
+                picked = uncertain_pick(pool, line.labels, p_line[:, d], parent["threshold"], 2 * n,
+                                        MIN_PHOTOS_PER_CLASS)
+                row["uncertain_used"] = {names[c]: int((line.labels[picked] == c).sum()) for c in range(len(names))}
+                row["uncertain_defects"] = row["uncertain_used"][names[d]]
+                variants.append(("adapted_uncertain", "auto",
+                                 _link_subset(line, picked, Path(a.work) / f"s{seed}" / f"n{n}-uncertain")))
+            for key, replay, folder in variants:
                 cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, replay=replay,
                                   threads=a.threads, keep=a.keep, lr1=a.lr1, lr2=a.lr2, anchor=a.anchor,
                                   size=a.size)
@@ -167,11 +222,13 @@ def merge(a) -> int:
             seen.add(key)
             rows.append(r)
     # outputs without a key predate it: early stopping, at the parent's size
-    if len({(d.get("keep", "best"), d.get("size", 0)) for d in docs}) != 1:
-        raise SystemExit("learning_curve.py: error: --merge needs outputs of one recipe (--keep, --size)")
+    if len({(d.get("keep", "best"), d.get("size", 0), d.get("eval_fraction", 0.0)) for d in docs}) != 1:
+        raise SystemExit("learning_curve.py: error: --merge needs outputs of one recipe and protocol "
+                         "(--keep, --size, --eval-fraction)")
     rows.sort(key=lambda r: (r["seed"], r["per_class"]))
     a.checkpoint, a.line, a.casting = docs[0]["checkpoint"], docs[0]["line"], docs[0]["casting"]
     a.keep, a.size = docs[0].get("keep", "best"), docs[0].get("size", 0)
+    a.eval_fraction = docs[0].get("eval_fraction", 0.0)
     write(a, docs[0]["parent_weights_sha256"], rows, sum(d["seconds"] for d in docs),
           commands=[d["command"] for d in docs])
     return 0
@@ -183,7 +240,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for n in sorted({r["per_class"] for r in rows}):
         rs = [r for r in rows if r["per_class"] == n]
         s = {"per_class": n, "seeds": len(rs)}
-        for model in ("parent", "bn", "adapted", "adapted_no_replay"):
+        for model in ("parent", "bn", "adapted", "adapted_no_replay", "adapted_uncertain"):
             have = [r[model] for r in rs if model in r]
             if not have:
                 continue
@@ -191,6 +248,7 @@ def summarise(rows: list[dict]) -> list[dict]:
             for where in ("line_rest", "casting_test"):
                 acc = [h[where]["accuracy"] for h in have]
                 s[model][where] = {"accuracy_mean": float(np.mean(acc)), "accuracy_min": float(np.min(acc)),
+                                   "accuracy_sd": float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0,
                                    "accuracy_max": float(np.max(acc)),
                                    "missed_mean": float(np.mean([h[where]["missed_defects"] for h in have])),
                                    "false_alarms_mean": float(np.mean([h[where]["false_alarms"] for h in have])),
@@ -200,6 +258,18 @@ def summarise(rows: list[dict]) -> list[dict]:
                 s[model]["threshold_max"] = float(max(h["threshold"] for h in have))
             if "seconds" in have[0]:
                 s[model]["seconds_mean"] = float(np.mean([h["seconds"] for h in have]))
+        paired = [r for r in rs if "adapted_uncertain" in r]
+        if paired:  # the same seeds' evaluation photos: uncertain picks minus random ones, seed by seed
+            diff = [r["adapted_uncertain"]["line_rest"]["accuracy"] - r["adapted"]["line_rest"]["accuracy"]
+                    for r in paired]
+            s["uncertain_minus_random"] = {"mean": float(np.mean(diff)), "min": float(np.min(diff)),
+                                           "max": float(np.max(diff)), "seeds": len(diff),
+                                           "better": int(sum(x > 0 for x in diff)),
+                                           "worse": int(sum(x < 0 for x in diff)),
+                                           "labels": float(np.mean([sum(r["uncertain_used"].values())
+                                                                    for r in paired])),
+                                           "defects_picked_mean": float(np.mean(
+                                               [r["uncertain_defects"] for r in paired]))}
         out.append(s)
     return out
 
@@ -212,7 +282,7 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
     command = "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:])
     doc = {"command": command, **({"merged_from": commands} if commands else {}),
            "checkpoint": a.checkpoint, "parent_weights_sha256": parent_digest, "keep": a.keep,
-           "size": a.size,
+           "size": a.size, "eval_fraction": a.eval_fraction,
            "line": a.line, "casting": a.casting, "seconds": round(seconds, 1), "summary": summary, "runs": rows}
     D.save_json(doc, out.with_suffix(".json"))
     lines = ["# Adapting to line B: the learning curve", "",
@@ -221,7 +291,10 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
              "Accuracy on the line-B photos **not used** for adaptation (mean over seeds, [min, max]), and on the "
              "casting test split (forgetting). parent: the model as it is; bn: batch-norm statistics re-estimated on the "
              "unlabelled photos; adapted: `adapt.py` with replay of line A" + (f", at {a.size} px" if a.size else "")
-             + "; no replay: the same without it.", "",
+             + "; no replay: the same without it." + (
+                 f" Each seed's models are measured on the same photos: the last {a.eval_fraction:g} of every class "
+                 "in the seed's shuffle, never labelled; the photos to label come from the rest." if a.eval_fraction
+                 else ""), "",
              "| photos per class | seeds | parent | bn | adapted | adapted, casting test | no replay | no replay, casting test | adapt s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
@@ -251,6 +324,32 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
         auc = lambda m: f"{s[m]['line_rest']['roc_auc_mean']:.4f}" if m in s else "-"
         lines.append(f"| {s['per_class']} | {auc('parent')} | {auc('bn')} | {auc('adapted')} | "
                      f"{s['adapted']['threshold_min']:.3f} to {s['adapted']['threshold_max']:.3f} |")
+    lines += ["", "Spread over seeds (standard deviation of the accuracy, points) and line-A forgetting (casting test "
+              "split: the adapted model's accuracy minus the parent's, mean [min, max] over seeds):", "",
+              "| photos per class | seeds | adapted, line B sd | adapted, casting test sd | casting test change |",
+              "|---:|---:|---:|---:|---:|"]
+    for s in summary:
+        ch = [r["adapted"]["casting_test"]["accuracy"] - r["parent"]["casting_test"]["accuracy"]
+              for r in rows if r["per_class"] == s["per_class"]]
+        lines.append(f"| {s['per_class']} | {s['seeds']} | {100 * s['adapted']['line_rest']['accuracy_sd']:.2f} | "
+                     f"{100 * s['adapted']['casting_test']['accuracy_sd']:.2f} | {100 * np.mean(ch):+.2f} "
+                     f"[{100 * min(ch):+.2f}, {100 * max(ch):+.2f}] |")
+    if any("uncertain_minus_random" in s for s in summary):
+        lines += ["", "Labels well spent? The same budget picked by the parent's *Label these next* order (most "
+                  "uncertain first) instead of at random, measured on the same photos (uncertain minus random, per "
+                  "seed):", "",
+                  "| photos per class | labels (defects among them) | random | uncertain picks | uncertain picks, "
+                  "casting test | uncertain minus random, points: mean [min, max] | seeds better / worse |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for s in summary:
+            u = s.get("uncertain_minus_random")
+            if u is None:
+                continue
+            lines.append(f"| {s['per_class']} | {u['labels']:.0f} ({u['defects_picked_mean']:.1f}) | "
+                         f"{f(s, 'adapted', 'line_rest')} | {f(s, 'adapted_uncertain', 'line_rest')} | "
+                         f"{f(s, 'adapted_uncertain', 'casting_test')} | {100 * u['mean']:+.2f} "
+                         f"[{100 * u['min']:+.2f}, {100 * u['max']:+.2f}] | {u['better']} / {u['worse']} of "
+                         f"{u['seeds']} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -260,7 +359,8 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     xs = [s["per_class"] for s in summary]
     for model, label, style in (("parent", "parent (J)", "k--"), ("bn", "BN re-estimated", "C1-o"),
-                                ("adapted", "adapt.py (replay)", "C0-o"), ("adapted_no_replay", "no replay", "C3s")):
+                                ("adapted", "adapt.py (replay)", "C0-o"), ("adapted_no_replay", "no replay", "C3s"),
+                                ("adapted_uncertain", "uncertain picks", "C2-^")):
         for k, where in enumerate(("line_rest", "casting_test")):
             pts = [(s["per_class"], s[model][where]) for s in summary if model in s]
             if not pts:

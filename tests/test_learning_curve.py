@@ -62,5 +62,57 @@ def test_merge_refuses_a_run_twice_and_outputs_of_different_sizes(curve, tmp_pat
                              "--out", str(tmp_path / "m")])
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**doc, "size": 0, "runs": []}))
-    with pytest.raises(SystemExit, match=r"one recipe \(--keep, --size\)"):
+    with pytest.raises(SystemExit, match=r"one recipe and protocol \(--keep, --size, --eval-fraction\)"):
         learning_curve.main(["--merge", str(out.with_suffix(".json")), str(other), "--out", str(tmp_path / "m")])
+
+
+@pytest.mark.parametrize("fraction, expected_held", [(0.0, 0), (0.25, 5 + 3), (0.5, 10 + 6)])
+def test_the_evaluation_set_is_the_tail_of_every_class_and_never_in_the_pool(fraction, expected_held):
+    order = {0: list(range(20)), 1: list(range(20, 32))}
+    pool, held = learning_curve.split_pool(order, fraction)
+    assert len(held) == expected_held
+    assert not set(held) & {i for c in pool for i in pool[c]}
+    assert sorted(list(held) + [i for c in pool for i in pool[c]]) == list(range(32))
+    assert pool[0] == order[0][:len(pool[0])]  # the pool keeps the seed's order
+
+
+def test_uncertain_picks_follow_the_review_order_and_top_up_the_rarer_class():
+    labels = np.array([0] * 6 + [1] * 6)
+    # the defects (class 0) sit near the threshold 0.5; the OK photos are sure, one of them less so
+    p = np.array([0.5, 0.55, 0.45, 0.6, 0.4, 0.3, 0.01, 0.02, 0.2, 0.001, 0.03, 0.04])
+    picked = learning_curve.uncertain_pick(list(range(12)), labels, p, 0.5, budget=4, min_per_class=2)
+    # the four most uncertain are defects 0, 1, 2, 3 (|logit| 0, 0.2, 0.2, 0.41); then the two least sure OK photos
+    assert picked == [0, 1, 2, 3, 8, 11]
+    with pytest.raises(ValueError, match="eval_fraction must be in"):
+        learning_curve.split_pool({0: [1]}, 1.0)
+
+
+def test_the_uncertain_row_is_measured_on_the_same_photos_as_the_random_one(tmp_path, casting_tree):
+    parent = write_checkpoint(tmp_path / "parent.pt", train_data=casting_tree)
+    r = np.random.default_rng(5)
+    write_images(tmp_path / "line" / "def_front", r, 20, True, prefix="b_def", size=(90, 120))
+    write_images(tmp_path / "line" / "ok_front", r, 20, False, prefix="b_ok", size=(100, 100))
+    out = tmp_path / "curve"
+    assert learning_curve.main(["--checkpoint", str(parent), "--line", str(tmp_path / "line"), "--casting",
+                                str(casting_tree), "--sizes", "8", "--seeds", "0", "--no-replay-at",
+                                "--uncertain-at", "8", "--eval-fraction", "0.3", "--threads", "1", "--size", "64",
+                                "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    run = doc["runs"][0]
+    assert doc["eval_fraction"] == 0.3
+    # 6 of each class are held out for every model of the seed; both rows label 16 photos (topped up if needed)
+    for key in ("parent", "bn", "adapted", "adapted_uncertain"):
+        assert run[key]["line_rest"]["n"] == 12
+    assert sum(run["uncertain_used"].values()) >= 16 and min(run["uncertain_used"].values()) >= 4
+    assert run["uncertain_defects"] == run["uncertain_used"]["def_front"]
+    u = doc["summary"][0]["uncertain_minus_random"]
+    assert u["mean"] == pytest.approx(run["adapted_uncertain"]["line_rest"]["accuracy"]
+                                      - run["adapted"]["line_rest"]["accuracy"])
+    md = out.with_suffix(".md").read_text()
+    assert "Labels well spent?" in md and "| 8 | " in md
+    assert "measured on the same photos: the last 0.3 of every class" in md
+
+
+def test_uncertain_picks_need_a_fixed_evaluation_set(tmp_path):
+    with pytest.raises(SystemExit):
+        learning_curve.main(["--uncertain-at", "10", "--out", str(tmp_path / "x")])
