@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from inspectkit.batch import main
+from inspectkit.batch.job import main
 
 if __name__ == "__main__":
     sys.exit(main())

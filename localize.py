@@ -1,15 +1,10 @@
 """Measure how well Grad-CAM heat maps point at the real defects (boxes or masks) on a checkpoint's test split.
 
-    python localize.py --checkpoint runs/neu-det/model.pt --data ../shared/data/neu-det --out reports/neu-det
-
-Pointing game, energy inside the defect region (each next to its chance level), and the model-randomisation
-sanity check; writes localization.json and localization.md. Exit status 1 when the sanity check fails.
-See inspectkit/localization.py.
-"""
+The command lives in :mod:`inspectkit.cli.localize` (also ``inspectkit localize``); this file keeps ``python localize.py`` working."""
 
 import sys
 
-from inspectkit.localization import main
+from inspectkit.cli.localize import main
 
 if __name__ == "__main__":
     sys.exit(main())

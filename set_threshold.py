@@ -1,46 +1,10 @@
 """Choose a binary checkpoint's decision threshold again on its own validation split; the weights do not change.
 
-    python set_threshold.py --checkpoint runs/new/model.pt --data ../shared/data/casting --target-recall 0.998
+The command lives in :mod:`inspectkit.cli.set_threshold` (also ``inspectkit set-threshold``); this file keeps ``python set_threshold.py`` working."""
 
-For a new operating point without retraining (a line that tolerates more false alarms to miss fewer defects),
-or to bring a checkpoint up to a corrected threshold rule. The validation split is re-derived from the
-checkpoint's train config and checked against the files it records; the test split is never read. Test metrics
-stored at the old threshold are dropped: run evaluate.py again.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
-import logging
 import sys
 
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default="final_best_model.pt")
-    p.add_argument("--data", default="../shared/data/casting")
-    p.add_argument("--target-recall", type=float, default=None,
-                   help="defect recall the threshold must keep on validation (default: the one it was trained with)")
-    p.add_argument("--out", help="write here instead of overwriting the checkpoint")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from inspectkit.checkpoint import load_checkpoint, save_checkpoint
-    from inspectkit.evaluation import rethreshold
-
-    try:
-        new = rethreshold(load_checkpoint(a.checkpoint), a.data, a.target_recall)
-    except ValueError as exc:
-        print(f"set_threshold.py: error: {exc}", file=sys.stderr)
-        return 2
-    save_checkpoint(new, a.out or a.checkpoint)
-    val = new["metrics"]["validation"]
-    print(json.dumps({**new["metrics"]["rethresholded"], "validation_recall": new["metrics"]["threshold_choice"]["recall"],
-                      "validation_false_alarm_rate": new["metrics"]["threshold_choice"]["false_alarm_rate"],
-                      "validation_missed_defects": val["missed_defects"], "validation_false_alarms": val["false_alarms"]},
-                     indent=2))
-    return 0
-
+from inspectkit.cli.set_threshold import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,10 +1,10 @@
 """Inspection latency while the app adapts a model: does POST /api/inspect keep answering, and how much slower?
 
     # the committed model, 50 photos per class of the casting test split, the app's default budget
-    .venv/bin/python benchmarks/adapt_latency.py --per-class 50 --json benchmarks/results/adapt_latency.json
+    .venv/bin/python -m benchmarks.adapt_latency --per-class 50 --json benchmarks/results/adapt_latency.json
 
     # a smoke run (seconds): the example photos, one view, one epoch per stage
-    .venv/bin/python benchmarks/adapt_latency.py --data examples --views 1 --stage1-epochs 1 --stage2-epochs 1
+    .venv/bin/python -m benchmarks.adapt_latency --data examples --views 1 --stage1-epochs 1 --stage2-epochs 1
 
 Starts ``python app.py`` (the Space's own entry point, with INSPECT_ADAPT_* set from the options) on a free
 127.0.0.1 port, then:
@@ -32,10 +32,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.loadtest import ApiClient, Outcome, app_server, default_images
 
-from loadtest import ApiClient, Outcome, app_server, default_images  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 

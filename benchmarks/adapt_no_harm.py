@@ -1,7 +1,7 @@
 """Adapting a model on photos it already classifies perfectly should do no harm: the threshold stays, and the
 verdicts on its own line barely move. Writes the JSON and Markdown report that docs/line_b.md quotes.
 
-    python benchmarks/adapt_no_harm.py --checkpoint final_best_model.pt --per-class 50 \
+    python -m benchmarks.adapt_no_harm --checkpoint final_best_model.pt --per-class 50 \
         --json reports/line-b/adapt_no_harm.json --md reports/line-b/adapt_no_harm.md
 
 1. The served model inspects every line-B photo; ``--per-class`` photos of each class that it classifies correctly
@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from inspectkit.inference.handler import InferenceHandler
 
-from inference_handler import InferenceHandler  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
@@ -40,9 +39,9 @@ def main(argv=None) -> int:
     p.add_argument("--md", default="reports/line-b/adapt_no_harm.md")
     a = p.parse_args(argv)
 
-    from inspectkit.adaptation import AdaptConfig, adapt
-    from inspectkit.checkpoint import load_checkpoint
-    from inspectkit.data import decode_all, load_folder
+    from inspectkit.data.folders import decode_all, load_folder
+    from inspectkit.engine.adaptation import AdaptConfig, adapt
+    from inspectkit.inference.checkpoint import load_checkpoint
 
     t0 = time.perf_counter()
     parent = InferenceHandler(a.checkpoint)
@@ -89,7 +88,7 @@ def main(argv=None) -> int:
     Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     md = "\n".join([
         "# Adapting on photos the model already classifies perfectly", "",
-        f"Written by `python benchmarks/adapt_no_harm.py` on `{a.checkpoint}`: {len(picked)} line-B photos "
+        f"Written by `python -m benchmarks.adapt_no_harm` on `{a.checkpoint}`: {len(picked)} line-B photos "
         f"({a.per_class} per class, seed {a.seed}) that it classified correctly, adapted with `adapt.py`'s defaults "
         f"in {out['adapt_seconds']} s.", "",
         "| | parent | adapted |", "|---|---:|---:|",

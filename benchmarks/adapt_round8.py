@@ -3,7 +3,7 @@ before any of its runs") to the runs of ``benchmarks/adapt_variants.py`` and wri
 
     python benchmarks/adapt_variants.py --checkpoint runs/j/model.pt --seeds 110 111 112 113 114 \
         --variants third-s2e20 fixed-lr-half-anchor1 --line-a-val --threads 2 --work runs/av8/work --out runs/av8/all.json
-    python benchmarks/adapt_round8.py runs/av8/all.json --out reports/line-b/adapt_round8
+    python -m benchmarks.adapt_round8 runs/av8/all.json --out reports/line-b/adapt_round8
 
 The rule: the candidate (third-s2e20) becomes adapt.py's default only if, summed over the seeds, (a) its line-A
 validation errors are fewer than the default's, (b) its line-B errors on the unused photos are at most the
@@ -20,9 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from adapt_variants import counts  # noqa: E402
+from benchmarks.adapt_variants import counts
 
 DEFAULT, CANDIDATE = "fixed-lr-half-anchor1", "third-s2e20"
 LINE_B_SLACK, MAX_SECONDS = 5, 120.0
@@ -73,7 +71,7 @@ def main(argv=None) -> int:
     Path(a.out + ".json").parent.mkdir(parents=True, exist_ok=True)
     Path(a.out + ".json").write_text(json.dumps(out, indent=1) + "\n")
     lines = ["# Adaptation round 8 (confirmatory): the rule set before the runs, applied", "",
-             f"`python benchmarks/adapt_round8.py {a.runs} --out {a.out}`; parent J, 50 photos per class, seeds "
+             f"`python -m benchmarks.adapt_round8 {a.runs} --out {a.out}`; parent J, 50 photos per class, seeds "
              f"{', '.join(map(str, d['seeds']))}; each run at its own threshold.", "",
              "| recipe | line B: mean accuracy on the unused photos | line-B errors (of photos) | line-A validation "
              "errors (of photos) | mean time |", "|---|---:|---:|---:|---:|"]

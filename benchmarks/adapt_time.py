@@ -1,7 +1,7 @@
 """Wall time of the ``adapt.py`` command itself: start to finish, caching, training, threshold and the saved
 checkpoint with its ONNX graph included. Run it on a quiet machine.
 
-    python benchmarks/adapt_time.py --checkpoint runs/j/model.pt --data runs/lc2/work/s0/n50 \
+    python -m benchmarks.adapt_time --checkpoint runs/j/model.pt --data runs/lc2/work/s0/n50 \
         --seeds 0 1 2 --json reports/line-b/adapt_time.json
 
 Each run is a fresh ``python adapt.py`` process (as a user runs it) with the machine's default torch threads
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
             runs.append({"seed": seed, "seconds": round(secs, 1), "written": out.is_file(),
                          "graph_written": out.with_suffix(".onnx").is_file()})
             print(f"seed {seed}: {secs:.1f} s", flush=True)
-    doc = {"command": "python benchmarks/adapt_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    doc = {"command": "python -m benchmarks.adapt_time " + " ".join(sys.argv[1:] if argv is None else argv),
            "photos": count_photos(Path(a.data)), "threads": a.threads or "default", "cpus": os.cpu_count(),
            "machine": platform.processor() or platform.machine(), "runs": runs,
            "seconds_max": max(r["seconds"] for r in runs),

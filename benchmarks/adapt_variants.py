@@ -1,7 +1,7 @@
 """Adaptation recipes and threshold rules compared on development seeds of line B, before the learning curve.
 
-    python benchmarks/adapt_variants.py --seeds 100 --variants early-stop fixed --out runs/av/s100.json
-    python benchmarks/adapt_variants.py --merge runs/av/s100.json runs/av/s101.json --out reports/line-b/adapt_variants
+    python -m benchmarks.adapt_variants --seeds 100 --variants early-stop fixed --out runs/av/s100.json
+    python -m benchmarks.adapt_variants --merge runs/av/s100.json runs/av/s101.json --out reports/line-b/adapt_variants
 
 Each (seed, variant) adapts the checkpoint with ``--per-class`` photos per class of the line, drawn as
 ``benchmarks/learning_curve.py`` draws them but from development seeds (100 and up) that the curve does not use,
@@ -15,22 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from inspectkit import data as D  # noqa: E402
-from inspectkit.adaptation import AdaptConfig, adapt, fallback_threshold  # noqa: E402
-from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest  # noqa: E402
-from inspectkit.metrics import choose_threshold, roc_auc  # noqa: E402
-from inspectkit.model import predict_probs  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import _link_subset, class_order, draw  # noqa: E402
+from benchmarks.learning_curve import _link_subset, class_order, draw
+from inspectkit.data import folders as D
+from inspectkit.engine.adaptation import AdaptConfig, adapt, fallback_threshold
+from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest
+from inspectkit.metrics import choose_threshold, roc_auc
+from inspectkit.model import predict_probs
 
 #: the first recipes' rates, without the pull towards the parent (AdaptConfig's defaults until the forgetting round)
 FIRST = {"lr1": 1e-3, "lr2": 3e-4, "anchor": 0.0}
@@ -125,7 +120,7 @@ def main(argv=None) -> int:
     line, images = D.decode_all(line)
     line_a = None
     if a.line_a_val:
-        from inspectkit.training import validation_split
+        from inspectkit.engine.training import validation_split
 
         ds_a, images_a = D.decode_all(validation_split(parent, parent["train_config"]["data"]))
         parent_a = predict_probs(model_from_checkpoint(parent), images_a, parent["preprocessing"])[:, d]
@@ -161,7 +156,7 @@ def main(argv=None) -> int:
 
 def _score_line_a(line_a, parent: dict, cfg: AdaptConfig, ck: dict, d: int) -> dict:
     """The adapted model on the parent's validation split, less the photos this run replayed (it trained on them)."""
-    from inspectkit.adaptation import replay_pool
+    from inspectkit.engine.adaptation import replay_pool
 
     ds, images, parent_probs = line_a
     pool = replay_pool(parent, cfg)
@@ -192,7 +187,7 @@ def merge(a) -> int:
                for (v, rule), xs in table.items()]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = ("python benchmarks/adapt_variants.py --merge " + " ".join(a.merge)
+    cmd = ("python -m benchmarks.adapt_variants --merge " + " ".join(a.merge)
            + (" --variants " + " ".join(a.variants) if a.variants else "") + (" --paired" if a.paired else "")
            + f" --out {a.out}")
     forgetting = _forgetting(runs)

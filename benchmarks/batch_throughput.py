@@ -1,8 +1,8 @@
 """batch_inspect.py against the handler's own predict_batch over the same photos, in one run (issue 16).
 
-    python benchmarks/batch_throughput.py --data ../shared/data/casting --engines local,ray \
+    python -m benchmarks.batch_throughput --data ../shared/data/casting --engines local,ray \
         --json reports/batch_throughput.json
-    python benchmarks/batch_throughput.py --limit 200 --engines local          # a quick look
+    python -m benchmarks.batch_throughput --limit 200 --engines local          # a quick look
 
 Measured, decoding included everywhere (the photos are read from disk as paths):
   in-process   InferenceHandler.predict_batch over the photos in chunks of --chunk-size (heat maps off, as the
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def run_cli(args: list[str], env: dict) -> float:
@@ -52,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
 
-    from inference_handler import InferenceHandler
-    from inspectkit.batch import collect_inputs, read_rows
+    from inspectkit.batch.job import collect_inputs, read_rows
+    from inspectkit.inference.handler import InferenceHandler
 
     photos = collect_inputs([str(args.data)])
     if args.limit:

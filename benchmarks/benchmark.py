@@ -1,6 +1,6 @@
 """Latency, throughput, load time and memory of the inspection handler against pytorch-grad-cam, in one run.
 
-    python benchmarks/benchmark.py --checkpoint final_best_model.pt --data ../shared/data/casting \
+    python -m benchmarks.benchmark --checkpoint final_best_model.pt --data ../shared/data/casting \
         --json reports/benchmark.json [--int8] [--threads 2] [--iters 200]
 
 Engines (same checkpoint, same real casting images, same preprocessing function):
@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 GOALS = [  # (key, engine, metric, limit, comparison, text); issue 3's goals: the default handler and the torch one
     ("issue3_predict_p50", "onnx", "predict_p50_ms", 10.0, "<=", "predict p50 <= 10 ms (issue 3, default handler)"),
@@ -116,7 +115,7 @@ class Reference:
         import torch
         from pytorch_grad_cam import GradCAM
 
-        from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint
+        from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint
         from inspectkit.model import cam_layer_name
 
         torch.set_num_threads(threads)
@@ -162,7 +161,7 @@ def make_engine(name: str, args):
     if name == "pytorch-grad-cam":
         ref = Reference(args.checkpoint, args.threads)
         return (lambda im: ref.predict([im]), lambda im: ref.full([im]), ref.predict, ref.full), ref
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     h = InferenceHandler(args.checkpoint, backend=name, threads=args.threads, cache_dir=args.cache_dir)
     return (lambda im: h.predict(im, heatmap=False), lambda im: h.predict(im),
@@ -200,7 +199,7 @@ def bench_engines(names: list[str], imgs: list, files: list, args) -> dict:
         obj = engines[n][1]
         if n != "pytorch-grad-cam":
             # the same from the JPEG file (decode included), for reference
-            j_ms = time_each(lambda p: obj.predict(p, heatmap=False), files, max(args.iters // 4, 10), 3,
+            j_ms = time_each(lambda p, obj=obj: obj.predict(p, heatmap=False), files, max(args.iters // 4, 10), 3,
                              args.budget / 4)
             row["predict_from_jpeg_p50_ms"] = percentiles(j_ms)[0]
             row["backend"] = obj.backend
@@ -229,12 +228,12 @@ def child(engine: str, args) -> None:
     img = np.asarray(load_images(Path(args.data), 2)[0][0])
     t0 = time.perf_counter()
     if engine == "pytorch-grad-cam":
-        import torch  # noqa: F401  (what the reference needs, before its constructor is timed)
-        import pytorch_grad_cam  # noqa: F401
+        import pytorch_grad_cam  # noqa: F401 (only whether it imports)
+        import torch
 
         t1 = time.perf_counter()
         ref = Reference(args.checkpoint, args.threads)
-        run = lambda: ref.full([img])  # noqa: E731
+        run = lambda: ref.full([img])
     else:
         import inference_handler
 
@@ -243,7 +242,7 @@ def child(engine: str, args) -> None:
         t1 = time.perf_counter()
         h = inference_handler.InferenceHandler(args.checkpoint, backend=engine, threads=args.threads,
                                                cache_dir=args.cache_dir)
-        run = lambda: h.predict(img)  # noqa: E731
+        run = lambda: h.predict(img)
     t2 = time.perf_counter()
     run()
     first_ms = (time.perf_counter() - t2) * 1e3
@@ -277,9 +276,9 @@ def int8(args) -> dict:
     """Quantise (calibrating on training images) and report INT8 accuracy beside FP32 on the whole test split."""
     import numpy as np
 
-    from inference_handler import InferenceHandler
-    from inspectkit import fast
     from inspectkit.imageio import load_rgb
+    from inspectkit.inference import fast
+    from inspectkit.inference.handler import InferenceHandler
     from inspectkit.preprocess import preprocess
 
     h32 = InferenceHandler(args.checkpoint, backend="onnx", threads=args.threads, cache_dir=args.cache_dir)
@@ -379,7 +378,7 @@ def main(argv=None) -> int:
     if not args.checkpoint.is_file():
         raise SystemExit(f"checkpoint not found: {args.checkpoint}")
 
-    from inspectkit import fast
+    from inspectkit.inference import fast
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     results = {"checkpoint": str(args.checkpoint), "sha256": fast.sha256_file(args.checkpoint),
@@ -419,8 +418,8 @@ def main(argv=None) -> int:
     print(table(results))
     print("x eager: predict time / torch eager's; x grad-cam: predict+CAM+overlay time / pytorch-grad-cam's")
     if results["load"]:
-        print("load: constructor in a fresh process (best of %d); peak MB: max RSS after 20 predictions with heat maps"
-              % args.load_runs)
+        print(f"load: constructor in a fresh process (best of {args.load_runs}); peak MB: max RSS after 20 "
+              "predictions with heat maps")
         for e, r in results["load"].items():
             print(f"  {ENGINE_TITLES[e]:<17} load {r['load_s']:.3f} s (runs {r['load_s_all']}), import+load "
                   f"{r['import_and_load_s']:.2f} s, first predict {r['first_predict_ms']:.0f} ms, "

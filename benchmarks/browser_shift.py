@@ -1,7 +1,7 @@
 """In Chromium, drop N photos at once on the Shift tab and time until every one has a verdict on the page (issue 16).
 
-    python benchmarks/browser_shift.py --counts 100,1000 --json reports/browser_shift.json
-    python benchmarks/browser_shift.py --counts 10                    # a quick look
+    python -m benchmarks.browser_shift --counts 100,1000 --json reports/browser_shift.json
+    python -m benchmarks.browser_shift --counts 10                    # a quick look
 
 Starts ``python app.py`` (committed model) on a free 127.0.0.1 port, opens the page in headless Chromium (Debian's,
 driven by Playwright), and for each count: copies that many casting photos (real ones from --data, cycled with
@@ -18,14 +18,11 @@ import argparse
 import json
 import re
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO))
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
@@ -33,7 +30,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 
 def photos_for(n: int, data: Path, dest: Path) -> list[Path]:
     """n photo files in dest with distinct names, cycling through the real photos under data (or examples/)."""
-    from inspectkit.batch import collect_inputs
+    from inspectkit.batch.job import collect_inputs
 
     src = collect_inputs([str(data)]) if data.is_dir() else []
     if not src:
@@ -62,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
 
-    from loadtest import app_server
+    from benchmarks.loadtest import app_server
 
     work = Path(tempfile.mkdtemp(prefix="browser-shift-"))
     results = []

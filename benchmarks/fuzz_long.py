@@ -1,7 +1,7 @@
 """Long fuzz run of the upload path: >= 10,000 hypothesis-generated uploads through the InferenceHandler.
 
-    python benchmarks/fuzz_long.py --cases 10000 --json reports/reliability/fuzz.json
-    python benchmarks/fuzz_long.py --cases 2000 --checkpoint path/to/model.pt --backend torch
+    python -m benchmarks.fuzz_long --cases 10000 --json reports/reliability/fuzz.json
+    python -m benchmarks.fuzz_long --cases 2000 --checkpoint path/to/model.pt --backend torch
 
 Same strategies and the same contract as tests/test_fuzz.py (``check_prediction``): every case either returns a
 complete, consistent result or raises ValueError with a message. Its verdict is OK or DEFECT by the threshold rule,
@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--progress-every", type=int, default=1000)
     args = ap.parse_args(argv)
 
-    from hypothesis import HealthCheck, given, seed as hyp_seed, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hyp_seed
+    from hypothesis import strategies as st
 
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
     from tests import test_fuzz as F
 
     handler = InferenceHandler(args.checkpoint, backend=args.backend, threads=1)

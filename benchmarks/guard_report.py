@@ -1,7 +1,7 @@
 """The guard measured: UNUSABLE on photos nobody could judge, on held-out castings, under mild changes; drift alarms
 on streams; and its cost. Writes the JSON and Markdown report that docs/guard.md quotes.
 
-    python benchmarks/guard_report.py --checkpoint final_best_model.pt --j-checkpoint runs/guard/j.pt \
+    python -m benchmarks.guard_report --checkpoint final_best_model.pt --j-checkpoint runs/guard/j.pt \
         --json reports/guard/guard.json --md reports/guard/guard.md
 
 Sets (built by benchmarks/unjudgeable.py, seeded; none of them chose anything):
@@ -30,14 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import unjudgeable as U
+from inspectkit.drift import DriftMonitor
+from inspectkit.inference.handler import UNUSABLE, InferenceHandler
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import unjudgeable as U  # noqa: E402
-
-from inference_handler import UNUSABLE, InferenceHandler  # noqa: E402
-from inspectkit.drift import DriftMonitor  # noqa: E402
 
 CHANGE_ROW = 400
 STEADY_SEEDS = (0, 1, 2, 3, 4)
@@ -131,9 +128,9 @@ def main(argv=None) -> int:
     p.add_argument("--skip-cost", action="store_true")
     a = p.parse_args(argv)
 
-    from inspectkit.checkpoint import load_checkpoint
-    from inspectkit.data import decode_all, load_folder
-    from inspectkit.guard_fit import training_photos
+    from inspectkit.data.folders import decode_all, load_folder
+    from inspectkit.engine.guard_fit import training_photos
+    from inspectkit.inference.checkpoint import load_checkpoint
 
     t0 = time.perf_counter()
     h = InferenceHandler(a.checkpoint)
@@ -218,7 +215,7 @@ def markdown(r: dict) -> str:
     """The report as Markdown tables."""
     g = r["guard"]
     lines = [f"# The guard, measured ({r['checkpoint']})", "",
-             "Written by `python benchmarks/guard_report.py` (its docstring says how each set is built). "
+             "Written by `python -m benchmarks.guard_report` (its docstring says how each set is built). "
              f"Novelty threshold {g['novelty_threshold']}.", "",
              "## Photos nobody could judge", "",
              "UNUSABLE: the guard's verdict; image checks / novelty: the share each kind of evidence would flag on its "

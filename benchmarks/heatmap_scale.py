@@ -1,6 +1,6 @@
 """Heat maps an engineer can trust: measure the served heat map against issue 19's goals, in one run.
 
-    python benchmarks/heatmap_scale.py --checkpoint final_best_model.pt --data ../shared/data/casting \
+    python -m benchmarks.heatmap_scale --checkpoint final_best_model.pt --data ../shared/data/casting \
         --json reports/heatmap_scale.json
 
 On ``--per-class`` OK and defect photos drawn (seeded) from the casting test split, with the served defaults
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 GOAL_OK_PIXELS = 0.01
 GOAL_DEFECTS_LIT = 0.95
@@ -114,8 +113,8 @@ def main(argv=None) -> int:
         print(f"heatmap_scale.py: error: --per-class {a.per_class} must be >= 1", file=sys.stderr)
         return 2
 
-    from inference_handler import CLASS_NORMALISED, EVIDENCE, InferenceHandler
     from inspectkit.imageio import load_rgb
+    from inspectkit.inference.handler import CLASS_NORMALISED, EVIDENCE, InferenceHandler
 
     root = Path(a.data) / "test"
     try:

@@ -1,8 +1,8 @@
 """Lean serving (issue 17): measure the goals of the Space installed from requirements.txt, without torch.
 
-    python benchmarks/lean_serving.py --venv /tmp/lean-venv --create       # make the venv, then measure all
-    python benchmarks/lean_serving.py --venv /tmp/lean-venv --only size    # size only (no server started)
-    python benchmarks/lean_serving.py --venv /tmp/lean-venv --runs 3 --json benchmarks/results/lean_serving.json
+    python -m benchmarks.lean_serving --venv /tmp/lean-venv --create       # make the venv, then measure all
+    python -m benchmarks.lean_serving --venv /tmp/lean-venv --only size    # size only (no server started)
+    python -m benchmarks.lean_serving --venv /tmp/lean-venv --runs 3 --json benchmarks/results/lean_serving.json
 
 Run it from the development venv (it has torch: the reference backend). Goals, each reported with pass/fail:
 
@@ -32,7 +32,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 GOALS = {"size_mb": 900, "start_over_bare_s": 3.0, "rss_mb": 350, "map_diff": 1e-3}
 BARE_APP = '''
 import os
@@ -172,7 +171,7 @@ def equality(photos: list[Path], checkpoint: Path) -> dict:
     """The committed graph (onnx backend) against the torch backend: verdicts and heat maps, per photo."""
     import numpy as np
 
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     onnx = InferenceHandler(checkpoint, backend="onnx", cache_dir=tempfile.mkdtemp())
     assert onnx._fast.timings["source"] == "committed", "no committed graph beside the checkpoint"

@@ -1,7 +1,7 @@
 """Learning curve of adaptation to line B: photos per class against accuracy on the line-B photos not used, and on
 the casting test split (forgetting). Writes JSON, markdown and a plot.
 
-    python benchmarks/learning_curve.py --checkpoint final_best_model.pt --line ../shared/data/casting-line-b \
+    python -m benchmarks.learning_curve --checkpoint final_best_model.pt --line ../shared/data/casting-line-b \
         --casting ../shared/data/casting --sizes 10 25 50 100 200 --seeds 0 1 2 --out reports/line-b/learning_curve
 
 For each seed, every class of the line is shuffled once; size n uses the first n photos of each class (so the sets
@@ -33,14 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from inspectkit import data as D  # noqa: E402
-from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, recalibrate_batchnorm  # noqa: E402
-from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest  # noqa: E402
-from inspectkit.metrics import classification_report  # noqa: E402
-from inspectkit.model import predict_probs  # noqa: E402
-from inspectkit.review import review_order  # noqa: E402
+from inspectkit.data import folders as D
+from inspectkit.engine.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, recalibrate_batchnorm
+from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest
+from inspectkit.metrics import classification_report
+from inspectkit.model import predict_probs
+from inspectkit.review import review_order
 
 KEYS = ("n", "accuracy", "roc_auc", "missed_defects", "false_alarms")
 log = logging.getLogger("learning_curve")
@@ -279,7 +277,7 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = summarise(rows)
-    command = "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:])
+    command = "python -m benchmarks.learning_curve " + " ".join(sys.argv[1:])
     doc = {"command": command, **({"merged_from": commands} if commands else {}),
            "checkpoint": a.checkpoint, "parent_weights_sha256": parent_digest, "keep": a.keep,
            "size": a.size, "eval_fraction": a.eval_fraction,
@@ -312,8 +310,10 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
     lines += ["", "Missed defects and false alarms on the unused line-B photos (mean over seeds):", "",
               "| photos per class | parent missed / false alarms | bn | adapted |", "|---:|---:|---:|---:|"]
     for s in summary:
-        cell = lambda m: (f"{s[m]['line_rest']['missed_mean']:.1f} / {s[m]['line_rest']['false_alarms_mean']:.1f}"
-                          if m in s else "-")
+        def cell(m, s=s):
+            return (f"{s[m]['line_rest']['missed_mean']:.1f} / {s[m]['line_rest']['false_alarms_mean']:.1f}"
+                    if m in s else "-")
+
         lines.append(f"| {s['per_class']} | {cell('parent')} | {cell('bn')} | {cell('adapted')} |")
     lines += ["", "Ranking (ROC-AUC, threshold-free) on the unused line-B photos, mean over seeds, and the adapted models' "
               "thresholds (train.py's rule on their own validation part where it holds enough defects to check the recall "
@@ -321,7 +321,9 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
               "the lower of it and 0.5 since; the first recipe always took the rule's):", "",
               "| photos per class | parent | bn | adapted | adapted thresholds |", "|---:|---:|---:|---:|---:|"]
     for s in summary:
-        auc = lambda m: f"{s[m]['line_rest']['roc_auc_mean']:.4f}" if m in s else "-"
+        def auc(m, s=s):
+            return f"{s[m]['line_rest']['roc_auc_mean']:.4f}" if m in s else "-"
+
         lines.append(f"| {s['per_class']} | {auc('parent')} | {auc('bn')} | {auc('adapted')} | "
                      f"{s['adapted']['threshold_min']:.3f} to {s['adapted']['threshold_max']:.3f} |")
     lines += ["", "Spread over seeds (standard deviation of the accuracy, points) and line-A forgetting (casting test "

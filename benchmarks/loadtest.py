@@ -2,13 +2,13 @@
 
     # 8 clients for 60 s, half on POST /api/inspect, half on the Gradio /predict endpoint (gradio_client);
     # starts `python app.py` itself on a free 127.0.0.1 port with the committed model
-    python benchmarks/loadtest.py --clients 8 --duration 60 --json reports/reliability/load.json
+    python -m benchmarks.loadtest --clients 8 --duration 60 --json reports/reliability/load.json
 
     # soak: 1,000 sequential requests (alternating the two endpoints), server memory sampled every 50
-    python benchmarks/loadtest.py --soak 1000 --json reports/reliability/soak.json
+    python -m benchmarks.loadtest --soak 1000 --json reports/reliability/soak.json
 
     # against a server that is already running (its RSS is read when --pid is given)
-    python benchmarks/loadtest.py --url http://127.0.0.1:7860/ --pid 12345
+    python -m benchmarks.loadtest --url http://127.0.0.1:7860/ --pid 12345
 
 Reported: requests/s, latency p50/p95/p99/max per endpoint and overall, errors (anything but a correct
 answer: OK, DEFECT, or UNUSABLE with its reason, see ``valid_answer``; a 503 "busy"/queue-full answer is counted
@@ -31,10 +31,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
@@ -426,7 +426,7 @@ def environment(checkpoint: str | None) -> dict:
         pass
     ck = Path(checkpoint) if checkpoint else REPO / "final_best_model.pt"
     if ck.is_file():
-        from inspectkit.fast import sha256_file
+        from inspectkit.inference.fast import sha256_file
 
         env["model"] = {"file": ck.name, "sha256": sha256_file(ck)}
     return env
@@ -483,5 +483,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))  # for inspectkit.fast (model digest) when run from anywhere
     raise SystemExit(main())

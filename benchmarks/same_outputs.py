@@ -1,8 +1,8 @@
 """Does a change of code leave what users see alone? Every verdict, probability and heat map of the served model on
 the casting test split and line B, written as one fingerprint per photo, then compared with an earlier run.
 
-    python benchmarks/same_outputs.py --out runs/same/before.json          # before the change
-    python benchmarks/same_outputs.py --out runs/same/after.json --compare runs/same/before.json
+    python -m benchmarks.same_outputs --out runs/same/before.json          # before the change
+    python -m benchmarks.same_outputs --out runs/same/after.json --compare runs/same/before.json
 
 Per photo and backend (ONNX Runtime and torch): the verdict, the reason when UNUSABLE, every class probability
 (exact float), the novelty, and SHA-256 digests of the heat map (float32) and of the overlay (uint8). ``--compare``
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--compare", help="an earlier output: list the differences, exit 1 if any")
     a = p.parse_args(argv)
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     photos = sorted(Path(a.casting, "test").glob("*/*.jpeg")) + sorted(Path(a.line_b).glob("*/*.jpeg"))
     if not photos:
@@ -69,5 +69,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))  # removed once the package installs (issue 27)
     sys.exit(main())

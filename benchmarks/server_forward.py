@@ -1,10 +1,10 @@
 """The network's forward time inside the server against the same handler in a plain process, in one run.
 
-    python benchmarks/server_forward.py --requests 50 --rounds 5 --json reports/server_forward.json
-    python benchmarks/server_forward.py --requests 50 --pace 300     # curl-like: 300 ms idle before each call
+    python -m benchmarks.server_forward --requests 50 --rounds 5 --json reports/server_forward.json
+    python -m benchmarks.server_forward --requests 50 --pace 300     # curl-like: 300 ms idle before each call
 
 Starts ``python app.py`` (the Space's entry point) on a free 127.0.0.1 port with the checkpoint, builds the same
-handler here with the server's own factory (``service.default_handler_factory``), and then, in interleaved rounds
+handler here with the server's own factory (``default_handler_factory``), and then, in interleaved rounds
 call by call (round robin) so that a change in the machine's load hits every path alike, times:
 
   in-process   handler.predict(bytes, heatmap=True) in this process's main thread
@@ -29,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+from inspectkit.serve.model_source import ENV_MODEL_PATH, default_handler_factory
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 PATHS = ("in-process", "json", "gradio")
 
@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(kv.split("=", 1) for kv in args.server_env)
 
     import httpx
-    from loadtest import app_server, default_images
 
-    from inspectkit import service
+    from benchmarks.loadtest import app_server, default_images
 
-    os.environ[service.ENV_MODEL_PATH] = str(Path(args.checkpoint).resolve())
-    handler = service.default_handler_factory()()  # exactly as the server builds it
+
+    os.environ[ENV_MODEL_PATH] = str(Path(args.checkpoint).resolve())
+    handler = default_handler_factory()()  # exactly as the server builds it
     images = [(p.name, p.read_bytes()) for p in default_images()]
     forward: dict[str, list[float]] = {p: [] for p in paths}
     wall: dict[str, list[float]] = {p: [] for p in paths}

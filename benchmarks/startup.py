@@ -2,8 +2,8 @@
 started the same way in the same run (alternating, after a warm-up of each, so both see the same disk cache
 and machine load). Reports the median of each and the difference; the goal is at most 1 s more than bare.
 
-    .venv/bin/python benchmarks/startup.py                 # 5 runs of each
-    .venv/bin/python benchmarks/startup.py --runs 7 --json test-artifacts/startup.json
+    .venv/bin/python -m benchmarks.startup                 # 5 runs of each
+    .venv/bin/python -m benchmarks.startup --runs 7 --json test-artifacts/startup.json
 
 It also records, for the app, when GET /api/health first says the model is ready (the first inspection can
 wait until then); that time is informative, not part of the goal.
@@ -53,7 +53,7 @@ def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, b""
-    except (urllib.error.URLError, ConnectionError, socket.timeout, OSError):
+    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError):
         return 0, b""
 
 

@@ -1,7 +1,7 @@
 """adapt.py's threshold where the recall target cannot be checked: the rule until issue 28 against the new one,
 recomputed on stored per-image scores of adapted models (nothing is retrained).
 
-    python benchmarks/threshold_rule.py --out reports/line-b/threshold_rule
+    python -m benchmarks.threshold_rule --out reports/line-b/threshold_rule
 
 - today's rule (until issue 28, ``--threshold lower``): the lower of the parent's threshold and 0.5
   (``inspectkit.adaptation.fallback_threshold``); it does not look at the held-out photos at all;
@@ -38,13 +38,9 @@ from statistics import NormalDist
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from inspectkit import data as D  # noqa: E402
-from inspectkit.adaptation import EVIDENCE_ALPHA, AdaptConfig, evidence_threshold, fallback_threshold  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import class_order, draw  # noqa: E402
+from benchmarks.learning_curve import class_order, draw
+from inspectkit.data import folders as D
+from inspectkit.engine.adaptation import EVIDENCE_ALPHA, AdaptConfig, evidence_threshold, fallback_threshold
 
 TODAY, NEW = "today", "new"
 RULES = {TODAY: "lower of the parent's threshold and 0.5 (adapt.py's auto until issue 28)",
@@ -350,7 +346,7 @@ def parent_threshold_of(curve: dict, given: float | None) -> float:
     if not path.is_file():
         raise SystemExit(f"threshold_rule.py: error: the curve's parent {path} is not on disk; give "
                          "--parent-threshold")
-    from inspectkit.checkpoint import load_checkpoint, weights_digest
+    from inspectkit.inference.checkpoint import load_checkpoint, weights_digest
 
     ck = load_checkpoint(path)
     if weights_digest(ck["state_dict"]) != curve["parent_weights_sha256"]:
@@ -383,7 +379,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"threshold_rule.py: error: {len(bad)} stored thresholds are not today's rule's "
                          f"{fallback_threshold(t0)}")
     inv = inventory(curve, reports, [r for d in vdocs for r in d["runs"]])
-    cmd = "python benchmarks/threshold_rule.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python -m benchmarks.threshold_rule " + " ".join(sys.argv[1:] if argv is None else argv)
     doc = {"command": cmd.strip(), "rules": RULES, "alpha": EVIDENCE_ALPHA, "parent_threshold": t0,
            "stored": inv, "missing": missing_text(inv),
            "exact": exact(models + variant_models(vdocs)),

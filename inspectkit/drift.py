@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
+
+#: The image statistics the guard measures on every photo (:func:`inspectkit.guard.image_stats`), in the order of its
+#: arrays; the drift indicators read them by name.
+STATS = ("brightness", "highlights", "shadows", "clipped", "sharpness", "framing")
 
 #: (indicator, statistic, side, what it means when the alarm fires)
 INDICATORS = (
@@ -38,8 +42,6 @@ WINDOW = 100
 
 
 def _stat_column(name: str) -> int:
-    from .guard import STATS
-
     return STATS.index(name)
 
 
@@ -126,11 +128,9 @@ class DriftMonitor:
 
     def update(self, stats, novelty: float, predicted: int, row: int | None = None) -> bool:
         """Add one photo; returns whether the alarm is on after it. ``stats``: its image statistics (an array in
-        the order of ``inspectkit.guard.STATS``, or a dict by name); ``predicted``: the class index the network
+        the order of ``STATS``, or a dict by name); ``predicted``: the class index the network
         gave; ``row``: its place in the input (default: the count of photos so far)."""
         if isinstance(stats, dict):
-            from .guard import STATS
-
             stats = [stats.get(name, np.nan) for name in STATS]
         stats = np.asarray(stats, dtype=np.float64)
         hits = np.zeros(len(self.indicators), dtype=bool)

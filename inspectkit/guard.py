@@ -27,13 +27,15 @@ so it is bound to the checkpoint's digest like the graph. The rules of the outco
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
-from .verdicts import UNUSABLE  # noqa: F401 (the verdict this module decides; imported from here too)
+from inspectkit.drift import STATS, fit_reference
+from inspectkit.verdicts import UNUSABLE  # noqa: F401 (the verdict this module decides; imported from here too)
 
 #: Bump when the stored guard changes meaning; a checkpoint with another format is served with the guard off.
 GUARD_FORMAT = 1
@@ -41,7 +43,6 @@ GUARD_FORMAT = 1
 ANALYSIS_SIZE = 128
 #: The framing template's side.
 TEMPLATE_SIZE = 32
-STATS = ("brightness", "highlights", "shadows", "clipped", "sharpness", "framing")
 #: (statistic, side, reason), in the order they are checked: the first that fails gives the reason.
 CHECKS = (
     ("highlights", "low", "too dark"),
@@ -389,8 +390,6 @@ def fit_guard(train_rgb: Sequence[np.ndarray], train_labels: np.ndarray, val_rgb
     unchanged validation photos give the drift reference (a steady line). Returns the stored form (numpy arrays;
     :func:`inspectkit.checkpoint.make_checkpoint` makes tensors).
     """
-    from .drift import fit_reference
-
     train_rgb, val_rgb = list(train_rgb), list(val_rgb)
     labels = np.asarray(train_labels).reshape(-1)
     if len(train_rgb) != len(labels) or len(train_rgb) < 2 or not val_rgb:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 #: Longest label accepted: a label is shown in a badge, a table cell and a legend.
 MAX_CHARS = 40
@@ -112,3 +113,15 @@ def shown(class_name: str | None, names: dict[str, str] | None) -> str | None:
     if not label or label == class_name:
         return str(class_name)
     return f"{label} ({class_name})"
+
+
+def label_for(handler: Any, probabilities: dict, verdict: str | None) -> str | None:
+    """The class that goes with a (re-decided) binary verdict: the defect class for DEFECT, else the most
+    probable other class. For a model without a defect class the verdict is the class."""
+    defect = getattr(handler, "defect_class", None)
+    if verdict is None or defect is None:
+        return verdict
+    if verdict == "DEFECT":
+        return defect
+    others = {k: v for k, v in probabilities.items() if k != defect}
+    return max(others, key=others.get) if others else None

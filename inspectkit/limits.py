@@ -112,3 +112,6 @@ class FairLock:
 # One forward pass at a time: torch already spreads one pass over all cores, and the Gradio queue and the
 # JSON endpoint would otherwise run passes side by side and slow each other down. First come, first served.
 INFERENCE_LOCK = FairLock()
+
+#: Files the Adapt tab writes (adapted checkpoints, copies of uploads) are removed after this long.
+KEEP_FILES_S = 24 * 3600

@@ -7,17 +7,17 @@ and Grad-CAM agree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torchvision
 from torch import nn
 
-from .metrics import softmax
-from .preprocess import preprocess
+from inspectkit.metrics import softmax
+from inspectkit.preprocess import preprocess
 
 ARCHS = ("mobilenet_v2", "resnet18")
 #: Where the offline weights live in this project's layout; named in the error when 'imagenet' is unreachable.
@@ -191,3 +191,16 @@ def predict_probs(model: torch.nn.Module, images: Sequence[np.ndarray], spec: di
     if not out:
         return np.zeros((0, 0))
     return softmax(np.concatenate(out))
+
+
+def pooled_from_model(model, arch: str, images: Sequence[np.ndarray], spec: dict, batch_size: int = 32) -> tuple:
+    """(pooled last-block features N x K, class probabilities N x C) of decoded images through a torch ``model``
+    (training and adaptation hold the network, not a handler)."""
+    pooled, probs = [], []
+    model.eval()
+    with torch.inference_mode(), last_block_output(model, arch) as kept:
+        for start in range(0, len(images), batch_size):
+            x = np.stack([preprocess(im, spec) for im in images[start:start + batch_size]]).astype(np.float32)
+            probs.append(softmax(model(torch.from_numpy(x)).numpy()))
+            pooled.append(kept["features"].mean(axis=(2, 3)))
+    return np.concatenate(pooled), np.concatenate(probs)

@@ -6,7 +6,7 @@ The spec is a plain dict stored in the checkpoint, so inference rebuilds exactly
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import cv2
 import numpy as np

@@ -17,7 +17,8 @@ of evidence would flip, and those are the images near the threshold in force, no
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

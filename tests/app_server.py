@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from inspectkit.serve.http_api import create_app
+from inspectkit.serve.model_source import LazyHandler
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "examples").glob("*.jpeg"))
 
@@ -29,13 +32,12 @@ def running_server(handler, reports_dir=None, start_lazy: bool = True):
     import uvicorn
 
     import app
-    from inspectkit import service
 
     kwargs = {} if reports_dir is None else {"reports_dir": reports_dir}
-    asgi = service.create_app(handler, app.build_demo(handler, **kwargs), **app.launch_options())
+    asgi = create_app(handler, app.build_demo(handler, **kwargs), **app.launch_options())
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning"))
-    if start_lazy and isinstance(handler, service.LazyHandler):
+    if start_lazy and isinstance(handler, LazyHandler):
         handler.start(after=lambda: server.started)
     thread = threading.Thread(target=server.run, name="test-server", daemon=True)
     thread.start()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspectkit.checkpoint import make_checkpoint, save_checkpoint
+from inspectkit.inference.checkpoint import make_checkpoint, save_checkpoint
 from inspectkit.model import build_model
 from inspectkit.preprocess import default_spec
 
@@ -105,9 +105,9 @@ def write_checkpoint(path: Path, arch: str = "mobilenet_v2", size: int = 96, see
 def add_guard(path: Path, n_train: int = 48, n_val: int = 24, seed: int = 5) -> Path:
     """Fit a guard (inspectkit.guard.fit_guard) for the checkpoint at ``path`` on generated castings (both classes,
     square and not) and save the checkpoint with it by the real save function; returns ``path``."""
-    from inference_handler import InferenceHandler
-    from inspectkit.checkpoint import load_checkpoint, stored_guard
-    from inspectkit.guard_fit import fit_on_photos
+    from inspectkit.engine.guard_fit import fit_on_photos
+    from inspectkit.inference.checkpoint import load_checkpoint, stored_guard
+    from inspectkit.inference.handler import InferenceHandler
 
     r = np.random.default_rng(seed)
     sizes = [(96, 96), (96, 120), (120, 96)]

@@ -11,13 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_checkpoint, write_images
 
 import adapt as adapt_cli
-from conftest import write_checkpoint, write_images
-from inference_handler import InferenceHandler
-from inspectkit.adaptation import (MIN_PHOTOS_PER_CLASS, AdaptConfig, adapt, checkable_defects, evidence_threshold,
-                                   fallback_threshold, line_weights)
-from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest
+from inspectkit.engine.adaptation import (
+    MIN_PHOTOS_PER_CLASS,
+    AdaptConfig,
+    adapt,
+    checkable_defects,
+    evidence_threshold,
+    fallback_threshold,
+    line_weights,
+)
+from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest
+from inspectkit.inference.handler import InferenceHandler
 from inspectkit.metrics import choose_threshold
 from inspectkit.model import predict_probs
 

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_checkpoint, write_images
 
 import app
-from inspectkit import adapt_intake as intake, adapt_ui as aui
-from inspectkit import shift_ui as sh, ui_support as ui
 from inspectkit.digest import sha256_file
+from inspectkit.ui import shift as sh
+from inspectkit.ui.adapt import intake
+from inspectkit.ui.adapt import tab as aui
+from inspectkit.ui.common import support as ui
 
 CLASSES = ["def_front", "ok_front"]
 TINY = aui.AdaptSettings(views=1, stage1_epochs=1, stage2_epochs=1, replay="none", threads=1, backend="torch")
@@ -47,7 +48,7 @@ def parent(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def handler(parent):
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     return InferenceHandler(str(parent), backend="torch")
 
@@ -80,9 +81,9 @@ def photo_bytes(tmp_path: Path, n: int, defect: bool, seed: int = 0) -> list[byt
 
 
 def test_constants_repeated_here_agree_with_their_sources():
-    from inference_handler import BACKENDS
-    from inspectkit.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig
+    from inspectkit.engine.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig
     from inspectkit.imageio import IMAGE_EXTENSIONS
+    from inspectkit.inference.handler import BACKENDS
 
     assert aui.MIN_PER_CLASS == MIN_PHOTOS_PER_CLASS
     cfg = AdaptConfig()
@@ -395,7 +396,7 @@ def upload_copy(src: Path, folder: Path, name: str | None = None) -> Path:
 
 
 def test_upload_a_good_checkpoint_with_its_sha256(handler, tmp_path):
-    from inspectkit.checkpoint import load_checkpoint, weights_digest
+    from inspectkit.inference.checkpoint import load_checkpoint, weights_digest
 
     other = write_checkpoint(tmp_path / "made" / "line_c.pt", seed=7, threshold=0.4)
     pt = upload_copy(other, tmp_path / "up1")

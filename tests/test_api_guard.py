@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inspectkit.serve.http_api import create_api
+from inspectkit.serve.model_source import LazyHandler
 from tests.conftest import synthetic_casting
 
 VERDICTS = ("OK", "DEFECT", "UNUSABLE")
@@ -61,7 +63,7 @@ def check_verdict(body: dict) -> None:
 # -- fixtures -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def guarded_handler(guarded_checkpoint, tmp_path_factory):
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     h = InferenceHandler(guarded_checkpoint, cache_dir=tmp_path_factory.getbasetemp() / "onnx-cache")
     assert h.guard is not None, h.guard_off_reason
@@ -70,7 +72,7 @@ def guarded_handler(guarded_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plain_handler(tiny_checkpoint, tmp_path_factory):
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     return InferenceHandler(tiny_checkpoint, cache_dir=tmp_path_factory.getbasetemp() / "onnx-cache")
 
@@ -148,12 +150,7 @@ def test_the_gradio_predict_endpoint_gives_the_same_fields(server, tmp_path):
 
 
 def test_the_load_test_counts_an_unusable_answer_as_correct(server, tmp_path):
-    import sys
-
-    from tests.conftest import REPO
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import loadtest  # noqa: E402  (benchmarks/ is a folder of scripts)
+    from benchmarks import loadtest
 
     p = tmp_path / "blank.png"
     p.write_bytes(white())
@@ -236,10 +233,9 @@ def test_health_shows_the_guard_off_and_why(plain_handler):
 def test_health_before_the_model_is_ready_has_no_guard_or_drift():
     from fastapi.testclient import TestClient
 
-    from inspectkit import service
 
-    lazy = service.LazyHandler(lambda: None)  # never started
-    with TestClient(service.create_api(lazy)) as c:
+    lazy = LazyHandler(lambda: None)  # never started
+    with TestClient(create_api(lazy)) as c:
         assert c.get("/api/health").json() == {"status": "ok", "model": "not started", "error": None, "guard": None,
                                                "drift": None}
         r = c.get("/api/drift")
@@ -248,7 +244,7 @@ def test_health_before_the_model_is_ready_has_no_guard_or_drift():
 
 
 def test_the_server_monitor_starts_again_when_the_model_changes(guarded_handler):
-    from inspectkit.http_api import RecentDrift
+    from inspectkit.serve.http_api import RecentDrift
 
     def stand_in():  # another model with the same reference: a fresh handler object
         return SimpleNamespace(guard=SimpleNamespace(drift_reference=guarded_handler.guard.drift_reference),

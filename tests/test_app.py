@@ -16,14 +16,24 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from app_server import EXAMPLES, REPO, FakeHandler, running_server
 from PIL import Image
 
-from app_server import EXAMPLES, REPO, FakeHandler, running_server
-
 import app
-from inspectkit import service
-from inspectkit import ui_support as ui
+from inspectkit.limits import MAX_BATCH, MAX_NAME_CHARS, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB
+from inspectkit.names import safe_name, safe_text
 from inspectkit.review import DEFAULT_MARGIN, symmetric_band
+from inspectkit.serve.http_api import server_address
+from inspectkit.serve.model_source import (
+    ENV_MODEL_PATH,
+    ENV_MODEL_REPO,
+    ENV_MODEL_REVISION,
+    ENV_MODEL_SHA256,
+    LazyHandler,
+    ModelUnavailable,
+    resolve_checkpoint,
+)
+from inspectkit.ui.common import support as ui
 
 FORMULA_NAME = '=HYPERLINK("x")|cmd.jpg'
 
@@ -31,7 +41,7 @@ FORMULA_NAME = '=HYPERLINK("x")|cmd.jpg'
 @pytest.fixture(scope="module")
 def handler(tiny_checkpoint):
     """The real InferenceHandler on a random-weight checkpoint (torch backend: no ONNX export in the tests)."""
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     return InferenceHandler(str(tiny_checkpoint), backend="torch")
 
@@ -78,12 +88,12 @@ def test_build_demo_builds_without_launching(handler):
     assert {"predict", "predict_batch"} <= api_names
     config = json.dumps(demo.get_config_file(), default=str)
     assert "Decision threshold" in config and "Heat-map opacity" in config
-    assert f"up to {service.MAX_BATCH}" in config and f"{service.MAX_UPLOAD_MB} MB" in config
+    assert f"up to {MAX_BATCH}" in config and f"{MAX_UPLOAD_MB} MB" in config
 
 
 def test_build_demo_with_a_loading_model_and_no_report(tmp_path):
     release = threading.Event()
-    lazy = service.LazyHandler(lambda: release.wait(30) and FakeHandler())
+    lazy = LazyHandler(lambda: release.wait(30) and FakeHandler())
     demo = app.build_demo(lazy, reports_dir=tmp_path)
     config = json.dumps(demo.get_config_file(), default=str)
     assert "No evaluation report yet" in config
@@ -229,8 +239,8 @@ def test_gallery_select_shows_that_image(upload_dir):
 
 
 def test_too_many_files_is_refused_with_the_limit(tmp_path):
-    with pytest.raises(ValueError, match=rf"at most {service.MAX_BATCH}"):
-        ui.run_inspection(FakeHandler(), [str(EXAMPLES[0])] * (service.MAX_BATCH + 1), 0.45, None)
+    with pytest.raises(ValueError, match=rf"at most {MAX_BATCH}"):
+        ui.run_inspection(FakeHandler(), [str(EXAMPLES[0])] * (MAX_BATCH + 1), 0.45, None)
 
 
 def test_oversized_file_is_reported_not_decoded(tmp_path, monkeypatch):
@@ -289,12 +299,12 @@ def test_spreadsheet_safe(value, expected):
     (FORMULA_NAME, FORMULA_NAME),
 ])
 def test_safe_name(raw, shown):
-    assert service.safe_name(raw) == shown
+    assert safe_name(raw) == shown
 
 
 def test_long_names_are_shortened_keeping_the_extension():
-    name = service.safe_name("x" * 500 + ".jpeg")
-    assert len(name) <= service.MAX_NAME_CHARS and name.endswith(".jpeg")
+    name = safe_name("x" * 500 + ".jpeg")
+    assert len(name) <= MAX_NAME_CHARS and name.endswith(".jpeg")
 
 
 def test_names_are_escaped_in_html(tmp_path):
@@ -311,8 +321,8 @@ def test_lazy_handler_reports_a_failed_load():
     def boom():
         raise ValueError("checkpoint not found: nowhere.pt")
 
-    lazy = service.LazyHandler(boom)
-    with pytest.raises(service.ModelUnavailable, match="nowhere.pt"):
+    lazy = LazyHandler(boom)
+    with pytest.raises(ModelUnavailable, match="nowhere.pt"):
         lazy.wait(10)
     assert lazy.state == "failed"
     status, thr, _ = ui.model_status(lazy)
@@ -320,10 +330,10 @@ def test_lazy_handler_reports_a_failed_load():
 
 
 def test_resolve_checkpoint_local_missing(monkeypatch, tmp_path):
-    monkeypatch.delenv(service.ENV_MODEL_REPO, raising=False)
-    monkeypatch.setenv(service.ENV_MODEL_PATH, str(tmp_path / "none.pt"))
+    monkeypatch.delenv(ENV_MODEL_REPO, raising=False)
+    monkeypatch.setenv(ENV_MODEL_PATH, str(tmp_path / "none.pt"))
     with pytest.raises(ValueError, match="model file not found"):
-        service.resolve_checkpoint()
+        resolve_checkpoint()
 
 
 def test_resolve_checkpoint_from_a_hub_repo(monkeypatch, tmp_path):
@@ -336,9 +346,9 @@ def test_resolve_checkpoint_from_a_hub_repo(monkeypatch, tmp_path):
         return str(tmp_path / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/casting-model")
-    monkeypatch.setenv(service.ENV_MODEL_REVISION, "v1")
-    path, expected = service.resolve_checkpoint()
+    monkeypatch.setenv(ENV_MODEL_REPO, "acme/casting-model")
+    monkeypatch.setenv(ENV_MODEL_REVISION, "v1")
+    path, expected = resolve_checkpoint()
     assert path == tmp_path / "final_best_model.pt" and expected is None
     assert calls == [("acme/casting-model", "final_best_model.pt", "v1"),
                      ("acme/casting-model", "final_best_model.pt.sha256", "v1"),
@@ -355,9 +365,9 @@ def test_resolve_checkpoint_offline_names_the_repo(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/does-not-exist-casting")
+    monkeypatch.setenv(ENV_MODEL_REPO, "acme/does-not-exist-casting")
     with pytest.raises(ValueError, match="acme/does-not-exist-casting"):
-        service.resolve_checkpoint()
+        resolve_checkpoint()
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -369,13 +379,13 @@ def test_server_address_from_the_environment(monkeypatch, env, expected):
         monkeypatch.delenv(k, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    assert service.server_address() == expected
+    assert server_address() == expected
 
 
 def test_bad_port_is_named(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_PORT", "http")
     with pytest.raises(ValueError, match="'http'"):
-        service.server_address()
+        server_address()
 
 
 def test_page_answers_while_the_model_is_still_loading():
@@ -385,7 +395,7 @@ def test_page_answers_while_the_model_is_still_loading():
         release.wait(60)
         return FakeHandler()
 
-    lazy = service.LazyHandler(slow)
+    lazy = LazyHandler(slow)
     with running_server(lazy) as url:
         assert httpx.get(url, timeout=30).status_code == 200
         assert httpx.get(url + "api/health", timeout=30).json()["model"] == "loading"
@@ -454,9 +464,9 @@ def test_json_endpoint_good_and_bad_files(server, handler):
     wrong_thr = httpx.post(server + "api/inspect", params={"threshold": "2"},
                            files={"file": (example.name, example.read_bytes())}, timeout=60)
     assert wrong_thr.status_code == 422 and "threshold" in wrong_thr.text
-    big = httpx.post(server + "api/inspect", files={"file": ("huge.png", b"\0" * (service.MAX_UPLOAD_BYTES + 10))},
+    big = httpx.post(server + "api/inspect", files={"file": ("huge.png", b"\0" * (MAX_UPLOAD_BYTES + 10))},
                      timeout=120)
-    assert big.status_code == 413 and f"{service.MAX_UPLOAD_MB} MB" in big.json()["detail"]
+    assert big.status_code == 413 and f"{MAX_UPLOAD_MB} MB" in big.json()["detail"]
     weird = httpx.post(server + "api/inspect", files={"file": ("../../" + FORMULA_NAME, example.read_bytes())},
                        timeout=60)
     # httpx percent-encodes the quotes in the multipart header; the path part is dropped either way
@@ -584,7 +594,7 @@ def test_error_messages_quote_the_harmless_name(tmp_path):
     note = table[0][5]
     assert "linebreak.jpg" in note and "\n" not in note and "\u202e" not in note
     assert "\n" not in summary and "\u202e" not in summary and "\u202e" not in badge
-    assert service.safe_text("a\r\n\tb\u200bc") == "a b c"
+    assert safe_text("a\r\n\tb\u200bc") == "a b c"
 
 
 def _metrics(n, acc, missed, false_alarms):
@@ -631,7 +641,7 @@ def test_json_endpoint_refuses_an_oversized_chunked_body(server):
         yield (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
                b"Content-Type: image/jpeg\r\n\r\n")
         chunk = b"\0" * (1 << 20)
-        for _ in range(service.MAX_UPLOAD_MB + 2):
+        for _ in range(MAX_UPLOAD_MB + 2):
             yield chunk
         yield b"\r\n--" + boundary + b"--\r\n"
 
@@ -650,12 +660,12 @@ def test_a_hub_model_with_no_recorded_digest_is_refused(monkeypatch, tmp_path):
         return str(tmp_path / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/casting-model")
-    monkeypatch.delenv(service.ENV_MODEL_SHA256, raising=False)
-    with pytest.raises(ValueError, match=service.ENV_MODEL_SHA256):
-        service.resolve_checkpoint()
-    monkeypatch.setenv(service.ENV_MODEL_SHA256, "a" * 64)  # a pinned digest is enough
-    assert service.resolve_checkpoint() == (tmp_path / "final_best_model.pt", "a" * 64)
+    monkeypatch.setenv(ENV_MODEL_REPO, "acme/casting-model")
+    monkeypatch.delenv(ENV_MODEL_SHA256, raising=False)
+    with pytest.raises(ValueError, match=ENV_MODEL_SHA256):
+        resolve_checkpoint()
+    monkeypatch.setenv(ENV_MODEL_SHA256, "a" * 64)  # a pinned digest is enough
+    assert resolve_checkpoint() == (tmp_path / "final_best_model.pt", "a" * 64)
 
 
 def test_single_photo_input_hands_over_the_file_unchanged(tmp_path):

@@ -15,12 +15,12 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import synthetic_casting
-from inference_handler import InferenceHandler
-from inspectkit import imageio
+from PIL import Image
 from trained_tiny import train_tiny
+
+from inspectkit import imageio
+from inspectkit.inference.handler import InferenceHandler
 
 BACKENDS = ["onnx", "torch"]
 RGB = synthetic_casting(np.random.default_rng(7), defect=True, size=(60, 80))  # 60 high, 80 wide

@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, write_images
-from inspectkit import batch
-from inspectkit.batch import COLUMNS, main, read_rows
+
+from inspectkit.batch import job as batch
+from inspectkit.batch.job import COLUMNS, main, read_rows
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -94,7 +94,7 @@ def test_an_empty_folder_beside_photos_is_a_warning_and_alone_a_usage_error(phot
 
 
 def test_verdicts_and_probabilities_equal_the_handlers(photos, tiny_checkpoint, tmp_path):
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     out = tmp_path / "rows.csv"
     assert run_cli([photos, "--out", out], tiny_checkpoint) == 0
@@ -157,8 +157,7 @@ SLOW_CLI = """
 import signal, sys, time
 # a test run started in the background (nohup ... &) ignores Ctrl-C, and a child inherits that: take it back
 signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.path.insert(0, {repo!r})
-import inspectkit.batch as b
+import inspectkit.batch.job as b
 inner = b.inspect_paths
 def slow(*a, **k):  # each chunk takes a while after the first, so the test can stop the run between chunks
     rows = inner(*a, **k)
@@ -174,7 +173,7 @@ sys.exit(b.main(sys.argv[1:]))
 
 def _start_slow(photos: Path, out: Path, ckpt: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-c", SLOW_CLI.format(repo=str(REPO)), str(photos), "--out", str(out),
+    return subprocess.Popen([sys.executable, "-c", SLOW_CLI, str(photos), "--out", str(out),
                              "--checkpoint", str(ckpt), "--backend", "torch", "--chunk-size", "3", "--quiet"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import synthetic_casting
-from inspectkit.batch import COLUMNS, GUARD_COLUMNS, LEGACY_COLUMNS, Tally, guard_facts, read_rows, summary_path
 from test_batch import by_path, run_cli
+
+from inspectkit.batch.job import COLUMNS, GUARD_COLUMNS, LEGACY_COLUMNS, Tally, guard_facts, read_rows, summary_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # a busy 2-core machine: one thread is faster
 
@@ -199,7 +199,7 @@ def test_a_darkening_line_raises_the_drift_alarm_and_a_steady_one_does_not(strea
 
 def test_the_drift_is_the_same_whatever_order_the_rows_come_back_in(stream_runs, guarded_checkpoint):
     """The Ray engine's chunks may arrive out of order: the monitor still sees the rows in input order."""
-    from inspectkit.batch import Job
+    from inspectkit.batch.job import Job
 
     rows = read_rows(stream_runs["changed"])
     facts = guard_facts(Job(inputs=[], out=Path("x.csv"), checkpoint=str(guarded_checkpoint)))
@@ -299,7 +299,7 @@ def test_an_older_output_without_the_guard_columns_is_resumed(fmt, shift, tiny_c
 
 def test_a_finished_rerun_rewrites_the_summary_without_loading_the_model(shift, guarded_checkpoint, tmp_path,
                                                                          monkeypatch):
-    from inspectkit import batch
+    from inspectkit.batch import job as batch
 
     out = tmp_path / "rows.csv"
     assert run_cli([shift, "--out", out], guarded_checkpoint) == 0
@@ -319,7 +319,7 @@ def test_a_finished_rerun_rewrites_the_summary_without_loading_the_model(shift, 
 
 def test_an_interrupted_run_leaves_a_summary_of_what_is_on_disk(shift, guarded_checkpoint, tmp_path, monkeypatch):
     """Ctrl-C between a chunk's write and its count: the summary written on the way out still counts that chunk."""
-    from inspectkit import batch
+    from inspectkit.batch import job as batch
 
     def stopped_after_one_chunk(job, todo, root, writer, on_rows, handler=None):
         writer.write(batch.inspect_paths(handler, todo[:3]))

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from layout_trees import NEU_CLASSES, mvtec_tree, neu_det_tree
 
 import train as train_cli
-from inspectkit import localization as Z
-from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint
-from inspectkit import evaluation as E
-from inspectkit.model import build_model, cam_layer_name
+from inspectkit.engine import evaluation as E
+from inspectkit.engine import localization as Z
 from inspectkit.imageio import load_rgb
-from layout_trees import NEU_CLASSES, mvtec_tree, neu_det_tree
+from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint
+from inspectkit.model import build_model, cam_layer_name
 
 ARGS = ["--weights", "none", "--size", "64", "--views", "2", "--stage1-epochs", "3", "--stage2-epochs", "2",
         "--last-blocks", "1", "--test-fraction", "0.25", "--val-fraction", "0.25", "--batch-size", "16",

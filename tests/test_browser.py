@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from app_server import EXAMPLES, REPO, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -29,8 +28,8 @@ def named_checkpoint(tiny_checkpoint, tmp_path_factory):
     display names (the numbers are made up: the page is under test here, not the calibration)."""
     import numpy as np
 
-    from inspectkit.calibration import score_histogram
-    from inspectkit.checkpoint import load_checkpoint, save_checkpoint
+    from inspectkit.heatmap.scale import score_histogram
+    from inspectkit.inference.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(tiny_checkpoint)
     ckpt["heatmap_scale"] = {"value": 12.0, "threshold": 4.0, "map": "defect-evidence", "source": "validation",
@@ -47,7 +46,7 @@ def named_checkpoint(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page_url(named_checkpoint):
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     with running_server(InferenceHandler(str(named_checkpoint), backend="torch")) as url:
         yield url
@@ -56,7 +55,7 @@ def page_url(named_checkpoint):
 @pytest.fixture(scope="module")
 def guarded_url(guarded_checkpoint):
     """A server on the tiny checkpoint with a guard fitted on generated castings (conftest.guarded_checkpoint)."""
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     with running_server(InferenceHandler(str(guarded_checkpoint), backend="torch")) as url:
         yield url

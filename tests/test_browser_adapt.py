@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from app_server import REPO, running_server
 from conftest import write_images
 
@@ -31,8 +30,9 @@ def served(tiny_checkpoint, tmp_path_factory):
     """(url, the shared handler, 10 defect photos, 10 OK photos) on a server built with the tiny budget."""
     import torch
 
-    from inference_handler import InferenceHandler
-    from inspectkit import adapt_intake as intake, adapt_ui as aui
+    from inspectkit.inference.handler import InferenceHandler
+    from inspectkit.ui.adapt import intake
+    from inspectkit.ui.adapt import tab as aui
 
     photos = tmp_path_factory.mktemp("line_b")
     r = np.random.default_rng(11)
@@ -60,7 +60,7 @@ def caption_p(page, name: str) -> float:
 
 def test_adapt_tab_score_adapt_download_switch(served, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     url, handler, defs, oks = served
     ARTIFACTS.mkdir(exist_ok=True)

@@ -8,7 +8,7 @@ import urllib.error
 import pytest
 import torch
 
-from inspectkit import checkpoint as C
+from inspectkit.inference import checkpoint as C
 from inspectkit.model import build_model, local_weights, official_weights
 from inspectkit.preprocess import default_spec
 from tests.conftest import LOCAL_WEIGHTS, needs_weights, write_checkpoint

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from inspectkit import data as D
-from tests.conftest import needs_casting, CASTING, synthetic_casting, write_images
+from inspectkit.data import folders as D
+from tests.conftest import CASTING, needs_casting, synthetic_casting, write_images
 
 
 def test_split_layout_reads_classes_and_defect(casting_tree):
@@ -129,7 +129,7 @@ def test_group_split_rejects_bad_fraction():
 
 
 def test_training_split_never_holds_test_files(casting_tree):
-    from inspectkit.training import TrainConfig, prepare_data
+    from inspectkit.engine.training import TrainConfig, prepare_data
 
     # an exact copy of a test image inside train must be grouped, and the pools never mix
     prep = prepare_data(TrainConfig(data=str(casting_tree), size=64))
@@ -157,6 +157,7 @@ def test_audit_finds_injected_exact_and_near_twins(casting_tree):
 
 def test_audit_command_writes_json(casting_tree, tmp_path):
     import json
+
     import audit
 
     shutil.copy(sorted((casting_tree / "test" / "ok_front").iterdir())[0], casting_tree / "train" / "ok_front" / "dup.jpg")

@@ -7,14 +7,15 @@ import shutil
 
 import pytest
 
-from inspectkit.checkpoint import load_checkpoint, weights_digest
-from inspectkit.training import TrainConfig, train
+from inspectkit.engine.training import TrainConfig, train
+from inspectkit.inference.checkpoint import load_checkpoint, weights_digest
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tests.conftest import write_images
     import numpy as np
+
+    from tests.conftest import write_images
 
     root = tmp_path_factory.mktemp("data") / "casting"
     r = np.random.default_rng(5)
@@ -54,7 +55,7 @@ def test_evaluate_cli_writes_report_and_updates_checkpoint(trained, tmp_path, ca
 
 
 def test_evaluation_does_not_change_threshold(trained, tmp_path):
-    from inspectkit.evaluation import run_evaluation
+    from inspectkit.engine.evaluation import run_evaluation
 
     root, ckpt_path = trained
     before = load_checkpoint(ckpt_path)["threshold"]
@@ -71,8 +72,8 @@ def test_evaluate_cli_names_a_missing_checkpoint(tmp_path, capsys):
 
 def test_compare_models_scores_checkpoints_on_their_shared_validation_split(trained, tmp_path, capsys):
     import compare_models
-    from inspectkit.evaluation import compare_on_validation
-    from inspectkit.training import validation_split
+    from inspectkit.engine.evaluation import compare_on_validation
+    from inspectkit.engine.training import validation_split
 
     root, first = trained
     second = tmp_path / "second.pt"
@@ -142,7 +143,7 @@ def test_compare_models_robust_rule_names_the_lowest_robust_score(trained, tmp_p
 
 
 def test_compare_models_refuses_an_unknown_rule(trained):
-    from inspectkit.evaluation import compare_on_validation
+    from inspectkit.engine.evaluation import compare_on_validation
 
     root, first = trained
     with pytest.raises(ValueError, match="'fastest' is not one of"):
@@ -154,11 +155,11 @@ def test_set_threshold_chooses_again_on_the_validation_split_and_keeps_the_weigh
     import torch
 
     import set_threshold
-    from inspectkit import data as D
-    from inspectkit.checkpoint import model_from_checkpoint
-    from inspectkit.evaluation import predict_probs, run_evaluation
+    from inspectkit.data import folders as D
+    from inspectkit.engine.evaluation import predict_probs, run_evaluation
+    from inspectkit.engine.training import validation_split
+    from inspectkit.inference.checkpoint import model_from_checkpoint
     from inspectkit.metrics import choose_threshold
-    from inspectkit.training import validation_split
 
     root, first = trained
     src = tmp_path / "src.pt"
@@ -187,7 +188,7 @@ def test_set_threshold_chooses_again_on_the_validation_split_and_keeps_the_weigh
 
 def test_set_threshold_names_what_it_cannot_do(trained, tmp_path, capsys):
     import set_threshold
-    from inspectkit.evaluation import rethreshold
+    from inspectkit.engine.evaluation import rethreshold
 
     root, first = trained
     assert set_threshold.main(["--checkpoint", str(first), "--data", str(root), "--target-recall", "1.5",
@@ -228,7 +229,7 @@ def _split_threshold(ckpt, root):
     predicts both classes, so the per-class checks are not vacuous, and no image sits within rounding of it."""
     import numpy as np
 
-    from inspectkit.evaluation import evaluate_folder
+    from inspectkit.engine.evaluation import evaluate_folder
 
     p = np.sort([e["p_defect"] for e in evaluate_folder(ckpt, root)["predictions"]])
     k = 2 + int(np.argmax(np.diff(p[2:-2])))
@@ -239,8 +240,8 @@ def _split_threshold(ckpt, root):
 def test_evaluate_folder_scores_every_readable_image_and_names_the_broken_one(line_folder, scorer):
     import numpy as np
 
-    from inspectkit import data as D
-    from inspectkit.evaluation import evaluate_folder, report_on_images
+    from inspectkit.data import folders as D
+    from inspectkit.engine.evaluation import evaluate_folder, report_on_images
     from inspectkit.metrics import roc_auc
 
     ckpt = _split_threshold(load_checkpoint(scorer), line_folder)
@@ -279,7 +280,7 @@ def test_evaluate_folder_scores_every_readable_image_and_names_the_broken_one(li
 
 
 def test_evaluate_folder_with_the_training_data_finds_twins_there(line_folder, casting_tree, scorer):
-    from inspectkit.evaluation import evaluate_folder
+    from inspectkit.engine.evaluation import evaluate_folder
 
     shutil.copy(casting_tree / "train" / "ok_front" / "cast_ok_train_003.jpg", line_folder / "ok_front" / "seen.jpg")
     res = evaluate_folder(load_checkpoint(scorer), line_folder, train_data=casting_tree)
@@ -294,7 +295,7 @@ def test_evaluate_folder_with_the_training_data_finds_twins_there(line_folder, c
 
 def test_evaluate_folder_names_the_classes_expected_and_found(line_folder, casting_tree, tiny_checkpoint, capsys):
     import evaluate
-    from inspectkit.evaluation import evaluate_folder
+    from inspectkit.engine.evaluation import evaluate_folder
 
     ckpt = load_checkpoint(tiny_checkpoint)
     (line_folder / "ok_front").rename(line_folder / "scratch")
@@ -339,7 +340,7 @@ def test_evaluate_cli_split_all_writes_the_report_files(line_folder, scorer, tmp
     # the mosaic of the set's own photos only on request
     ckpt = _split_threshold(load_checkpoint(scorer), line_folder)
     moved = tmp_path / "moved.pt"
-    from inspectkit.checkpoint import save_checkpoint
+    from inspectkit.inference.checkpoint import save_checkpoint
 
     save_checkpoint(ckpt, moved)
     assert evaluate.main(["--checkpoint", str(moved), "--data", str(line_folder), "--split", "all",
@@ -349,8 +350,8 @@ def test_evaluate_cli_split_all_writes_the_report_files(line_folder, scorer, tmp
 
 def test_report_writer_reads_a_folder_result_with_and_without_twins(line_folder, casting_tree, scorer,
                                                                     tmp_path):
-    from inspectkit.evaluation import evaluate_folder
-    from inspectkit.reports import write_report
+    from inspectkit.engine.evaluation import evaluate_folder
+    from inspectkit.engine.reports import write_report
 
     ckpt = load_checkpoint(scorer)
     ckpt["metrics"]["validation_sweep"] = [{"threshold": 0.5, "recall": 1.0, "false_alarm_rate": 0.1}]

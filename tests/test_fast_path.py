@@ -16,18 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import gradcam
 from conftest import CASTING, COMMITTED_MODEL, REPO, needs_casting, synthetic_casting
-from inference_handler import InferenceHandler
-from inspectkit import fast
-from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint
-from inspectkit.heatmap import cam_from_features, heatmap_at
-from inspectkit.imageio import load_rgb
-from inspectkit.metrics import predict_labels, softmax
-from inspectkit.preprocess import preprocess
 from trained_tiny import train_archs
 
+import gradcam
+from inspectkit.heatmap.render import cam_from_features, heatmap_at
+from inspectkit.imageio import load_rgb
+from inspectkit.inference import fast
+from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint
+from inspectkit.inference.handler import InferenceHandler
+from inspectkit.metrics import predict_labels, softmax
+from inspectkit.preprocess import preprocess
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

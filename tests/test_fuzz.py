@@ -29,9 +29,11 @@ from functools import lru_cache
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from inspectkit.serve.http_api import create_api
 from tests.conftest import synthetic_casting
 
 # -- settings ---------------------------------------------------------------------------------------------------
@@ -330,7 +332,7 @@ def check_prediction(handler, source) -> str:
 def handler(tiny_checkpoint, tmp_path_factory):
     """The production configuration (backend="auto", i.e. the ONNX fast path) on a random-weight model.
     The ONNX cache sits in the session's base temp folder so every module of the session exports only once."""
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     return InferenceHandler(tiny_checkpoint, backend="auto", cache_dir=tmp_path_factory.getbasetemp() / "onnx-cache",
                             threads=1)
@@ -339,7 +341,7 @@ def handler(tiny_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def guarded_handler(guarded_checkpoint, tmp_path_factory):
     """The same on a checkpoint with a guard: odd uploads may now be answered UNUSABLE (with a reason)."""
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     h = InferenceHandler(guarded_checkpoint, backend="auto", cache_dir=tmp_path_factory.getbasetemp() / "onnx-cache",
                          threads=1)
@@ -458,7 +460,7 @@ def test_named_bad_inputs_are_refused_with_a_message(handler, source, fragment):
 def test_torch_backend_follows_the_same_contract(tiny_checkpoint):
     """The PyTorch/autograd backend (the fallback when ONNX Runtime is unusable) on a fixed sample of fuzz
     cases: it shares decoding, but the Grad-CAM and the overlay are its own."""
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     h = InferenceHandler(tiny_checkpoint, backend="torch", threads=1)
     rng = np.random.default_rng(3)
@@ -479,12 +481,11 @@ def test_torch_backend_follows_the_same_contract(tiny_checkpoint):
 # -- the same uploads one layer up: the JSON endpoint and the Gradio /predict function ---------------------------
 @pytest.fixture(scope="module")
 def api_client(handler):
-    """The app's FastAPI app (service.create_api) in-process: the JSON endpoint's whole path without a socket."""
+    """The app's FastAPI app (create_api) in-process: the JSON endpoint's whole path without a socket."""
     from fastapi.testclient import TestClient
 
-    from inspectkit import service
 
-    with TestClient(service.create_api(handler), raise_server_exceptions=False) as c:
+    with TestClient(create_api(handler), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -510,7 +511,7 @@ def test_gradio_predict_function_raises_only_gradio_errors(handler, tmp_path_fac
     user as a message); any other exception would surface as a generic 'Error' in the UI."""
     import gradio as gr
 
-    from inspectkit import ui_support as ui
+    from inspectkit.ui.common import support as ui
 
     p = tmp_path_factory.getbasetemp() / "gradio-upload.jpg"
     p.write_bytes(data)
@@ -529,9 +530,8 @@ def test_gradio_predict_function_raises_only_gradio_errors(handler, tmp_path_fac
 def guarded_api_client(guarded_handler):
     from fastapi.testclient import TestClient
 
-    from inspectkit import service
 
-    with TestClient(service.create_api(guarded_handler), raise_server_exceptions=False) as c:
+    with TestClient(create_api(guarded_handler), raise_server_exceptions=False) as c:
         yield c
 
 

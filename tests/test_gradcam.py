@@ -18,12 +18,22 @@ import pytest
 import torch
 from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from trained_tiny import ARCHS as MODELS
+from trained_tiny import train_tiny
 
-from gradcam import (GradCAM, cam_from_features, colorize, default_layer, find_layer, gradcam, heatmap_at,
-                     hook_count, linear_head, overlay)
-from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint
-from trained_tiny import ARCHS as MODELS, train_tiny
-
+from inspectkit.heatmap.gradcam import (
+    GradCAM,
+    cam_from_features,
+    colorize,
+    default_layer,
+    find_layer,
+    gradcam,
+    heatmap_at,
+    hook_count,
+    linear_head,
+    overlay,
+)
+from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,9 +58,10 @@ def trained_models(tmp_path_factory):
 
 def _batch(size_hw, n, seed=0):
     # real-looking inputs: synthetic castings normalised like the model's inputs
-    from conftest import synthetic_casting
-    from inspectkit.preprocess import default_spec, normalize
     import cv2
+    from conftest import synthetic_casting
+
+    from inspectkit.preprocess import default_spec, normalize
 
     rng = np.random.default_rng(seed)
     imgs = [cv2.resize(synthetic_casting(rng, bool(i % 2 == 0), (96, 96)), (size_hw[1], size_hw[0]))

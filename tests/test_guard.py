@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import synthetic_casting, write_checkpoint
-from inference_handler import UNUSABLE, InferenceHandler
+
 from inspectkit import guard as G
-from inspectkit.checkpoint import load_checkpoint, save_checkpoint, stored_guard
+from inspectkit.inference.checkpoint import load_checkpoint, save_checkpoint, stored_guard
+from inspectkit.inference.handler import UNUSABLE, InferenceHandler
 
 SIZES = [(96, 96), (96, 128), (140, 100)]
 
@@ -168,7 +168,7 @@ def test_a_guard_of_another_format_is_off_not_fatal(tmp_path, guarded_checkpoint
 
 
 def test_guard_travels_in_the_committed_graph_bound_to_the_checkpoint(tmp_path, guarded_checkpoint):
-    from inspectkit import fast
+    from inspectkit.inference import fast
 
     path = tmp_path / "model.pt"
     ckpt = load_checkpoint(guarded_checkpoint)

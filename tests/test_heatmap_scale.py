@@ -12,22 +12,34 @@ import math
 import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam import GradCAM as ReferenceGradCAM
-
-import gradcam
 from conftest import synthetic_casting, write_checkpoint
-from inference_handler import CLASS_NORMALISED, EVIDENCE, InferenceHandler
-from inspectkit import calibration as C
-from inspectkit import labels as L
-from inspectkit import service, ui_heatmap as uh
-from inspectkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint, \
-    weights_digest
-from inspectkit.heatmap import (cam_from_features, evidence_coefficients, evidence_from_features, heatmap_at,
-                                heatmap_on_scale, heatmap_peak, on_scale)
-from inspectkit.model import build_model
-from inspectkit.preprocess import default_spec, preprocess
+from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from trained_tiny import ARCHS, train_archs
 
+import gradcam
+from inspectkit import labels as L
+from inspectkit.heatmap import scale as C
+from inspectkit.heatmap.render import (
+    cam_from_features,
+    evidence_coefficients,
+    evidence_from_features,
+    heatmap_at,
+    heatmap_on_scale,
+    heatmap_peak,
+    on_scale,
+)
+from inspectkit.inference.checkpoint import (
+    load_checkpoint,
+    make_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    weights_digest,
+)
+from inspectkit.inference.handler import CLASS_NORMALISED, EVIDENCE, InferenceHandler
+from inspectkit.model import build_model
+from inspectkit.preprocess import default_spec, preprocess
+from inspectkit.serve.results import HEATMAP_MODES, result_json
+from inspectkit.ui.common import heatmap_view as uh
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -188,7 +200,7 @@ def test_old_checkpoint_without_a_scale_gets_the_per_image_fallback(trained, tmp
             assert np.abs(r.heatmap - heatmap_peak(raw, (96, 96))).max() <= 1e-3
             # its own maximum is 1 (the bilinear upsampling need not land on the strongest cell's centre)
             assert r.heatmap.max() >= 0.95 or not raw.any()
-        j = service.result_json(h.predict(imgs[0]), h)
+        j = result_json(h.predict(imgs[0]), h)
         assert j["heatmap_mode"] == EVIDENCE and j["heatmap_scale"] is None
         assert "UNCALIBRATED" in uh.legend_html(h) and "calibrate_heatmap.py" in uh.legend_html(h)
         assert "uncalibrated" in uh.heatmap_row(h)
@@ -284,7 +296,7 @@ def test_modes_targets_and_multiclass_default(calibrated, tmp_path):
     with pytest.raises(ValueError, match="needs a model with a defect class"):
         hm.predict(img, heatmap_mode=EVIDENCE)
     assert "no defect class" in uh.score_distribution_html(hm)
-    assert [v for _, v in uh.MODE_CHOICES] == list(service.HEATMAP_MODES)
+    assert [v for _, v in uh.MODE_CHOICES] == list(HEATMAP_MODES)
 
 
 # ------------------------------------------------------------------------------------- display names
@@ -323,9 +335,9 @@ def test_display_names_reach_the_handler_and_the_api(calibrated, tiny_checkpoint
     r = h.predict(_synthetic(1, (96, 96), seed=0)[0][0])
     assert r.display_label == h.display_names[r.label] and r.to_dict()["display_label"] == r.display_label
     for t in (1e-9, 1 - 1e-9):  # a re-decided verdict carries its class's label
-        j = service.result_json(r, h, threshold=t)
+        j = result_json(r, h, threshold=t)
         assert j["display_label"] == h.display_names[j["label"]] and j["display_names"] == h.display_names
-    assert service.result_json(r, h, threshold=1e-9)["display_label"] == "Porosity"
+    assert result_json(r, h, threshold=1e-9)["display_label"] == "Porosity"
     old = InferenceHandler(tiny_checkpoint, backend="torch", threads=1)  # no names stored: derived from the folders
     assert old.display_names == {"def_front": "Defect", "ok_front": "OK"}
 
@@ -363,9 +375,8 @@ def test_legend_says_what_the_colours_mean(calibrated):
 # ------------------------------------------------------------------------- training and the command
 
 def test_training_stores_scale_histogram_and_names_and_the_command_reproduces_them(casting_tree, tmp_path):
-    from inspectkit.training import TrainConfig, train
-
     import calibrate_heatmap
+    from inspectkit.engine.training import TrainConfig, train
 
     out = tmp_path / "m.pt"
     cfg = TrainConfig(data=str(casting_tree), weights="none", size=64, views=2, stage1_epochs=2, stage2_epochs=1,
@@ -411,9 +422,10 @@ def test_calibrate_command_names_bad_input(tmp_path, capsys, casting_tree):
 def test_localisation_measures_the_served_map_on_a_binary_set(tmp_path):
     """MVTec-style binary set: the localisation command measures the defect evidence (the served map) by default,
     the class CAM on request; on a multi-class set 'served' stays the class CAM."""
-    import train as train_cli
-    from inspectkit import localization as Z
     from layout_trees import mvtec_tree
+
+    import train as train_cli
+    from inspectkit.engine import localization as Z
 
     root = mvtec_tree(tmp_path / "grid", size=(40, 56), n_good=8, n_test_good=4, defects={"cut": 6, "hole": 6})
     out = tmp_path / "m.pt"

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import CASTING, COMMITTED_MODEL, REPO, needs_casting, synthetic_casting, write_checkpoint
-from inference_handler import STAGES, InferenceHandler, InspectionResult
-from inspectkit.heatmap import colorize
-from inspectkit.imageio import load_rgb
-from inspectkit.metrics import predict_labels
+from PIL import Image
 from trained_tiny import train_tiny
+
+from inspectkit.heatmap.render import colorize
+from inspectkit.imageio import load_rgb
+from inspectkit.inference.handler import STAGES, InferenceHandler, InspectionResult
+from inspectkit.metrics import predict_labels
 
 BACKENDS = ["torch", "onnx"]
 
@@ -296,13 +296,13 @@ def test_threads_get_sequential_results(handlers, backend):
     for g, w in zip(got, want):
         _same(g, w)
     if backend == "torch":
-        from gradcam import hook_count
+        from inspectkit.heatmap.gradcam import hook_count
 
         assert hook_count(h.model) == 0
 
 
 def test_no_hooks_left_torch(handlers, monkeypatch):
-    from gradcam import hook_count
+    from inspectkit.heatmap.gradcam import hook_count
 
     h = handlers["torch"]
     img = _images(1)[0]
@@ -406,7 +406,7 @@ def test_a_stored_band_is_used_and_follows_the_threshold(tmp_path):
     distances below and above."""
     import torch
 
-    from inspectkit.checkpoint import make_checkpoint, save_checkpoint
+    from inspectkit.inference.checkpoint import make_checkpoint, save_checkpoint
     from inspectkit.model import build_model
     from inspectkit.preprocess import default_spec
     from inspectkit.review import review_band
@@ -481,13 +481,13 @@ def _evaluation_probs(ckpt_path: Path, rgbs: list[np.ndarray]) -> np.ndarray:
     """Probabilities as evaluation computes them (inspectkit.evaluation.predict_probs when it exists)."""
     import torch
 
-    from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint
+    from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(ckpt)
     with torch.inference_mode():
         try:
-            from inspectkit.evaluation import predict_probs
+            from inspectkit.engine.evaluation import predict_probs
         except ImportError:  # before evaluation.py existed: the same steps by hand
             from inspectkit.metrics import softmax
             from inspectkit.preprocess import preprocess

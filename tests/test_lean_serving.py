@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, synthetic_casting, write_checkpoint
-from inference_handler import InferenceHandler
-from inspectkit import fast, service
-from inspectkit.checkpoint import load_checkpoint, save_checkpoint
 from trained_tiny import train_tiny
+
+from inspectkit.inference import fast
+from inspectkit.inference.checkpoint import load_checkpoint, save_checkpoint
+from inspectkit.inference.handler import InferenceHandler
+from inspectkit.serve.model_source import ENV_MODEL_REPO, ENV_MODEL_SHA256, default_handler_factory, resolve_checkpoint
 
 #: A sitecustomize that makes every import of torch or torchvision fail, as in a venv made from requirements.txt.
 NO_TORCH = '''
@@ -83,7 +84,7 @@ def test_the_graph_carries_what_serving_needs_and_is_bound_to_the_checkpoint(gra
     meta = fast.graph_metadata(graph)
     ckpt = load_checkpoint(graphed)
     assert meta["checkpoint_sha256"] == fast.sha256_file(graphed)
-    from inspectkit.checkpoint import weights_digest
+    from inspectkit.inference.checkpoint import weights_digest
 
     assert meta["weights_sha256"] == weights_digest(ckpt["state_dict"])
     for key in ("class_names", "defect_index", "threshold", "preprocessing"):
@@ -120,7 +121,7 @@ def test_a_graph_of_another_checkpoint_is_refused_naming_both_digests(graphed, t
         fast.load_graph(fast.graph_path(other), other, mine)
     assert mine in str(err.value) and theirs in str(err.value) and "export_onnx.py --checkpoint" in str(err.value)
     # with torch installed it is rebuilt (in the cache; the committed file is left for the export command)
-    with caplog.at_level(logging.WARNING, logger="inspectkit.fast"):
+    with caplog.at_level(logging.WARNING, logger="inspectkit.inference.fast"):
         fm = fast.load(other, cache_dir=tmp_path / "cache")
     assert fm.timings["source"] == "cache" and fm.timings["generated"] and mine in caplog.text
 
@@ -167,7 +168,7 @@ except ImportError:
     pass
 else:
     raise SystemExit("torch was importable")
-from inference_handler import InferenceHandler
+from inspectkit.inference.handler import InferenceHandler
 h = InferenceHandler({str(graphed)!r}, threads=1)
 r = h.predict({str(imgs[0])!r})
 out = {{"backend": h.backend, "verdict": r.verdict, "p": r.defect_probability, "map": r.heatmap.tolist(),
@@ -177,7 +178,7 @@ for kw in ({{"backend": "torch"}}, {{}}):
         InferenceHandler({str(other)!r} if not kw else {str(graphed)!r}, **kw)
     except Exception as exc:
         out.setdefault("errors", []).append(str(exc))
-from inspectkit import adapt_ui
+from inspectkit.ui.adapt import tab as adapt_ui
 try:
     adapt_ui.run_adaptation(None, None, None, None, [])
 except ValueError as exc:
@@ -214,9 +215,8 @@ print(json.dumps(out))
 
 def test_the_app_serves_where_torch_cannot_be_imported(graphed, tmp_path):
     import httpx
-    from gradio_client import Client, handle_file
-
     from app_server import free_port
+    from gradio_client import Client, handle_file
 
     port = free_port()
     env = _no_torch_env(tmp_path, INSPECT_MODEL_PATH=str(graphed), GRADIO_SERVER_NAME="127.0.0.1",
@@ -279,8 +279,8 @@ def _fake_hub(monkeypatch, tmp_path, remote: dict[str, Path]):
         return str(dest)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/casting-model")
-    monkeypatch.delenv(service.ENV_MODEL_SHA256, raising=False)
+    monkeypatch.setenv(ENV_MODEL_REPO, "acme/casting-model")
+    monkeypatch.delenv(ENV_MODEL_SHA256, raising=False)
     monkeypatch.setenv("INSPECTKIT_CACHE_DIR", str(tmp_path / "cache"))
     return calls
 
@@ -293,7 +293,7 @@ def _remote(ckpt: Path) -> dict[str, Path]:
 
 def test_the_hub_path_fetches_the_graph_with_the_model(graphed, tmp_path, monkeypatch):
     calls = _fake_hub(monkeypatch, tmp_path, _remote(graphed))
-    h = service.default_handler_factory(threads=1)()
+    h = default_handler_factory(threads=1)()
     assert calls == ["final_best_model.pt", "final_best_model.pt.sha256", "final_best_model.onnx",
                      "final_best_model.onnx.sha256"]
     assert h.backend == "onnx" and h._fast.timings["source"] == "committed"
@@ -307,16 +307,16 @@ def test_the_hub_graph_is_digest_checked(graphed, tmp_path, monkeypatch, caplog)
     bad.write_text("f" * 64 + "  final_best_model.onnx\n")
     remote["final_best_model.onnx.sha256"] = bad
     _fake_hub(monkeypatch, tmp_path, remote)
-    path, expected = service.resolve_checkpoint()
+    path, expected = resolve_checkpoint()
     with pytest.raises(fast.GraphMismatch, match="f{64}"):
         fast.load_graph(fast.graph_path(path), path, fast.sha256_file(path))
-    with caplog.at_level(logging.WARNING, logger="inspectkit.fast"):  # torch is here: rebuilt in the cache
-        h = service.default_handler_factory(threads=1)()
+    with caplog.at_level(logging.WARNING, logger="inspectkit.inference.fast"):  # torch is here: rebuilt in the cache
+        h = default_handler_factory(threads=1)()
     assert h._fast.timings["source"] == "cache" and "f" * 64 in caplog.text
     # a graph without its .sha256 on the Hub could not be checked: refused
     del remote["final_best_model.onnx.sha256"]
     with pytest.raises(ValueError, match="final_best_model.onnx.sha256"):
-        service.resolve_checkpoint()
+        resolve_checkpoint()
     # no graph on the Hub at all: the checkpoint alone (the handler builds the graph where torch exists)
     del remote["final_best_model.onnx"]
-    assert service.resolve_checkpoint()[0].name == "final_best_model.pt"
+    assert resolve_checkpoint()[0].name == "final_best_model.pt"

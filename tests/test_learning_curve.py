@@ -4,17 +4,13 @@ generated 'line B' and a generated casting tree (its test split measures forgett
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_checkpoint, write_images
-from inspectkit.checkpoint import load_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import learning_curve  # noqa: E402
+from benchmarks import learning_curve
+from inspectkit.inference.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -15,7 +15,6 @@ import io
 import os
 import socket
 import struct
-import sys
 import threading
 import time
 import zlib
@@ -27,10 +26,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks import loadtest
+from inspectkit.limits import MAX_BATCH, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB
+from inspectkit.serve.http_api import create_app
 from tests.conftest import REPO, synthetic_casting
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import loadtest  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 EXAMPLES = sorted((REPO / "examples").glob("*.jpeg"))
 
@@ -53,7 +52,7 @@ def bomb_png(width: int = 60_000, height: int = 60_000) -> bytes:
 @pytest.fixture(scope="module")
 def handler(tiny_checkpoint, tmp_path_factory):
     """The production configuration (backend "auto": ONNX Runtime) on a random-weight model."""
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     return InferenceHandler(tiny_checkpoint, cache_dir=tmp_path_factory.getbasetemp() / "onnx-cache")
 
@@ -161,10 +160,9 @@ def test_a_correct_answer_is_ok_defect_or_unusable_with_its_reason():
 def test_queue_and_concurrency_are_set_on_purpose(handler):
     """The Gradio queue is bounded and the concurrency limited (a 2-core Space, one shared model)."""
     import app
-    from inspectkit import service
 
     demo = app.build_demo(handler)
-    service.create_app(handler, demo)
+    create_app(handler, demo)
     q = demo._queue
     assert q.max_size is not None and 1 <= q.max_size <= 256
     assert isinstance(q.default_concurrency_limit, int) and q.default_concurrency_limit >= 1
@@ -180,7 +178,7 @@ def _wait_until(cond, timeout=10.0):
 @pytest.mark.parametrize("n", [1, 5])
 def test_inference_lock_serves_waiters_in_arrival_order(n):
     """The Gradio worker and the JSON endpoint share the model: whoever asked first runs first."""
-    from inspectkit.service import FairLock
+    from inspectkit.limits import FairLock
 
     lock, order = FairLock(), []
 
@@ -193,7 +191,7 @@ def test_inference_lock_serves_waiters_in_arrival_order(n):
     for i in range(n):
         threads.append(threading.Thread(target=worker, args=(i,)))
         threads[-1].start()
-        _wait_until(lambda: lock.waiting() == i + 1)
+        _wait_until(lambda i=i: lock.waiting() == i + 1)
     lock.release()
     for t in threads:
         t.join(10)
@@ -204,7 +202,7 @@ def test_inference_lock_serves_waiters_in_arrival_order(n):
 def test_inference_lock_releaser_cannot_barge_in_ahead_of_a_waiter():
     """A thread that releases and asks again at once (the next request on a busy endpoint) queues behind the
     one already waiting; a plain threading.Lock usually lets it take the lock straight back."""
-    from inspectkit.service import FairLock
+    from inspectkit.limits import FairLock
 
     lock, order = FairLock(), []
     lock.acquire()
@@ -224,7 +222,7 @@ def test_inference_lock_releaser_cannot_barge_in_ahead_of_a_waiter():
 def test_inference_lock_survives_an_interrupted_waiter_and_refuses_a_stray_release():
     import signal
 
-    from inspectkit.service import FairLock
+    from inspectkit.limits import FairLock
 
     class Interrupted(Exception):
         pass
@@ -332,11 +330,10 @@ def test_json_endpoint_answers_busy_when_full(gated):
 
 
 def test_json_endpoint_refuses_an_oversized_upload(server):
-    from inspectkit import service
 
-    big = b"\xff\xd8\xff\xe0" + b"\0" * (service.MAX_UPLOAD_BYTES + 10)
+    big = b"\xff\xd8\xff\xe0" + b"\0" * (MAX_UPLOAD_BYTES + 10)
     r = httpx.post(server + "api/inspect", files={"file": ("big.jpg", big, "image/jpeg")}, timeout=120)
-    assert r.status_code == 413 and f"{service.MAX_UPLOAD_MB} MB" in r.json()["detail"]
+    assert r.status_code == 413 and f"{MAX_UPLOAD_MB} MB" in r.json()["detail"]
 
 
 def _declared_but_unsent(url: str, path: str, declared: int, timeout: float = 5.0) -> bytes:
@@ -353,21 +350,19 @@ def _declared_but_unsent(url: str, path: str, declared: int, timeout: float = 5.
         s.settimeout(timeout)
         try:
             return s.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             return b""
 
 
 def test_json_endpoint_refuses_a_declared_oversized_body_without_reading_it(server):
-    from inspectkit import service
 
-    answer = _declared_but_unsent(server, "/api/inspect", 50 * service.MAX_UPLOAD_BYTES)
+    answer = _declared_but_unsent(server, "/api/inspect", 50 * MAX_UPLOAD_BYTES)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
 
 
 def test_gradio_upload_refuses_an_oversized_file(server):
-    from inspectkit import service
 
-    big = b"\0" * (service.MAX_UPLOAD_BYTES + 10)
+    big = b"\0" * (MAX_UPLOAD_BYTES + 10)
     r = httpx.post(server + "gradio_api/upload", files={"files": ("big.jpg", big, "image/jpeg")}, timeout=120)
     assert r.status_code == 413
 
@@ -397,14 +392,13 @@ def test_batch_size_is_bounded(server, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    from inspectkit import service
 
     p = tmp_path / "part.jpg"
     p.write_bytes(jpeg())
     client = Client(server, verbose=False, download_files=False, analytics_enabled=False)
     try:
-        with pytest.raises(AppError, match=str(service.MAX_BATCH)):
-            client.predict([handle_file(str(p))] * (service.MAX_BATCH + 1), None, api_name="/predict_batch")
+        with pytest.raises(AppError, match=str(MAX_BATCH)):
+            client.predict([handle_file(str(p))] * (MAX_BATCH + 1), None, api_name="/predict_batch")
         ok = client.predict([handle_file(str(p))] * 2, None, api_name="/predict_batch")
         assert [loadtest.valid_answer(r) for r in ok] == [True, True]
     finally:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inspectkit import localization as Z
+from inspectkit.engine import localization as Z
 from inspectkit.model import blocks, build_model, head
 
 SHAPES = [(20, 20), (16, 30)]  # square and non-square (height, width)

@@ -189,7 +189,7 @@ def test_first_start_figures_match_their_report():
 # ------------------------------------------------------------------ the served model, on both lines (round 6)
 
 def _served_row() -> dict:
-    from inspectkit.checkpoint import load_checkpoint, weights_digest
+    from inspectkit.inference.checkpoint import load_checkpoint, weights_digest
 
     digest = weights_digest(load_checkpoint(REPO / "final_best_model.pt")["state_dict"])
     rows = [m for m in SELECTION_6["models"] if m["weights_sha256"] == digest]
@@ -198,7 +198,7 @@ def _served_row() -> dict:
 
 
 def test_served_model_is_round_6s_winner_and_its_test_report():
-    from inspectkit.checkpoint import load_checkpoint, weights_digest
+    from inspectkit.inference.checkpoint import load_checkpoint, weights_digest
 
     served = _served_row()
     assert SELECTION_6["best"] == served["checkpoint"]
@@ -375,7 +375,7 @@ def test_line_b_page_states_the_recipe_choice_that_keeps_line_a():
     chosen = min(eligible, key=lambda v: (errors[v], line_b_errors(at_parent[v])))
     assert chosen == "fixed-lr-half-anchor1"
     from benchmarks.adapt_variants import VARIANTS
-    from inspectkit.adaptation import AdaptConfig
+    from inspectkit.engine.adaptation import AdaptConfig
 
     assert all(getattr(AdaptConfig(), k) == v for k, v in VARIANTS[chosen].items())
     flat = " ".join(DOCS["line_b"].split())
@@ -412,7 +412,7 @@ def test_line_b_page_states_round_4_by_its_rule_and_round_5s_paired_count():
     row = (f"| {p['models']} | {p['better']} | {p['worse']} | {p['tie']} | {p['line_b_errors_saved_mean']:.2f} | "
            f"{p['line_a_errors_parent']} / {p['line_a_errors_lower']} |")
     assert row in DOCS["line_b"] and p["better"] > p["worse"] and p["line_a_errors_lower"] <= p["line_a_errors_parent"]
-    from inspectkit.adaptation import fallback_threshold
+    from inspectkit.engine.adaptation import fallback_threshold
 
     assert f"(in {p['better']} of {p['models']} adapted models, worse in {p['worse']}" in " ".join(
         (fallback_threshold.__doc__ or "").split())
@@ -421,7 +421,7 @@ def test_line_b_page_states_round_4_by_its_rule_and_round_5s_paired_count():
 def test_line_b_page_states_rounds_6_and_7_by_their_rule():
     """Rounds 6 and 7's rule, recomputed from adapt_rounds6_7.json at adapt.py's threshold, keeps the third recipe,
     and AdaptConfig still has its settings."""
-    from inspectkit.adaptation import AdaptConfig
+    from inspectkit.engine.adaptation import AdaptConfig
 
     doc = json.loads((LINE_B / "adapt_rounds6_7.json").read_text())
     errors = {f["variant"]: f["errors_at_lower"] for f in doc["line_a_validation"]}
@@ -455,7 +455,7 @@ def test_readme_twin_and_validation_counts_are_the_reports():
     flat = " ".join(README.split())
     assert f"({tw['exact'] + tw['near']} of its {EVALUATION['test']['all']['n']} photos have a twin there)" in flat
     served = _served_row()
-    from inspectkit.checkpoint import load_checkpoint
+    from inspectkit.inference.checkpoint import load_checkpoint
 
     counts = load_checkpoint(REPO / "final_best_model.pt")["data"]["split"]["validation"]["counts"]
     assert f"in the {counts['def_front']} validation defects" in flat
@@ -531,7 +531,7 @@ def test_readme_guard_sentence_is_the_report():
 
 def test_guard_report_is_about_the_served_model():
     r = json.loads((GUARD / "guard.json").read_text())
-    from inspectkit.checkpoint import load_checkpoint
+    from inspectkit.inference.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(REPO / "final_best_model.pt")
     assert r["guard"]["novelty_threshold"] == round(float(ckpt["guard"]["novelty_threshold"]), 4)

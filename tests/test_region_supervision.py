@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from inspectkit.preprocess import augment
-from inspectkit.training import TrainConfig, region_grid, region_loss, train
 from layout_trees import neu_det_tree
+
+from inspectkit.engine.training import TrainConfig, region_grid, region_loss, train
+from inspectkit.preprocess import augment
 
 
 def _marked(shape: tuple[int, int], box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +86,7 @@ def test_region_loss_on_constructed_maps():
                         _fmap_with_activation([(3, 3)])])  # outside, but this image has no region
     labels = torch.tensor([0, 0, 0, 0])
     regions = torch.stack([region, region, region, no_region])
-    one = lambda i: float(region_loss(fmap[i:i + 1], weight, labels[i:i + 1], regions[i:i + 1]))  # noqa: E731
+    one = lambda i: float(region_loss(fmap[i:i + 1], weight, labels[i:i + 1], regions[i:i + 1]))
     assert one(0) == pytest.approx(0.0, abs=1e-6)
     assert one(1) == pytest.approx(1.0, abs=1e-6)
     assert one(2) == pytest.approx(0.5, abs=1e-6)
@@ -140,7 +140,7 @@ def _inside_share(net: torch.nn.Sequential, feats: torch.Tensor, labels: np.ndar
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_region_loss_in_stage_two_moves_the_class_map_into_the_region(seed):
-    from inspectkit.training import _fit
+    from inspectkit.engine.training import _fit
 
     tr, va = _cues(96, seed), _cues(48, seed + 100)
     shares = {}

@@ -19,6 +19,19 @@ import numpy as np
 import pytest
 import torch
 
+from inspectkit.limits import MAX_NAME_CHARS
+from inspectkit.names import safe_name
+from inspectkit.serve.model_source import (
+    DEFAULT_CHECKPOINT,
+    ENV_MODEL_FILE,
+    ENV_MODEL_PATH,
+    ENV_MODEL_REPO,
+    ENV_MODEL_REVISION,
+    ENV_MODEL_SHA256,
+    LazyHandler,
+    ModelUnavailable,
+    default_handler_factory,
+)
 from tests.conftest import COMMITTED_MODEL, REPO, synthetic_casting, write_checkpoint
 
 # Characters that must never reach a display name: C0/C1 controls (newline, tab, escape...), zero-width and
@@ -99,7 +112,7 @@ def tampered_checkpoint(folder: Path) -> Path:
 def code_checkpoint(folder: Path, marker: Path, whole: bool = False) -> Path:
     """A checkpoint whose pickle runs code (creating ``marker``); its sidecar digest is *correct*, as an attacker
     who replaces both files would make it, so only weights-only loading stands in the way."""
-    from inspectkit.checkpoint import digest_path, sha256_file
+    from inspectkit.inference.checkpoint import digest_path, sha256_file
 
     good = folder / "good.pt"
     write_checkpoint(good)
@@ -123,7 +136,7 @@ def onnx_cache(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("backend", ["auto", "torch", "onnx"])
 def test_tampered_model_is_refused_by_the_handler(tmp_path, onnx_cache, backend):
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     p = tampered_checkpoint(tmp_path)
     with pytest.raises(ValueError, match=r"SHA-256.*(changed|corrupted)") as exc:
@@ -133,8 +146,8 @@ def test_tampered_model_is_refused_by_the_handler(tmp_path, onnx_cache, backend)
 
 @pytest.mark.parametrize("backend", ["auto", "torch", "onnx"])
 def test_wrong_expected_digest_is_refused_even_without_a_sidecar(tmp_path, onnx_cache, backend):
-    from inference_handler import InferenceHandler
-    from inspectkit.checkpoint import digest_path
+    from inspectkit.inference.checkpoint import digest_path
+    from inspectkit.inference.handler import InferenceHandler
 
     p = write_checkpoint(tmp_path / "m.pt")
     digest_path(p).unlink()
@@ -147,7 +160,7 @@ def test_wrong_expected_digest_is_refused_even_without_a_sidecar(tmp_path, onnx_
 @pytest.mark.parametrize("whole", [False, True], ids=["payload-in-metadata", "payload-is-the-file"])
 @pytest.mark.parametrize("backend", ["auto", "torch", "onnx"])
 def test_pickled_code_is_refused_and_never_runs(tmp_path, onnx_cache, backend, whole):
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     marker = tmp_path / "PWNED"
     p = code_checkpoint(tmp_path, marker, whole=whole)
@@ -164,8 +177,8 @@ def test_the_committed_model_has_a_recorded_digest_that_matches():
     """The committed model's SHA-256 is recorded beside it (and in git), and loading checks it."""
     if not COMMITTED_MODEL.is_file():
         pytest.skip("final_best_model.pt is not committed yet")
-    from inspectkit.checkpoint import digest_path, sha256_file
-    from inspectkit.fast import verified_digest
+    from inspectkit.inference.checkpoint import digest_path, sha256_file
+    from inspectkit.inference.fast import verified_digest
 
     sidecar = digest_path(COMMITTED_MODEL)
     assert sidecar.is_file(), f"{sidecar.name} must be committed beside the model"
@@ -177,26 +190,23 @@ def test_the_committed_model_has_a_recorded_digest_that_matches():
 
 # -- the app's model loading -----------------------------------------------------------------------------------
 def _clear_model_env(monkeypatch):
-    from inspectkit import service
 
-    for var in (service.ENV_MODEL_REPO, service.ENV_MODEL_FILE, service.ENV_MODEL_REVISION, service.ENV_MODEL_PATH,
-                service.ENV_MODEL_SHA256):
+    for var in (ENV_MODEL_REPO, ENV_MODEL_FILE, ENV_MODEL_REVISION, ENV_MODEL_PATH,
+                ENV_MODEL_SHA256):
         monkeypatch.delenv(var, raising=False)
 
 
 def _app_load(monkeypatch, onnx_cache):
     """What the app does at start: resolve the checkpoint from the environment, build the handler in the
     background (LazyHandler), wait for it."""
-    from inspectkit import service
 
     monkeypatch.setenv("INSPECTKIT_CACHE_DIR", str(onnx_cache))
-    lazy = service.LazyHandler(service.default_handler_factory(threads=1))
+    lazy = LazyHandler(default_handler_factory(threads=1))
     return lazy, lazy.wait(timeout=120)
 
 
 @pytest.mark.parametrize("kind", ["tampered", "code", "pinned-digest-mismatch"])
 def test_app_refuses_a_bad_local_model_with_a_clear_message(tmp_path, monkeypatch, onnx_cache, kind):
-    from inspectkit import service
 
     _clear_model_env(monkeypatch)
     marker = tmp_path / "PWNED"
@@ -206,9 +216,9 @@ def test_app_refuses_a_bad_local_model_with_a_clear_message(tmp_path, monkeypatc
         p, pattern = code_checkpoint(tmp_path, marker), r"(code|weights-only)"
     else:
         p, pattern = write_checkpoint(tmp_path / "m.pt"), r"SHA-256"
-        monkeypatch.setenv(service.ENV_MODEL_SHA256, "f" * 64)
-    monkeypatch.setenv(service.ENV_MODEL_PATH, str(p))
-    with pytest.raises(service.ModelUnavailable, match=pattern) as exc:
+        monkeypatch.setenv(ENV_MODEL_SHA256, "f" * 64)
+    monkeypatch.setenv(ENV_MODEL_PATH, str(p))
+    with pytest.raises(ModelUnavailable, match=pattern) as exc:
         _app_load(monkeypatch, onnx_cache)
     assert "could not be loaded" in str(exc.value)
     assert not marker.exists()
@@ -236,7 +246,6 @@ class FakeHub:
 def test_a_model_from_the_hub_is_checked_the_same_way(tmp_path, monkeypatch, onnx_cache, kind):
     import huggingface_hub
 
-    from inspectkit import service
 
     _clear_model_env(monkeypatch)
     hub_repo = tmp_path / "hub-repo"
@@ -249,22 +258,22 @@ def test_a_model_from_the_hub_is_checked_the_same_way(tmp_path, monkeypatch, onn
     else:
         src = write_checkpoint(hub_repo / "m.pt")
     # the Hub repo holds the model under the app's default name, with its sidecar
-    (hub_repo / service.DEFAULT_CHECKPOINT).write_bytes(src.read_bytes())
-    (hub_repo / (service.DEFAULT_CHECKPOINT + ".sha256")).write_text(Path(str(src) + ".sha256").read_text())
+    (hub_repo / DEFAULT_CHECKPOINT).write_bytes(src.read_bytes())
+    (hub_repo / (DEFAULT_CHECKPOINT + ".sha256")).write_text(Path(str(src) + ".sha256").read_text())
     hub = FakeHub(hub_repo, tmp_path / "snapshot")
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub)
-    monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/casting-inspector")
+    monkeypatch.setenv(ENV_MODEL_REPO, "acme/casting-inspector")
     if kind == "pinned-digest-mismatch":
-        monkeypatch.setenv(service.ENV_MODEL_SHA256, "e" * 64)
+        monkeypatch.setenv(ENV_MODEL_SHA256, "e" * 64)
     if kind == "good":
         lazy, handler = _app_load(monkeypatch, onnx_cache)
         r = handler.predict(jpeg_bytes())
         assert judged(r.verdict, r.unusable_reason), (r.verdict, r.unusable_reason)
         # the graph is asked for too (this repo has none: the handler builds it; tests/test_lean_serving.py has one)
-        assert {c[1] for c in hub.calls} == {service.DEFAULT_CHECKPOINT, service.DEFAULT_CHECKPOINT + ".sha256",
+        assert {c[1] for c in hub.calls} == {DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT + ".sha256",
                                              "final_best_model.onnx"}
         return
-    with pytest.raises(service.ModelUnavailable, match=r"(SHA-256|code|weights-only)"):
+    with pytest.raises(ModelUnavailable, match=r"(SHA-256|code|weights-only)"):
         _app_load(monkeypatch, onnx_cache)
     assert not marker.exists()
 
@@ -272,16 +281,15 @@ def test_a_model_from_the_hub_is_checked_the_same_way(tmp_path, monkeypatch, onn
 def test_a_hub_model_without_any_recorded_digest_is_not_loaded_unchecked(tmp_path, monkeypatch, onnx_cache):
     import huggingface_hub
 
-    from inspectkit import service
 
     _clear_model_env(monkeypatch)
     hub_repo = tmp_path / "hub-repo"
     hub_repo.mkdir()
-    write_checkpoint(hub_repo / service.DEFAULT_CHECKPOINT)
-    Path(str(hub_repo / service.DEFAULT_CHECKPOINT) + ".sha256").unlink()  # the repo has the weights only
+    write_checkpoint(hub_repo / DEFAULT_CHECKPOINT)
+    Path(str(hub_repo / DEFAULT_CHECKPOINT) + ".sha256").unlink()  # the repo has the weights only
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", FakeHub(hub_repo, tmp_path / "snapshot"))
-    monkeypatch.setenv(service.ENV_MODEL_REPO, "acme/casting-inspector")
-    with pytest.raises(service.ModelUnavailable, match=service.ENV_MODEL_SHA256):
+    monkeypatch.setenv(ENV_MODEL_REPO, "acme/casting-inspector")
+    with pytest.raises(ModelUnavailable, match=ENV_MODEL_SHA256):
         _app_load(monkeypatch, onnx_cache)
 
 
@@ -290,12 +298,11 @@ def failed_server(tmp_path, monkeypatch, onnx_cache):
     """The real server (app factory, uvicorn on loopback) whose model file was tampered with."""
     from app_server import running_server
 
-    from inspectkit import service
 
     _clear_model_env(monkeypatch)
-    monkeypatch.setenv(service.ENV_MODEL_PATH, str(tampered_checkpoint(tmp_path)))
+    monkeypatch.setenv(ENV_MODEL_PATH, str(tampered_checkpoint(tmp_path)))
     monkeypatch.setenv("INSPECTKIT_CACHE_DIR", str(onnx_cache))
-    lazy = service.LazyHandler(service.default_handler_factory(threads=1))
+    lazy = LazyHandler(default_handler_factory(threads=1))
     with running_server(lazy) as url:
         deadline = time.monotonic() + 120
         while lazy.state in ("loading", "not started") and time.monotonic() < deadline:
@@ -320,17 +327,16 @@ def test_server_with_a_tampered_model_says_so_and_keeps_serving(failed_server):
 # -- hostile file names ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=lambda n: repr(n)[:40])
 def test_safe_name_makes_every_hostile_name_harmless(name):
-    from inspectkit import service
 
-    shown = service.safe_name(name)
-    assert_harmless_name(shown, max_chars=service.MAX_NAME_CHARS)
+    shown = safe_name(name)
+    assert_harmless_name(shown, max_chars=MAX_NAME_CHARS)
     if name.startswith("../../etc/"):
         assert shown == "passwd.jpg"
 
 
 @pytest.fixture(scope="module")
 def real_handler(tiny_checkpoint, onnx_cache):
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     return InferenceHandler(tiny_checkpoint, cache_dir=onnx_cache, threads=1)
 
@@ -358,7 +364,6 @@ def _multipart(filename_header: bytes, data: bytes, field: bytes = b"file",
 def test_api_json_shows_hostile_names_harmlessly(server, name, encoding):
     """POST /api/inspect with a hostile file name: never a server error; the JSON name is one harmless
     component (and the JSON stays valid), whether the name arrives percent-encoded or byte for byte."""
-    from inspectkit import service
 
     with httpx.Client(base_url=server, timeout=60) as c:
         if encoding == "httpx":
@@ -372,7 +377,7 @@ def test_api_json_shows_hostile_names_harmlessly(server, name, encoding):
         return
     out = json.loads(r.text)
     assert judged(out["verdict"], out["unusable_reason"]), out
-    assert_harmless_name(out["name"], max_chars=service.MAX_NAME_CHARS)
+    assert_harmless_name(out["name"], max_chars=MAX_NAME_CHARS)
     if name.startswith("../../etc/"):
         assert out["name"] == "passwd.jpg"
     if name == "ünïcødé 铸件 💥.jpg" and encoding == "raw":
@@ -385,7 +390,7 @@ def test_gradio_upload_stores_hostile_names_inside_its_cache(server, real_handle
     /predict endpoint's JSON shows the stored file's name harmlessly."""
     import gradio.utils
 
-    from inspectkit import service, ui_support as ui
+    from inspectkit.ui.common import support as ui
 
     body, ctype = _multipart(name.encode("utf-8"), jpeg_bytes(), field=b"files")
     with httpx.Client(base_url=server, timeout=60) as c:
@@ -398,7 +403,7 @@ def test_gradio_upload_stores_hostile_names_inside_its_cache(server, real_handle
     assert Path(stored).resolve().is_relative_to(cache), stored
     assert Path(stored).is_file()
     out = ui.api_predict(real_handler, stored, None, False)
-    assert_harmless_name(out["name"], max_chars=service.MAX_NAME_CHARS)
+    assert_harmless_name(out["name"], max_chars=MAX_NAME_CHARS)
     json.dumps(out, allow_nan=False)
 
 
@@ -423,7 +428,7 @@ def test_ui_gallery_html_table_and_csv_show_hostile_names_harmlessly(tmp_path, r
     """One batch of files with hostile names through the UI pipeline with the real handler: gallery captions,
     the HTML badge and summary, the table and the CSV all show harmless names; no CSV cell can run as a
     formula; the CSV has exactly one row per file."""
-    from inspectkit import service, ui_support as ui
+    from inspectkit.ui.common import support as ui
 
     paths = _hostile_batch(tmp_path)
     state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
@@ -432,7 +437,7 @@ def test_ui_gallery_html_table_and_csv_show_hostile_names_harmlessly(tmp_path, r
     assert sum(r[1] == "ERROR" for r in table) == sum(1 for i in range(len(paths)) if i % 4 == 0)
     for (_img, caption), row in zip(gallery, table):
         assert not UNSAFE_CHARS.search(caption), repr(caption)
-        assert_harmless_name(row[0], max_chars=service.MAX_NAME_CHARS)
+        assert_harmless_name(row[0], max_chars=MAX_NAME_CHARS)
         assert caption.startswith(row[0])
     for html_text in (summary, badge):
         assert "<img" not in html_text  # escaped: &lt;img ...
@@ -450,7 +455,7 @@ def test_error_messages_show_hostile_names_harmlessly(tmp_path, real_handler):
     """A file that cannot be read is reported with its name: in the table's note, the CSV's error column, the
     summary and the /predict_batch JSON that name must be as harmless as the name column (no newline, tab or
     bidi override smuggled in through the message)."""
-    from inspectkit import ui_support as ui
+    from inspectkit.ui.common import support as ui
 
     paths = _hostile_batch(tmp_path)
     bad = [p for i, p in enumerate(paths) if i % 4 == 0]

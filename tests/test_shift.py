@@ -12,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from app_server import FakeHandler, running_server
 from conftest import write_images
 
 import app
-from inspectkit import service
-from inspectkit import shift_ui as sh
+from inspectkit.limits import MAX_BATCH, PROGRESS_POLL_S, QUEUE_POLL_S
+from inspectkit.serve.http_api import create_app
+from inspectkit.serve.model_source import warm_up
+from inspectkit.serve.results import inspect_one
+from inspectkit.ui import shift as sh
 
 
 @pytest.fixture
@@ -82,7 +84,7 @@ def test_chunks_go_through_the_model_max_batch_at_a_time(shift_files):
             return super().predict_batch(images, *a, **kw)
 
     run_all(Counting(), shift_files["photos"])
-    assert seen == [service.MAX_BATCH, 40 - service.MAX_BATCH]
+    assert seen == [MAX_BATCH, 40 - MAX_BATCH]
 
 
 def test_the_gallery_is_capped_and_says_so(shift_files, monkeypatch):
@@ -154,7 +156,7 @@ def test_other_requests_are_served_between_two_chunks(shift_files):
     deadline = time.monotonic() + 10
     while not order and time.monotonic() < deadline:
         time.sleep(0.01)
-    service.inspect_one(h, shift_files["photos"][0], "x.jpg")  # waits for the chunk in progress, not the job
+    inspect_one(h, shift_files["photos"][0], "x.jpg")  # waits for the chunk in progress, not the job
     job.join(timeout=30)
     # (the fake's predict runs through its predict_batch: the "chunk of 1" is the other request's)
     assert order == ["chunk of 32", "other request", "chunk of 1", "chunk of 32", "chunk of 6"], order
@@ -174,9 +176,9 @@ def test_the_app_has_the_shift_tab_in_its_own_concurrency_group():
 def test_the_server_queue_polls_calmly():
     """Gradio polls its queue every 1 ms on Linux (the pinned 6.x): the server sets QUEUE_POLL_S."""
     demo = app.build_demo(FakeHandler())
-    service.create_app(FakeHandler(), demo)
-    assert demo._queue.sleep_when_free == service.QUEUE_POLL_S
-    assert demo._queue.progress_update_sleep_when_free == service.PROGRESS_POLL_S
+    create_app(FakeHandler(), demo)
+    assert demo._queue.sleep_when_free == QUEUE_POLL_S
+    assert demo._queue.progress_update_sleep_when_free == PROGRESS_POLL_S
 
 
 def test_warm_up_runs_heat_map_inspections_and_never_raises(caplog):
@@ -187,20 +189,20 @@ def test_warm_up_runs_heat_map_inspections_and_never_raises(caplog):
             calls.append((image.shape, heatmap))
 
     h = H()
-    assert service.warm_up(h) is h and len(calls) == 3 and calls[0] == ((300, 300, 3), True)
+    assert warm_up(h) is h and len(calls) == 3 and calls[0] == ((300, 300, 3), True)
 
     class Broken:
         def predict(self, *a, **kw):
             raise RuntimeError("no model")
 
-    assert isinstance(service.warm_up(Broken()), Broken)
+    assert isinstance(warm_up(Broken()), Broken)
     assert "warm-up inspection failed" in caplog.text
 
 
 def test_the_shift_endpoint_through_the_real_server(tiny_checkpoint, shift_files):
     from gradio_client import Client, handle_file
 
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     handler = InferenceHandler(str(tiny_checkpoint), backend="torch")
     files = shift_files["photos"][:35] + [shift_files["zip"]]

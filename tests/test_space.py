@@ -105,9 +105,9 @@ def test_dry_run_lists_only_the_allow_list(tmp_path):
 
 
 def test_readme_gets_the_front_matter_only_when_it_has_none(tmp_path):
-    sys.path.insert(0, str(REPO))
-    import deploy_space
     from huggingface_hub import SpaceCard
+
+    from inspectkit.cli import deploy_space
 
     root = _tree(tmp_path)
     text = deploy_space.readme_for_space(root).decode()

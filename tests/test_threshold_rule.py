@@ -10,11 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_images
-from inspectkit.adaptation import (EVIDENCE_ALPHA, AdaptConfig, _choose_threshold, evidence_threshold,
-                                   fallback_threshold, sign_test_p)
-from inspectkit.training import TrainConfig
+
+from inspectkit.engine.adaptation import (
+    EVIDENCE_ALPHA,
+    AdaptConfig,
+    _choose_threshold,
+    evidence_threshold,
+    fallback_threshold,
+    sign_test_p,
+)
+from inspectkit.engine.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SERVED = 0.7108163230484645  # final_best_model.pt's threshold, the issue's case
@@ -50,7 +56,7 @@ def test_many_contradicting_photos_move_it_down():
     y, s = held_out(list(np.linspace(0.5, 0.69, 8)) + list(np.linspace(0.8, 0.99, 7)), np.linspace(0.01, 0.4, 15))
     ev = evidence_threshold(y, s, SERVED)
     assert ev["moved"] is True and 0.4 < ev["threshold"] < 0.5
-    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    logit = lambda p: np.log(p / (1 - p))
     assert logit(ev["threshold"]) == pytest.approx((logit(0.4) + logit(0.5)) / 2)  # mid-gap, in logits
     assert (ev["errors_at_parent"], ev["errors_at_best"], ev["changed_verdicts"]) == (8, 0, 8)
     assert ev["p_value"] == pytest.approx(2 ** -8) and "contradict it:" in ev["why"]
@@ -155,12 +161,8 @@ def _fake_curve(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path, P
     """A line folder (24 defects, 20 OK), a casting test split (8 + 8, and a train split), and a learning-curve
     JSON whose runs carry generated scores: seed 3 without validation scores (the stand-in), seed 4 with them
     (exact), seed 0 without any scores (as the committed curve's first seeds)."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from learning_curve import class_order, draw
-
-    from inspectkit import data as D
+    from benchmarks.learning_curve import class_order, draw
+    from inspectkit.data import folders as D
 
     line, casting = tmp_path / "line", tmp_path / "casting"
     write_images(line / "def_front", rng, 24, True, prefix="d", size=(32, 32))
@@ -180,7 +182,7 @@ def _fake_curve(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path, P
             y = ds.labels[rest] == 0
             s = np.where(y, rng.uniform(0.55, 1.0, len(y)), rng.uniform(0.0, 0.45, len(y))).round(6)
             cs = np.where(test_y, 0.9, 0.1)
-            counts = lambda sc, yy: {"missed_defects": int((~(sc >= 0.5) & yy).sum()),  # noqa: E731
+            counts = lambda sc, yy: {"missed_defects": int((~(sc >= 0.5) & yy).sum()),
                                      "false_alarms": int(((sc >= 0.5) & ~yy).sum())}
             run["adapted"] = {"threshold": 0.5, "line_rest": counts(s, y), "casting_test": counts(cs, test_y),
                               "scores": {"line_rest": s.tolist(), "casting_test": cs.tolist()}}

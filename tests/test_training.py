@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from inspectkit.checkpoint import load_checkpoint, model_from_checkpoint
+from inspectkit.engine.training import TrainConfig, train, weighted_cross_entropy
+from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint
 from inspectkit.model import blocks, build_model, set_trainable, train_mode
-from inspectkit.training import TrainConfig, train, weighted_cross_entropy
 
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -118,7 +118,7 @@ def test_ema_keeps_an_average_not_the_last_weights(casting_tree, tmp_path):
 def test_ema_update_moves_trained_weights_and_leaves_frozen_ones_exact(decay):
     from torch.optim.swa_utils import AveragedModel
 
-    from inspectkit.training import _ema_update
+    from inspectkit.engine.training import _ema_update
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(2, 2))
@@ -143,7 +143,7 @@ def test_soup_members_are_separate_runs_and_member_0_is_the_single_run(casting_t
     kw = dict(stage1_epochs=2, stage2_epochs=2)
     single = train(_cfg(casting_tree, tmp_path / "one", **kw))
     soup = train(_cfg(casting_tree, tmp_path / "soup", members=3, **kw))
-    strip = lambda rows, m: [{k: v for k, v in r.items() if k != "seconds"} for r in rows  # noqa: E731
+    strip = lambda rows, m: [{k: v for k, v in r.items() if k != "seconds"} for r in rows
                              if r["stage"] == "stage2" and r["member"] == m]
     assert strip(soup["history"], 0) == strip(single["history"], 0)
     assert strip(soup["history"], 1) != strip(soup["history"], 0)  # own data order and views
@@ -153,7 +153,7 @@ def test_soup_members_are_separate_runs_and_member_0_is_the_single_run(casting_t
 
 
 def test_average_states_averages_what_differs_and_copies_what_is_shared():
-    from inspectkit.training import average_states
+    from inspectkit.engine.training import average_states
 
     frozen = torch.tensor([0.1, 0.7, 1e-8])
     a = {"w": torch.tensor([1.0, 2.0]), "frozen": frozen.clone(), "n": torch.tensor(5)}
@@ -172,7 +172,7 @@ def test_training_chooses_the_threshold_set_threshold_would_choose(casting_tree,
     images, in the layout a loaded checkpoint has), not from the float16 feature cache: choosing again on the same
     split and target gives the same threshold to the last digit. (ResNet-18: a randomly initialised MobileNetV2
     gives every image the same score, which cannot tell the two apart.)"""
-    from inspectkit.evaluation import rethreshold
+    from inspectkit.engine.evaluation import rethreshold
 
     ckpt = train(_cfg(casting_tree, tmp_path, arch="resnet18", last_blocks=1, stage1_epochs=2, stage2_epochs=1))
     again = rethreshold(load_checkpoint(tmp_path / "m.pt"), casting_tree)

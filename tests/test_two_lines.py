@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_images
 
 import compare_models
-from conftest import write_images
-from inspectkit import data as D
-from inspectkit.evaluation import compare_on_lines
-from inspectkit.training import TrainConfig, prepare_data, train
-
+from inspectkit.data import folders as D
+from inspectkit.engine.evaluation import compare_on_lines
+from inspectkit.engine.training import TrainConfig, prepare_data, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

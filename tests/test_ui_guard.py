@@ -13,15 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from app_server import FakeHandler
 from conftest import synthetic_casting
 
 import app
-from inspectkit import adapt_ui as aui
-from inspectkit import shift_ui as sh
-from inspectkit import ui_support as ui
-from inspectkit.ui_render import _reason_counts
+from inspectkit.ui import shift as sh
+from inspectkit.ui.adapt import tab as aui
+from inspectkit.ui.common import support as ui
+from inspectkit.ui.common.render import _reason_counts
 
 SIZES = [(96, 96), (96, 120), (120, 96)]
 
@@ -179,14 +178,14 @@ def test_label_these_next_lists_unusable_first(fake_batch, tmp_path):
 
 @pytest.fixture(scope="module")
 def guarded(guarded_checkpoint):
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     return InferenceHandler(str(guarded_checkpoint), backend="torch")
 
 
 @pytest.fixture(scope="module")
 def unguarded(tiny_checkpoint):
-    from inference_handler import InferenceHandler
+    from inspectkit.inference.handler import InferenceHandler
 
     return InferenceHandler(str(tiny_checkpoint), backend="torch")
 
@@ -224,7 +223,7 @@ def test_a_model_without_a_guard_says_guard_off(unguarded, tmp_path):
     status, _, details = ui.model_status(unguarded)
     want = f"guard off: {ui._esc(why)}"
     assert want in status and want in ui.initial_status(unguarded)  # the line above the Inspect tab
-    assert f"| guard | **guard off: " in details  # the Model tab
+    assert "| guard | **guard off: " in details  # the Model tab
     files = [_write(tmp_path, "blank.png", np.full((96, 96, 3), 255, np.uint8))]
     state, summary, gallery, badge, *_rest, table, csv_path, _ = ui.run_inspection(unguarded, files, 0.45, None)
     assert table[0][1] in ("OK", "DEFECT") and "UNUSABLE" not in summary + badge  # nobody to say otherwise

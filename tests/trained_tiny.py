@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import synthetic_casting
 from torch import nn
 
-from conftest import synthetic_casting
-from inspectkit.checkpoint import make_checkpoint, save_checkpoint
+from inspectkit.inference.checkpoint import make_checkpoint, save_checkpoint
 from inspectkit.model import build_model, split_at
 from inspectkit.preprocess import default_spec, preprocess
 

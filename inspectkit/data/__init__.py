@@ -1,0 +1,1 @@
+"""Reading photo sets: folder layouts, datasets, near-duplicate splits (numpy, OpenCV; no torch)."""

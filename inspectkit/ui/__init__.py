@@ -1,0 +1,1 @@
+"""The Gradio app: :func:`inspectkit.ui.app.build_demo` composes one module per tab."""
