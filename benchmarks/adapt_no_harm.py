@@ -1,5 +1,6 @@
 """Adapting a model on photos it already classifies perfectly should do no harm: the threshold stays, and the
-verdicts on its own line barely move. Writes the JSON and Markdown report that docs/line_b.md quotes.
+verdicts on its own line barely move. Writes the JSON and Markdown report that docs/line_b.md and
+docs/research/adaptation.md quote.
 
     python -m benchmarks.adapt_no_harm --checkpoint final_best_model.pt --per-class 50 \
         --json reports/line-b/adapt_no_harm.json --md reports/line-b/adapt_no_harm.md

@@ -1,5 +1,6 @@
 """Adaptation round 8 (confirmatory): apply the rule committed before its runs (commit "adaptation round 8 ... set
-before any of its runs") to the runs of ``benchmarks/adapt_variants.py`` and write the report docs/line_b.md quotes.
+before any of its runs") to the runs of ``benchmarks/adapt_variants.py`` and write the report
+docs/research/adaptation.md quotes.
 
     python benchmarks/adapt_variants.py --checkpoint runs/j/model.pt --seeds 110 111 112 113 114 \
         --variants third-s2e20 fixed-lr-half-anchor1 --line-a-val --threads 2 --work runs/av8/work --out runs/av8/all.json

@@ -7,7 +7,7 @@ Each (seed, variant) adapts the checkpoint with ``--per-class`` photos per class
 ``benchmarks/learning_curve.py`` draws them but from development seeds (100 and up) that the curve does not use,
 and scores the line's photos it did not use. Every threshold rule is then applied to the same scores, so rules
 are compared on identical models. The scored photos overlap those of the curve's seeds: the curve measured after
-this choice is not independent of it, and docs/line_b.md says so.
+this choice is not independent of it, and docs/research/adaptation.md says so.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from conftest import write_checkpoint, write_images
 
 import adapt as adapt_cli
 from inspectkit.engine.adaptation import (
+    GUARD_EDGES_PER_PHOTO,
     MIN_PHOTOS_PER_CLASS,
     AdaptConfig,
     adapt,
@@ -109,6 +110,8 @@ def test_adaptation_refits_the_guard_on_the_new_line_and_the_replayed_photos(tmp
     fitted = ckpt["guard"]["fitted_on"]
     assert fitted["lines"] == [str(data), str(casting_tree)]  # the new line and the parent's, replayed
     assert fitted["train_photos"] > 24  # the new line's training photos plus the replayed ones
+    # one tolerated variant per training photo, a few edge variants per held-out photo (not all nine: time)
+    assert fitted["tolerated_variants"] == fitted["train_photos"] + GUARD_EDGES_PER_PHOTO * fitted["validation_photos"]
     h = InferenceHandler(tmp_path / "adapted.pt", backend="torch")
     assert h.guard is not None
     assert h.predict(np.full((96, 96, 3), 255, np.uint8)).verdict == "UNUSABLE"

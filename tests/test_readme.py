@@ -1,7 +1,8 @@
 """The figures README.md and docs/ state match the committed reports and model they were copied from.
 
-README.md is the page a user reads first; the lab notebook (selection rounds, reliability runs, beyond casting) is in
-docs/. Every figure in either comes from a command whose output is committed under reports/ or benchmarks/results/.
+README.md is the page a user reads first; the user pages are in docs/, the lab notebook (adaptation and selection
+rounds) in docs/research/. Every figure in any of them comes from a command whose output is committed under reports/
+(superseded runs under reports/archive/) or benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
-DOCS = {p.stem: p.read_text(encoding="utf-8") for p in (REPO / "docs").glob("*.md")}
-HISTORY = DOCS["selection_history"]
+#: every page under docs/, keyed by its path below docs/ without ``.md``: "line_b", "research/adaptation", ...
+DOCS = {p.relative_to(REPO / "docs").with_suffix("").as_posix(): p.read_text(encoding="utf-8")
+        for p in sorted((REPO / "docs").glob("**/*.md"))}
+HISTORY = DOCS["research/selection_history"]
+ADAPTATION = DOCS["research/adaptation"]  # the record of adaptation to line B: rounds, superseded curves, round 6
+ARCHIVE = REPO / "reports" / "archive"  # superseded runs
 EVALUATION = json.loads((REPO / "reports" / "evaluation.json").read_text())
-J_EVALUATION = json.loads((REPO / "reports" / "j-casting" / "evaluation.json").read_text())
+J_EVALUATION = json.loads((ARCHIVE / "j-casting" / "evaluation.json").read_text())
 LINE_B_J = json.loads((REPO / "reports" / "line-b" / "evaluation.json").read_text())
 SELECTION_6 = json.loads((REPO / "reports" / "model_selection_both_lines.json").read_text())
 
@@ -52,17 +57,20 @@ def test_readme_is_a_first_page():
     """Issue 18's goals: short enough to read, front matter kept, every docs page linked."""
     assert README.startswith("---\ntitle:") and "sdk: gradio" in README
     assert len(README.splitlines()) <= 300 and len(README.encode()) <= 20_000
-    for page in ("model_card", "line_b", "selection_history", "training", "app", "inference", "batch",
-                 "reliability", "beyond_casting", "architecture", "guard"):
+    for page in ("model_card", "line_b", "research/selection_history", "research/adaptation", "training", "app",
+                 "inference", "batch", "reliability", "beyond_casting", "architecture", "guard"):
         assert f"(docs/{page}.md)" in README, page
 
 
 def test_docs_links_point_at_files():
+    """Every relative link of every page under docs/ (docs/research/ included) resolves from the page's folder."""
+    assert {"line_b", "research/README", "research/adaptation", "research/selection_history"} <= set(DOCS)
     for name, text in DOCS.items():
+        folder = (REPO / "docs" / name).parent
         for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
             if target.startswith("http"):
                 continue
-            assert (REPO / "docs" / target).resolve().exists(), f"docs/{name}.md links to missing {target}"
+            assert (folder / target).resolve().exists(), f"docs/{name}.md links to missing {target}"
 
 J_RESULTS = table_after("Decision threshold **", HISTORY)
 J_ROBUSTNESS = table_after("The same test images with the camera framing or light changed", HISTORY)
@@ -94,7 +102,7 @@ def test_j_threshold_and_misses_are_its_reports():
 
 
 def test_selection_table_matches_the_round_5_comparison():
-    res = json.loads((REPO / "reports" / "model_selection_casting_round5.json").read_text())
+    res = json.loads((ARCHIVE / "model_selection_casting_round5.json").read_text())
     letter = {m["checkpoint"]: re.search(r"casting-224(\w)/", m["checkpoint"]).group(1).upper() for m in res["models"]}
     rows = {k.split()[0]: v for k, v in ROUND5.items()}  # "J (committed)" -> "J"
     assert set(rows) == set(letter.values())
@@ -107,7 +115,7 @@ def test_selection_table_matches_the_round_5_comparison():
 
 
 def test_earlier_rounds_table_matches_their_comparison():
-    res = json.loads((REPO / "reports" / "model_selection_casting.json").read_text())
+    res = json.loads((ARCHIVE / "model_selection_casting.json").read_text())
     letter = {m["checkpoint"]: re.search(r"casting-(?:224|300)(\w)/", m["checkpoint"]).group(1).upper()
               for m in res["models"]}
     table = table_after("**Earlier rounds.**", HISTORY)
@@ -226,7 +234,7 @@ def test_readme_results_table_matches_the_reports():
 
 
 def test_round_6_table_matches_its_comparison():
-    table = table_after("| model | what | score", DOCS["line_b"])
+    table = table_after("| model | what | score", ADAPTATION)
     for m in SELECTION_6["models"]:
         name = "K0" if "k0" in m["checkpoint"] else "J" if "/j/" in m["checkpoint"] else Path(m["checkpoint"]).parent.name
         row = next(v for k, v in table.items() if k.split()[0] == name)
@@ -248,7 +256,7 @@ def test_j_on_line_b_table_matches_its_report():
 
 
 def test_learning_curve_tables_are_the_scripts_output():
-    """docs/line_b.md shows the tables learning_curve.py wrote, row for row."""
+    """docs/line_b.md (the user page) shows the tables learning_curve.py wrote, row for row."""
     written = (REPO / "reports" / "line-b" / "learning_curve.md").read_text().splitlines()
     rows = [ln for ln in written if ln.startswith("| ") and not ln.startswith("| photos")]
     assert rows
@@ -275,10 +283,11 @@ def test_round_6_summary_in_the_history_is_the_served_models_test_report():
 
 
 LINE_B = REPO / "reports" / "line-b"
+LINE_B_ARCHIVE = ARCHIVE / "line-b"  # the superseded learning curves (early stopping, the second and third recipes)
 
 
-def _curve(name: str = "learning_curve", per_class: int = 50) -> dict:
-    lc = json.loads((LINE_B / f"{name}.json").read_text())
+def _curve(name: str = "learning_curve", per_class: int = 50, folder: Path = LINE_B) -> dict:
+    lc = json.loads((folder / f"{name}.json").read_text())
     return next(x for x in lc["summary"] if x["per_class"] == per_class)
 
 
@@ -297,7 +306,9 @@ def test_readme_adaptation_sentence_is_the_learning_curve():
 
 
 def test_line_b_page_states_the_curve_and_the_timing():
+    """The user page states the current curve and adapt.py's time; the record states the superseded curves."""
     flat = " ".join(DOCS["line_b"].split())
+    record = " ".join(ADAPTATION.split())
     for n in (50, 100, 200):
         s = _curve(per_class=n)
         a = s["adapted"]["line_rest"]
@@ -305,21 +316,21 @@ def test_line_b_page_states_the_curve_and_the_timing():
         assert (f"**{n} photos per class**{seeds}: {pct(a['accuracy_mean'])} on the unused line-B photos ("
                 f"{pct(a['accuracy_min'])} to {pct(a['accuracy_max'])}), casting test "
                 f"{pct(s['adapted']['casting_test']['accuracy_mean'])}") in flat, n
-    second = [_curve("learning_curve_recipe2", per_class=n)["adapted"] for n in (50, 100, 200)]
+    second = [_curve("learning_curve_recipe2", n, LINE_B_ARCHIVE)["adapted"] for n in (50, 100, 200)]
     assert ("at 50 per class {} on line B and {} on the casting test; at 100, {} and {}; at 200, {} and {}".format(
-        *(pct(x[k]["accuracy_mean"]) for x in second for k in ("line_rest", "casting_test")))) in flat
-    third = [_curve("learning_curve_recipe3", per_class=n)["adapted"] for n in (50, 100, 200)]
+        *(pct(x[k]["accuracy_mean"]) for x in second for k in ("line_rest", "casting_test")))) in record
+    third = [_curve("learning_curve_recipe3", n, LINE_B_ARCHIVE)["adapted"] for n in (50, 100, 200)]
     assert ("at 50 per class {} on line B and {} on the casting test; at 100, {} and {}; at 200, {} and {}".format(
-        *(pct(x[k]["accuracy_mean"]) for x in third for k in ("line_rest", "casting_test")))) in flat
+        *(pct(x[k]["accuracy_mean"]) for x in third for k in ("line_rest", "casting_test")))) in record
     # "the same models, only the threshold differs": every run ranks the unused photos identically in both curves
     runs = {name: {(r["seed"], r["per_class"]): r["adapted"]["line_rest"]["roc_auc"]
-                   for r in json.loads((LINE_B / f"{name}.json").read_text())["runs"]}
-            for name in ("learning_curve", "learning_curve_recipe3")}
+                   for r in json.loads((folder / f"{name}.json").read_text())["runs"]}
+            for name, folder in (("learning_curve", LINE_B), ("learning_curve_recipe3", LINE_B_ARCHIVE))}
     assert len(runs["learning_curve_recipe3"]) == 15
     assert {k: runs["learning_curve"][k] for k in runs["learning_curve_recipe3"]} == runs["learning_curve_recipe3"]
-    first = _curve("learning_curve_early_stop")
+    first = _curve("learning_curve_early_stop", folder=LINE_B_ARCHIVE)
     assert (f"the first recipe reached {pct(first['adapted']['line_rest']['accuracy_mean'])} at 50 photos per class"
-            in flat)
+            in record)
     t = json.loads((LINE_B / "adapt_time.json").read_text())
     assert t["photos"] == {"def_front": 50, "ok_front": 50} and all(r["written"] and r["graph_written"] for r in t["runs"])
     secs = ", ".join(f"{r['seconds']:.0f}" for r in t["runs"])
@@ -327,8 +338,9 @@ def test_line_b_page_states_the_curve_and_the_timing():
 
 
 def test_the_goal_size_is_judged_on_eight_seeds_as_committed_before_the_extra_five_ran():
-    """At 50 per class the curve holds seeds 0-7 (the second job's five added to the first's three); the docs state
-    the eight-seed mean, how many seeds meet the goals, the first job's own mean, replay and the line-A cost."""
+    """At 50 per class the curve holds seeds 0-7 (the second job's five added to the first's three); the record states
+    the eight-seed mean against the goals, how many seeds meet them, the first job's own mean, the misses left and
+    the command of the extra seeds; the user page the line-A cost and what replay keeps."""
     lc = json.loads((LINE_B / "learning_curve.json").read_text())
     runs = [r for r in lc["runs"] if r["per_class"] == 50]
     assert sorted(r["seed"] for r in runs) == list(range(8))
@@ -337,17 +349,18 @@ def test_the_goal_size_is_judged_on_eight_seeds_as_committed_before_the_extra_fi
     casting = [r["adapted"]["casting_test"]["accuracy"] for r in runs]
     both = sum(b >= 0.95 and c >= 0.994 for b, c in zip(line_b, casting))
     flat = " ".join(DOCS["line_b"].split())
+    record = " ".join(ADAPTATION.split())
     s = _curve()
     a = s["adapted"]
     assert a["line_rest"]["accuracy_mean"] >= 0.95 and a["casting_test"]["accuracy_mean"] >= 0.994
-    assert "are **both met on the mean of the eight seeds**" in flat
-    assert f"{both} of the 8 seeds meet both, {sum(c >= 0.994 for c in casting)} meet the casting one" in flat
+    assert "are **both met on the mean of the eight seeds**" in record
+    assert f"{both} of the 8 seeds meet both, {sum(c >= 0.994 for c in casting)} meet the casting one" in record
     first = [r for r in runs if r["seed"] < 3]
     assert (f"Seeds 0 to 2 alone, the first job, had missed both by under a tenth of a point "
             f"({pct(np.mean([r['adapted']['line_rest']['accuracy'] for r in first]))} and "
-            f"{pct(np.mean([r['adapted']['casting_test']['accuracy'] for r in first]))})") in flat
+            f"{pct(np.mean([r['adapted']['casting_test']['accuracy'] for r in first]))})") in record
     assert (f"where the current recipe scored {pct(np.mean([r['adapted']['line_rest']['accuracy'] for r in first]))} "
-            f"on line B and {pct(np.mean([r['adapted']['casting_test']['accuracy'] for r in first]))}") in flat
+            f"on line B and {pct(np.mean([r['adapted']['casting_test']['accuracy'] for r in first]))}") in record
     parent_errors = s["parent"]["casting_test"]["missed_mean"] + s["parent"]["casting_test"]["false_alarms_mean"]
     extra = [r["adapted"]["casting_test"]["missed_defects"] + r["adapted"]["casting_test"]["false_alarms"]
              - parent_errors for r in runs]
@@ -359,12 +372,12 @@ def test_the_goal_size_is_judged_on_eight_seeds_as_committed_before_the_extra_fi
             f"{pct(nr['line_rest']['accuracy_mean'])}, against {pct(ac['accuracy_mean'])} and "
             f"{pct(ad['line_rest']['accuracy_mean'])} with it") in flat
     assert (f"({ad['line_rest']['missed_mean']:.1f} and {ad['line_rest']['false_alarms_mean']:.1f} a seed at 50 per "
-            f"class)") in flat
-    assert "--sizes 50 --seeds 3 4 5 6 7" in " ".join(lc["merged_from"]) and "--sizes 50 --seeds 3 4 5 6 7" in flat
+            f"class)") in record
+    assert "--sizes 50 --seeds 3 4 5 6 7" in " ".join(lc["merged_from"]) and "--sizes 50 --seeds 3 4 5 6 7" in record
 
 
 def test_line_b_page_states_the_recipe_choice_that_keeps_line_a():
-    """The choice of adapt.py's rates and anchor, as docs/line_b.md states it, is adapt_forgetting.json's."""
+    """The choice of adapt.py's rates and anchor, as docs/research/adaptation.md states it, is adapt_forgetting.json's."""
     doc = json.loads((LINE_B / "adapt_forgetting.json").read_text())
     forgot = {f["variant"]: f for f in doc["line_a_validation"]}
     errors = {v: round((f["missed_mean"] + f["false_alarms_mean"]) * f["seeds"]) for v, f in forgot.items()}
@@ -378,12 +391,12 @@ def test_line_b_page_states_the_recipe_choice_that_keeps_line_a():
     from inspectkit.engine.adaptation import AdaptConfig
 
     assert all(getattr(AdaptConfig(), k) == v for k, v in VARIANTS[chosen].items())
-    flat = " ".join(DOCS["line_b"].split())
+    flat = " ".join(ADAPTATION.split())
     secs = [r["seconds"] for r in at_parent[chosen]["runs"]]
     assert (f"{errors[chosen]} line-A errors in three runs against {errors['fixed']} for `fixed`, "
             f"{pct(at_parent[chosen]['accuracy_mean'])} on line B against {pct(base['accuracy_mean'])}, "
             f"{min(secs)} to {max(secs)} s a run") in flat
-    second = _curve("learning_curve_recipe2")
+    second = _curve("learning_curve_recipe2", folder=LINE_B_ARCHIVE)
     assert f"missed the casting test goal: {pct(second['adapted']['casting_test']['accuracy_mean'])}" in flat
 
 
@@ -399,7 +412,7 @@ def test_line_b_page_states_round_4_by_its_rule_and_round_5s_paired_count():
               and s["accuracy_mean"] >= at_parent[third]["accuracy_mean"] + 0.005 and errors[v] <= errors[third] + 2
               and np.mean([r["seconds"] for r in s["runs"]]) <= 150]
     assert passed == []
-    flat = " ".join(DOCS["line_b"].split())
+    flat = " ".join(ADAPTATION.split())
     assert "**No candidate passed; the third recipe stays.**" in flat
     assert (f"tied it on line B ({pct(at_parent['third-balance']['accuracy_mean'])} each) and made "
             f"{errors['third-balance']} line-A errors against {errors[third]}") in flat
@@ -411,7 +424,7 @@ def test_line_b_page_states_round_4_by_its_rule_and_round_5s_paired_count():
     p = th["lower_against_parent"]
     row = (f"| {p['models']} | {p['better']} | {p['worse']} | {p['tie']} | {p['line_b_errors_saved_mean']:.2f} | "
            f"{p['line_a_errors_parent']} / {p['line_a_errors_lower']} |")
-    assert row in DOCS["line_b"] and p["better"] > p["worse"] and p["line_a_errors_lower"] <= p["line_a_errors_parent"]
+    assert row in ADAPTATION and p["better"] > p["worse"] and p["line_a_errors_lower"] <= p["line_a_errors_parent"]
     from inspectkit.engine.adaptation import fallback_threshold
 
     assert f"(in {p['better']} of {p['models']} adapted models, worse in {p['worse']}" in " ".join(
@@ -434,20 +447,20 @@ def test_line_b_page_states_rounds_6_and_7_by_their_rule():
               and errors[v] <= errors[third] + 2 and secs[v] <= 150]
     assert passed == []
     assert AdaptConfig().size == 0 and AdaptConfig().last_blocks == 0 and AdaptConfig().stage2_epochs == 10
-    flat = " ".join(DOCS["line_b"].split())
+    flat = " ".join(ADAPTATION.split())
     assert "**No candidate passed; the third recipe stays.** (rounds 6 and 7)" in flat
     for v, s in lower.items():
-        assert f"| {v} | {pct(s['accuracy_mean'])} | {errors[v]} | {secs[v]:.0f} s |" in DOCS["line_b"], v
+        assert f"| {v} | {pct(s['accuracy_mean'])} | {errors[v]} | {secs[v]:.0f} s |" in ADAPTATION, v
 
 
 @pytest.mark.parametrize("report, n_rows", [("adapt_variants", 8), ("adapt_forgetting", 40), ("adapt_round4", 20)])
 def test_recipe_comparison_tables_are_the_scripts_output(report, n_rows):
-    """docs/line_b.md shows the tables adapt_variants.py wrote, row for row."""
+    """docs/research/adaptation.md shows the tables adapt_variants.py wrote, row for row."""
     written = (LINE_B / f"{report}.md").read_text().splitlines()
     rows = [ln for ln in written if ln.startswith("| ") and not ln.startswith("| recipe")]
     assert len(rows) == n_rows
     for ln in rows:
-        assert ln in DOCS["line_b"], ln
+        assert ln in ADAPTATION, ln
 
 
 def test_readme_twin_and_validation_counts_are_the_reports():
@@ -539,10 +552,10 @@ def test_guard_report_is_about_the_served_model():
 
 def test_line_b_page_states_round_8_by_its_rule():
     r = json.loads((REPO / "reports" / "line-b" / "adapt_round8.json").read_text())
-    table = table_after("### Adaptation round 8", DOCS["line_b"])
+    table = table_after("## 6. Adaptation round 8", ADAPTATION)
     for label, s in (("third (default)", r["default"]), ("third-s2e20", r["candidate"])):
         acc, b, a, secs = table[label]
         assert acc == pct(s["line_b_accuracy_mean"]) and secs == f"{s['mean_seconds']} s"
         assert b == f"{s['line_b_errors']} of {s['line_b_photos']:,}" and a == f"{s['line_a_errors']} of {s['line_a_photos']:,}"
-    assert not r["adopted"] and "**The third recipe stays**" in DOCS["line_b"]
+    assert not r["adopted"] and "**The third recipe stays**" in ADAPTATION
     assert list(r["checks"].values()) == [True, True, False]  # adopted only if all three held: time did not

@@ -242,7 +242,7 @@ def test_the_committed_report_is_the_scripts_markdown_and_the_docs_quote_it():
 
     doc = json.loads((REPO / "reports/line-b/threshold_rule.json").read_text())
     assert (REPO / "reports/line-b/threshold_rule.md").read_text() == markdown(doc)
-    flat = " ".join((REPO / "docs/line_b.md").read_text().split())
+    flat = " ".join((REPO / "docs/research/adaptation.md").read_text().split())
     e = doc["exact"]["per_budget"][0]  # adaptation round 8's ten models, the first that keep their validation scores
     assert doc["exact"]["models"] == e["models"] == 10
     assert (f"the new rule moved the threshold in {round(e['moved'] * e['models'])} of them and scored "

@@ -13,7 +13,7 @@ unless the held-out photos (the new line's and the replayed ones) contradict it:
 errors on them, by a margin a sign test finds unlikely under noise (:func:`evidence_threshold`). Until issue 28 it
 was the lower of the parent's and 0.5 (:func:`fallback_threshold`, ``threshold='lower'``), which moved a served
 model's 0.7108 to 0.5 on photos it already classified perfectly. The choices and their measurements are in
-docs/line_b.md (``benchmarks/adapt_variants.py``, the learning curve, ``benchmarks/threshold_rule.py``).
+docs/research/adaptation.md (``benchmarks/adapt_variants.py``, the learning curve, ``benchmarks/threshold_rule.py``).
 
 What the parent knew about its own line is kept by small steps pulled towards its weights (``lr1``/``lr2`` half the
 first recipes', ``anchor``: L2-SP), which forgot fewest of its validation photos on development seeds, and by
@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 #: Fewer photos than this in a class is an error: nothing useful can be learned or checked.
 MIN_PHOTOS_PER_CLASS = 4
 KIND = "two-stage fine-tuning of the last blocks and the head (torch)"
+#: Edge variants per held-out photo when the guard is refitted (inspectkit.guard.fit_guard): the network's passes over
+#: all nine made the guard's refit most of the time adaptation spent after training.
+GUARD_EDGES_PER_PHOTO = 3
 
 
 #: AdaptConfig.threshold's values (adapt.py --threshold)
@@ -84,7 +87,7 @@ class AdaptConfig:
     stage1_epochs: int = 20
     stage2_epochs: int = 10
     # half the first recipe's rates and a pull towards the parent (L2-SP): fewer line-A photos forgotten on
-    # development seeds at no cost on the new line (docs/line_b.md, reports/line-b/adapt_forgetting.md)
+    # development seeds at no cost on the new line (docs/research/adaptation.md, reports/line-b/adapt_forgetting.md)
     lr1: float = 5e-4
     lr2: float = 1.5e-4
     patience: int = 4
@@ -129,8 +132,8 @@ def fallback_threshold(parent_threshold: float) -> float:
 
     A threshold above the balanced point trades missed defects for fewer false alarms, which only a checked
     recall target justifies; the parent's was checked on its own line, not on the new one. On development seeds
-    of line B this kept fewer defects unseen than J's 0.603 (in 22 of 41 adapted models, worse in 4; docs/line_b.md,
-    adaptation round 5), and a parent whose threshold is already lower keeps it. It moves the threshold whatever the
+    of line B this kept fewer defects unseen than J's 0.603 (in 22 of 41 adapted models, worse in 4;
+    docs/research/adaptation.md, adaptation round 5), and a parent whose threshold is already lower keeps it. It moves the threshold whatever the
     new photos say, though (a served model's 0.7108 went to 0.5 on photos it classified perfectly), so ``auto`` now
     takes :func:`evidence_threshold`.
     """
@@ -469,7 +472,6 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
         "config": asdict(cfg),
     }
     metrics["adaptation"] = adaptation
-    metrics["timing"]["total_s"] = round(time.perf_counter() - t_start, 1)
     data = {**new_fp, "split": {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "mode": mode,
                                 "train": new.subset(tr).fingerprint(), "validation": new.subset(va).fingerprint()},
             "parent_data": {k: v for k, v in (parent.get("data") or {}).items() if k != "split"}}
@@ -489,7 +491,8 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     say(0.95, "fitting the guard")
     guard = fit_for_model(model, parent["arch"], spec, train_images, y_tr, val_images,
                           fitted_on={"lines": [str(cfg.data)] + ([str(rep.root)] if rep is not None else []),
-                                     "mode": mode})
+                                     "mode": mode}, edges_per_photo=GUARD_EDGES_PER_PHOTO)
+    metrics["timing"]["total_s"] = round(time.perf_counter() - t_start, 1)  # the guard included
     ckpt = make_checkpoint(model, parent["arch"], names, d, spec, threshold, metrics=metrics,
                            train_config={**pcfg, "adaptation": asdict(cfg)}, data=data, history=history,
                            review_band=band, heatmap_scale=scale, display_names=parent.get("display_names"),

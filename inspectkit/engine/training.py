@@ -78,7 +78,7 @@ class TrainConfig:
     anchor: float = 0.0
     # 'best': each stage keeps its best epoch on validation and stops early; 'last': each stage runs all its epochs
     # and keeps the last (averaged) weights, validation only watches (a validation part of a few dozen photos
-    # chose noise: see docs/line_b.md)
+    # chose noise: see docs/research/adaptation.md)
     keep: str = "best"
     seed: int = 0
     split_seed: int | None = None  # seed of the validation (and test) split; None: ``seed``. Set it to compare
