@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
     p.add_argument("--compare", help="an earlier output: list the differences, exit 1 if any")
+    p.add_argument("--report", help="with --compare: write the comparison's counts to this JSON")
     a = p.parse_args(argv)
     from inspectkit.inference.handler import InferenceHandler
 
@@ -65,6 +66,15 @@ def main(argv=None) -> int:
     for b, k in diffs[:20]:
         print(f"differs ({b}): {k}: {before.get(b, {}).get(k)} -> {doc['backends'][b][k]}")
     print(f"{len(diffs)} of {len(photos) * len(doc['backends'])} records differ from {a.compare}")
+    if a.report:
+        verdicts = {b: {v: sum(1 for r in rs.values() if r["verdict"] == v) for v in ("OK", "DEFECT", "UNUSABLE")}
+                    for b, rs in doc["backends"].items()}
+        Path(a.report).write_text(json.dumps({
+            "command": "python -m benchmarks.same_outputs " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "checkpoint_sha256": Path(str(a.checkpoint) + ".sha256").read_text().split()[0],
+            "photos": len(photos), "backends": sorted(doc["backends"]),
+            "records": len(photos) * len(doc["backends"]), "differ": len(diffs),
+            "differing": [f"{b}: {k}" for b, k in diffs], "verdicts": verdicts}, indent=1) + "\n")
     return 1 if diffs else 0
 
 
