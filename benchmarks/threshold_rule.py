@@ -4,9 +4,9 @@ recomputed on stored per-image scores of adapted models (nothing is retrained).
     python -m benchmarks.threshold_rule --out reports/line-b/threshold_rule
 
 - today's rule (until issue 28, ``--threshold lower``): the lower of the parent's threshold and 0.5
-  (``inspectkit.adaptation.fallback_threshold``); it does not look at the held-out photos at all;
+  (``inspectkit.engine.adaptation.fallback_threshold``); it does not look at the held-out photos at all;
 - the new rule (``--threshold auto``): the parent's threshold unless the held-out photos contradict it
-  (``inspectkit.adaptation.evidence_threshold``: another threshold makes fewer errors there and a one-sided exact
+  (``inspectkit.engine.adaptation.evidence_threshold``: another threshold makes fewer errors there and a one-sided exact
   sign test on the photos whose verdict it changes gives p <= 0.05).
 
 Applying the new rule needs, for each adapted model, its scores on **its own held-out validation photos** (the new
@@ -278,7 +278,7 @@ def pct(x: float) -> str:
 def markdown(doc: dict) -> str:
     lines = ["# Adapted models' threshold: the rule until issue 28 against the new one", "", f"`{doc['command']}`", "",
              f"- today's rule: {RULES[TODAY]};", f"- new rule: {RULES[NEW]} (one-sided exact sign test, "
-             f"alpha {doc['alpha']}; `inspectkit.adaptation.evidence_threshold`).", "",
+             f"alpha {doc['alpha']}; `inspectkit.engine.adaptation.evidence_threshold`).", "",
              f"Parent threshold {doc['parent_threshold']:.4f}. The casting test split chooses nothing: it is only "
              "reported at each rule's threshold.", "", "## What is stored", "", doc["missing"], ""]
     ex = doc["exact"]

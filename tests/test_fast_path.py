@@ -1,4 +1,4 @@
-"""The fast CPU path (inspectkit/fast.py + the handler's "onnx" backend) against PyTorch and autograd Grad-CAM.
+"""The fast CPU path (inspectkit/inference/fast.py + the handler's "onnx" backend) against PyTorch and autograd Grad-CAM.
 
 Equality claims: logits within 1e-3 of PyTorch, the same verdicts, heat maps within 1e-3 of autograd
 Grad-CAM (gradcam.py, itself checked against pytorch-grad-cam in test_gradcam.py) - on synthetic castings

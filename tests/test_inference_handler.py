@@ -478,7 +478,7 @@ def test_import_does_not_load_torch():
 # ---------------------------------------------------------------------------------------------- real data
 
 def _evaluation_probs(ckpt_path: Path, rgbs: list[np.ndarray]) -> np.ndarray:
-    """Probabilities as evaluation computes them (inspectkit.evaluation.predict_probs when it exists)."""
+    """Probabilities as evaluation computes them (inspectkit.engine.evaluation.predict_probs when it exists)."""
     import torch
 
     from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint

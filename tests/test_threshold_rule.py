@@ -1,5 +1,5 @@
 """The adapted model's threshold where the recall target cannot be checked (issue 28): the parent's unless the
-held-out photos contradict it (inspectkit.adaptation.evidence_threshold), on generated scores with few defects;
+held-out photos contradict it (inspectkit.engine.adaptation.evidence_threshold), on generated scores with few defects;
 which rule each --threshold mode applies (no training: the choice alone); and benchmarks/threshold_rule.py end to
 end on a generated learning curve."""
 

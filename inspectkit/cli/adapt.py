@@ -11,7 +11,7 @@ checkpoint records the parent's weights digest, the data fingerprint and the bef
 the app and the handler load it like any other. The printed before/after table gives accuracy, missed defects (of
 the defects) and false alarms (of the OK parts) with a 90 % Wilson interval and the number of photos behind each:
 on a few dozen held-out photos a perfect score still allows several percent of errors. See
-inspectkit/adaptation.py for the design.
+inspectkit/engine/adaptation.py for the design.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     python audit.py --data ../shared/data/casting --json reports/audit.json
 
 Near twins are found by correlating high-passed 64x64 thumbnails over flips and right-angle turns
-(inspectkit.data.thumbnail_descriptor); exact twins by SHA-256 of the file bytes.
+(inspectkit.data.folders.thumbnail_descriptor); exact twins by SHA-256 of the file bytes.
 """
 
 from __future__ import annotations

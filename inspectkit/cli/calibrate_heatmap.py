@@ -5,7 +5,7 @@ the Model tab) without retraining.
     python calibrate_heatmap.py --checkpoint final_best_model.pt --data ../shared/data/casting --out /tmp/m.pt
 
 The validation split the checkpoint was selected on is re-derived from its train config (an error if the data no
-longer give the recorded files); the scale follows the rule in inspectkit/calibration.py (1 = the median peak of
+longer give the recorded files); the scale follows the rule in inspectkit/heatmap/scale.py (1 = the median peak of
 the defect evidence over validation defects the model calls DEFECT, 0.5 = the OK/defect boundary). The weights and
 the threshold are kept bit for bit; the file and its .sha256 are written atomically (over --checkpoint unless --out).
 train.py and adapt.py already store all three; this is for checkpoints made before.
@@ -26,7 +26,7 @@ def calibrate_checkpoint(checkpoint: str, data_root: str, out: str | None = None
     retraining; returns a summary dict.
 
     The validation images are the ones the checkpoint was selected on, re-derived from its train config
-    (:func:`inspectkit.training.validation_split`; ValueError when the data no longer give the recorded files).
+    (:func:`inspectkit.engine.training.validation_split`; ValueError when the data no longer give the recorded files).
     The weights, threshold and everything else are kept bit for bit (checked by their digest); the result is saved
     atomically with its ``.sha256`` to ``out`` (default: over ``checkpoint``). ``display_names``: labels to store
     (checked against the classes); None keeps the stored ones or stores the defaults.

@@ -5,7 +5,7 @@
 For each checkpoint: validation accuracy, missed defects and false alarms at its own threshold, ROC-AUC,
 log-loss, and the selection loss training early-stops on (binary: the defect-weighted log-loss). The lowest
 selection loss is named best; with --rule robust, the lowest mean of that loss on the clean validation images and
-on the same images under the framing and light changes. See inspectkit.evaluation.compare_on_validation.
+on the same images under the framing and light changes. See inspectkit.engine.evaluation.compare_on_validation.
 """
 
 from __future__ import annotations

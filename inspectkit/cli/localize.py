@@ -4,7 +4,7 @@
 
 Pointing game, energy inside the defect region (each next to its chance level), and the model-randomisation
 sanity check; writes localization.json and localization.md. Exit status 1 when the sanity check fails.
-See inspectkit/localization.py.
+See inspectkit/engine/localization.py.
 """
 
 import sys

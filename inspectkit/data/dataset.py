@@ -1,6 +1,6 @@
 """The data set as the code passes it around: a list of image files with labels and class names, built and checked
 from ``{class: files}``. Shared by :mod:`inspectkit.data` (the casting and folder-per-class layouts) and
-:mod:`inspectkit.layouts` (NEU-DET, MVTec AD), so neither needs the other to describe a data set.
+:mod:`inspectkit.data.layouts` (NEU-DET, MVTec AD), so neither needs the other to describe a data set.
 """
 
 from __future__ import annotations

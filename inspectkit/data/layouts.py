@@ -1,6 +1,6 @@
 """Data-set layouts beyond the casting set: NEU-DET and MVTec AD, detected automatically, plus their defect regions.
 
-Every layout comes out as the same :class:`inspectkit.data.Dataset` (files, integer labels, class names), so
+Every layout comes out as the same :class:`inspectkit.data.folders.Dataset` (files, integer labels, class names), so
 training, evaluation and inference need no layout-specific code. The layouts:
 
 - ``casting`` (split layout): ``<root>/train/<class>/*`` and ``<root>/test/<class>/*``;
@@ -144,7 +144,7 @@ def load_special(root: str | Path, split: str | None = None, defect_class: str |
                  class_names: list[str] | None = None) -> Dataset | None:
     """The Dataset of a NEU-DET or MVTec tree; None for the casting and folder-per-class layouts.
 
-    :func:`inspectkit.data.load_folder` calls this first, so every command accepts these layouts as ``--data``.
+    :func:`inspectkit.data.folders.load_folder` calls this first, so every command accepts these layouts as ``--data``.
     """
     layout = detect_layout(root)
     if layout == "neu-det":

@@ -1,7 +1,7 @@
 """Adaptation to a new line: fine-tune a trained checkpoint on a few labelled photos of another camera or session.
 
 The photos (folder-per-class, the parent's class names) are split by near-duplicate groups into an adaptation
-part and a held-out validation part. Both stages of :func:`inspectkit.training.fit_stages` then run from the
+part and a held-out validation part. Both stages of :func:`inspectkit.engine.training.fit_stages` then run from the
 parent's weights for a fixed number of epochs (``keep='last'``).
 
 A validation part of a few dozen photos is too small to choose much on, and the first recipe did: early

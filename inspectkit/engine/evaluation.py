@@ -70,11 +70,11 @@ def report_on_images(ckpt: dict, model: torch.nn.Module | None, images: Sequence
                      twins: Sequence[str] | None = None) -> dict:
     """The report on already-decoded images at the checkpoint's stored threshold, without touching the disk.
 
-    ``images`` are RGB uint8 arrays (as :func:`inspectkit.data.decode_all` returns them), ``labels`` their class
+    ``images`` are RGB uint8 arrays (as :func:`inspectkit.data.folders.decode_all` returns them), ``labels`` their class
     indices into ``ckpt["class_names"]`` and ``files`` the names to report them by (e.g. paths relative to the data
     root). ``model`` is the checkpoint's network (None builds it from ``ckpt``; pass it to score the same images with
     many checkpoints without decoding them again). ``twins``, when given, is each image's twin kind against the
-    training data (``"exact"``, ``"near"`` or ``"none"``, as :func:`inspectkit.data.find_twins` names them): the
+    training data (``"exact"``, ``"near"`` or ``"none"``, as :func:`inspectkit.data.folders.find_twins` names them): the
     report then also has a ``twin_free`` section and every misclassified image its twin kind.
 
     Returns ``{"test": {"all": report[, "twin_free": report]}, "test_sweep": [...] (binary only),
@@ -316,7 +316,7 @@ def compare_on_validation(checkpoints: Sequence[str | Path], data_root: str | Pa
 
     The first checkpoint's validation files are re-derived from its train config (and checked against its record);
     every other checkpoint must record the same validation files, otherwise the comparison would not be like for
-    like. Per checkpoint: the digest of its weights (:func:`inspectkit.checkpoint.weights_digest`, equal for a
+    like. Per checkpoint: the digest of its weights (:func:`inspectkit.inference.checkpoint.weights_digest`, equal for a
     reproduced model), accuracy, missed defects and false alarms at its own stored threshold, ROC-AUC, log-loss
     and the selection loss training early-stops on (binary: the defect-weighted log-loss). The rows come back in
     the order given. With ``robustness`` each row also holds the framing and light changes of

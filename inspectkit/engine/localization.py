@@ -3,7 +3,7 @@
     python localize.py --checkpoint runs/neu-det/model.pt --data ../shared/data/neu-det --out reports/neu-det
 
 On the checkpoint's test split (the files train.py held out), for every image with a ground-truth region
-(NEU-DET boxes, MVTec AD masks; see :mod:`inspectkit.layouts`):
+(NEU-DET boxes, MVTec AD masks; see :mod:`inspectkit.data.layouts`):
 
 - pointing game (Zhang et al., "Top-down neural attention by excitation backprop", 2016): a hit when the heat
   map's maximum lies inside the defect region; reported strictly and with the usual 15-pixel tolerance;
@@ -12,7 +12,7 @@ On the checkpoint's test split (the files train.py held out), for every image wi
   map puts exactly that fraction of its energy inside, so a score is only worth its lift over the area.
 
 Which map: by default the one the app serves (``--map served``): for a model with a defect class (MVTec AD-style
-binary sets) the defect evidence, Grad-CAM of logit[defect] - logit[ok] (inspectkit/heatmap.py), each map divided by
+binary sets) the defect evidence, Grad-CAM of logit[defect] - logit[ok] (inspectkit/heatmap/render.py), each map divided by
 its own maximum (the pointing game, the energy share and rank correlations do not change under a positive factor;
 the fixed scale's clipping at 1 is left out so that a saturated map still points at its strongest cell); for a
 model without one (NEU-DET) the class CAM of the labelled or predicted class, min-max normalised. ``--map class``

@@ -1,8 +1,8 @@
 """The evaluation report: evaluation.json (every number), evaluation.md (tables) and PNG plots.
 
-One writer for both kinds of result: a checkpoint's test split (:func:`inspectkit.evaluation.evaluate`: whole and
+One writer for both kinds of result: a checkpoint's test split (:func:`inspectkit.engine.evaluation.evaluate`: whole and
 twin-free, twins against train) and every image of another labelled set
-(:func:`inspectkit.evaluation.evaluate_folder`: ``split`` "all", twin-free part and twins only when asked for).
+(:func:`inspectkit.engine.evaluation.evaluate_folder`: ``split`` "all", twin-free part and twins only when asked for).
 """
 
 from __future__ import annotations
@@ -318,8 +318,8 @@ def write_report(ckpt: dict, result: dict, reports_dir: str | Path, data_root: s
     """Write evaluation.json, evaluation.md, the per-image predictions and the plots into reports_dir; returns the
     report dict.
 
-    ``result`` is :func:`inspectkit.evaluation.evaluate`'s (predictions in ``test_predictions.json``) or
-    :func:`inspectkit.evaluation.evaluate_folder`'s (``predictions.json``). ``misclassified_images=False`` leaves out
+    ``result`` is :func:`inspectkit.engine.evaluation.evaluate`'s (predictions in ``test_predictions.json``) or
+    :func:`inspectkit.engine.evaluation.evaluate_folder`'s (``predictions.json``). ``misclassified_images=False`` leaves out
     misclassified.png, the one output that reproduces the data set's photos.
     """
     out = Path(reports_dir)

@@ -688,7 +688,7 @@ def train(cfg: TrainConfig) -> dict:
     # the needs-review band, from the same validation scores as the threshold (rule: inspectkit/review.py)
     band = None if threshold is None else review_band(y_va == defect_index, val_probs[:, defect_index], threshold)
     # the heat map's fixed scale and the validation score histogram, from the same validation images (rule:
-    # inspectkit/calibration.py)
+    # inspectkit/heatmap/scale.py)
     cal = calibrate(model, cfg.arch, names, defect_index, threshold, spec, [images[i] for i in va], y_va)
     if cal["histogram"] is not None:
         metrics["validation_score_histogram"] = cal["histogram"]

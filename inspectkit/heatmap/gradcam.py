@@ -61,7 +61,7 @@ def find_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
 def linear_head(model: nn.Module, layer: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(W, b) of the head when ``layer``'s output goes straight into global average pooling and one linear layer.
 
-    That is when Grad-CAM needs no backward pass (see :func:`inspectkit.heatmap.cam_from_features`).
+    That is when Grad-CAM needs no backward pass (see :func:`inspectkit.heatmap.render.cam_from_features`).
     Recognised: torchvision MobileNetV2 at its last ``features`` block with a (Dropout, Linear) or Linear
     classifier, ResNet at ``layer4`` with a Linear ``fc``. Anything else returns None (use autograd).
     """
@@ -162,7 +162,7 @@ class GradCAM:
 
         ``coefficients`` (instead of ``targets``): Grad-CAM of the score ``sum_c v_c logit_c``, one vector ``v`` of
         length C for every image (or B x C, one per image); e.g. +1/-1 for the defect evidence
-        logit[defect] - logit[ok] (:func:`inspectkit.heatmap.evidence_coefficients`).
+        logit[defect] - logit[ok] (:func:`inspectkit.heatmap.render.evidence_coefficients`).
         """
         if self._logits is None or self._activations is None:
             raise RuntimeError("call forward(x) before cams()")
@@ -199,7 +199,7 @@ class GradCAM:
     def evidence(self, defect_index: int) -> np.ndarray:
         """B x h x w defect-evidence maps: h * w times Grad-CAM of logit[defect] - logit[ok] (the mean of the other
         logits with more than two classes). At the last block of a global-pool + linear head this is exactly
-        ``ReLU(sum_k (w_defect,k - w_ok,k) A_k)`` (:func:`inspectkit.heatmap.evidence_from_features`), in logit
+        ``ReLU(sum_k (w_defect,k - w_ok,k) A_k)`` (:func:`inspectkit.heatmap.render.evidence_from_features`), in logit
         units, the units of the checkpoint's fixed heat-map scale."""
         from inspectkit.heatmap.render import evidence_coefficients
 

@@ -8,7 +8,7 @@ min-max map, and the second normalisation undoes any affine map applied before i
 That per-image normalisation makes every photo's map reach 1 somewhere, a good part's too. For a model with a
 defect class the served map is instead the **defect evidence** (:func:`evidence_from_features`, Grad-CAM of the
 logit difference) on a **fixed scale** stored in the checkpoint (:func:`on_scale`; the rule is in
-``inspectkit/calibration.py``), so a good part stays cool and two photos can be compared.
+``inspectkit/heatmap/scale.py``), so a good part stays cool and two photos can be compared.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def evidence_from_features(features: np.ndarray, weights: np.ndarray, defect_ind
 
 def on_scale(cam: np.ndarray, threshold: float, value: float) -> np.ndarray:
     """Evidence (>= 0, any units) on the fixed scale of a checkpoint, in [0, 1]: piecewise linear through
-    0 -> 0, ``threshold`` -> 0.5 and ``value`` -> 1, clipped at 1 (see inspectkit/calibration.py for the rule).
+    0 -> 0, ``threshold`` -> 0.5 and ``value`` -> 1, clipped at 1 (see inspectkit/heatmap/scale.py for the rule).
 
     Unlike :func:`normalize01` nothing depends on the image itself, so two photos can be compared colour for colour.
     """

@@ -3,7 +3,7 @@ validation score histogram, both stored in the checkpoint (plain numbers and str
 
 **The map.** For a model with a defect class the served heat map is the defect evidence
 ``E = ReLU(sum_k (w_defect,k - w_ok,k) A_k)`` on the last block's maps A (Grad-CAM of logit[defect] - logit[ok],
-times h*w; :func:`inspectkit.heatmap.evidence_from_features`). Its units are logits: before the ReLU the map's mean
+times h*w; :func:`inspectkit.heatmap.render.evidence_from_features`). Its units are logits: before the ReLU the map's mean
 plus the bias difference is the logit difference itself.
 
 **The fixed scale** (optional key ``heatmap_scale``), learned on the validation images as anomalib normalises its

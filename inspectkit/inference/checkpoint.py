@@ -56,7 +56,7 @@ def make_checkpoint(model: nn.Module, arch: str, class_names: list[str], defect_
     ``review_band``: the needs-review band derived on validation (:func:`inspectkit.review.review_band`), stored
     as the optional key ``"review_band"`` (plain floats, ints and strings); a checkpoint without it gets the
     fallback band around its threshold when loaded (:func:`inspectkit.review.band_for_checkpoint`).
-    ``heatmap_scale``: the heat map's fixed scale calibrated on validation (:mod:`inspectkit.calibration`), the
+    ``heatmap_scale``: the heat map's fixed scale calibrated on validation (:mod:`inspectkit.heatmap.scale`), the
     optional key ``"heatmap_scale"``; without it the defect-evidence map falls back to per-image scaling.
     ``display_names``: class name -> human label (:mod:`inspectkit.labels`), the optional key ``"display_names"``;
     without it the labels are derived from the class names.

@@ -14,7 +14,7 @@ The ``.pt`` checkpoint stays the single source of truth; its graph comes from on
    ``head.npz`` (the linear head). A cached load never imports torch either.
 
 Why features as a second output: with global-average-pool + linear head, Grad-CAM at the last block equals
-``ReLU(sum_k w_ck A_k)`` up to a positive factor (see :func:`inspectkit.heatmap.cam_from_features`), so one
+``ReLU(sum_k w_ck A_k)`` up to a positive factor (see :func:`inspectkit.heatmap.render.cam_from_features`), so one
 forward pass gives the verdict and the heat map, with no backward pass.
 
 Why one module of this length: export, binding (digests in the graph's metadata), loading and int8
@@ -106,7 +106,7 @@ def default_threads() -> int:
 def verified_digest(path: str | Path, expected_sha256: str | None = None) -> str:
     """The checkpoint's SHA-256, checked against ``expected_sha256`` or else the ``<path>.sha256`` sidecar.
 
-    Same rule as :func:`inspectkit.checkpoint.load_checkpoint`; a mismatch is a ValueError that names both digests.
+    Same rule as :func:`inspectkit.inference.checkpoint.load_checkpoint`; a mismatch is a ValueError that names both digests.
     """
     path = Path(path)
     if not path.is_file():

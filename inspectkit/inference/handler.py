@@ -17,14 +17,14 @@ checkpoint without one ``inspectkit.review.DEFAULT_MARGIN`` logits either side o
 
 Heat maps (``heatmap_mode``): for a model with a defect class the default is ``"defect-evidence"``, the map
 ReLU(sum_k (w_defect,k - w_ok,k) A_k) (Grad-CAM of logit[defect] - logit[ok]) on the checkpoint's fixed scale
-calibrated on validation (``inspectkit/calibration.py``: 0.5 = the OK/defect boundary, 1 = a typical defect), so a
+calibrated on validation (``inspectkit/heatmap/scale.py``: 0.5 = the OK/defect boundary, 1 = a typical defect), so a
 good part stays cool and photos compare; a checkpoint without a scale falls back to each map's own maximum
 (``result.heatmap_scale`` is then None). ``"class-normalised"`` is the per-image min-max normalised CAM of the
 predicted (or ``target``) class, the default of a model without a defect class. Display names ("Defect", "OK")
 come from the checkpoint (``inspectkit/labels.py``) and go beside the raw class names.
 
 Backends: ``"onnx"`` runs an ONNX Runtime graph of the checkpoint - the committed one beside it
-(``final_best_model.onnx``, bound to the checkpoint's SHA-256; see inspectkit/fast.py) or one generated from the
+(``final_best_model.onnx``, bound to the checkpoint's SHA-256; see inspectkit/inference/fast.py) or one generated from the
 checkpoint and cached by its SHA-256 - that returns logits and last-block features, and computes the heat map
 from them without a backward pass (exact Grad-CAM for a global-pool + linear head); ``"torch"`` runs the PyTorch
 model with autograd Grad-CAM (gradcam.py) at any layer; ``"auto"`` takes ONNX when it is available and exact for

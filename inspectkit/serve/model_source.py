@@ -103,7 +103,7 @@ def fetch_graph(repo_id: str, filename: str, revision: str | None = None) -> Pat
 
     Both digests are checked when the handler loads it: the graph's own SHA-256 against its ``.sha256`` (required
     here: a graph that could not be checked is refused) and the checkpoint SHA-256 the graph records against the
-    downloaded checkpoint's (inspectkit/fast.py, :func:`inspectkit.fast.load_graph`).
+    downloaded checkpoint's (inspectkit/inference/fast.py, :func:`inspectkit.inference.fast.load_graph`).
     """
     from huggingface_hub import hf_hub_download
 
