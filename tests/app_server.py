@@ -1,5 +1,5 @@
-"""Helpers for the app tests: a real server (FastAPI + Gradio, uvicorn) on a free loopback port in a thread,
-and a small fake handler for the UI unit tests that do not need a network."""
+"""Helpers for the app tests: a real server (FastAPI + Gradio, uvicorn) on a free loopback port in a thread, a small
+fake handler for the UI unit tests that do not need a network, and the Inspect tab's outputs once a drop is done."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from inspectkit.serve.http_api import create_app
 from inspectkit.serve.model_source import LazyHandler
+from inspectkit.ui.common.session import VIEW_OUTPUTS, inspect
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "examples").glob("*.jpeg"))
@@ -51,6 +52,19 @@ def running_server(handler, reports_dir=None, start_lazy: bool = True):
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def inspect_all(handler, files, opacity: float = 0.45, state: dict | None = None, folder=None, warn=None) -> tuple:
+    """What the Inspect tab shows once a drop of ``files`` (and/or ``folder``) is inspected: its last step,
+    ``(state, *session.VIEW_OUTPUTS)``."""
+    *_, last = inspect(handler, files, folder, opacity, state, warn)
+    return last
+
+
+def by_name(outputs: tuple, names: tuple = VIEW_OUTPUTS) -> dict:
+    """A step's outputs by name: ``"state"`` first, then ``names`` (session.VIEW_OUTPUTS, or DETAIL_OUTPUTS)."""
+    assert len(outputs) == 1 + len(names), (len(outputs), names)
+    return dict(zip(("state", *names), outputs))
 
 
 @dataclass
@@ -93,6 +107,10 @@ class FakeHandler:
     #: said so); empty: the fake has no guard and never answers UNUSABLE
     unusable: dict = {}
 
+    def defect_probability_for(self, name: str) -> float:
+        """What the fake network says: 0.9 for a name with "def" in it, else 0.2."""
+        return 0.9 if "def" in name else 0.2
+
     def decide(self, probabilities, threshold=None, unusable_reason=None):
         t = self.threshold if threshold is None else threshold
         verdict = "DEFECT" if probabilities["def_front"] >= t else "OK"
@@ -113,7 +131,7 @@ class FakeHandler:
                 out.append(FakeResult(name=name, error=str(exc)))
                 continue
             self.images_seen += 1
-            p = 0.9 if "def" in name else 0.2
+            p = self.defect_probability_for(name)
             probs = {"def_front": p, "ok_front": 1 - p}
             heat = np.linspace(0, 1, rgb.shape[0] * rgb.shape[1], dtype=np.float32).reshape(rgb.shape[:2])
             reason = next((r for part, r in self.unusable.items() if part in name), None)

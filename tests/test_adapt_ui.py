@@ -1,4 +1,4 @@
-"""The Adapt tab's logic (inspectkit/adapt_ui.py) with the real handler and a random-weight 96 px checkpoint:
+"""The Adapt tab's logic (inspectkit/ui/adapt/) with the real handler and a random-weight 96 px checkpoint:
 photos from zips and drop zones (bad zips, path traversal, bombs, wrong classes, too few photos), the score of
 the current model, a tiny real adaptation, one adaptation at a time, checkpoint uploads good and bad, the
 per-session model switch, and "Label these next" sent to the tab."""
@@ -16,29 +16,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from app_server import inspect_all
 from conftest import write_checkpoint, write_images
 
 import app
 from inspectkit.digest import sha256_file
-from inspectkit.ui import shift as sh
 from inspectkit.ui.adapt import intake
 from inspectkit.ui.adapt import tab as aui
-from inspectkit.ui.common import support as ui
+from inspectkit.ui.adapt.settings import BACKENDS, AdaptSettings
+from inspectkit.ui.adapt.view import adaptation_html
+from inspectkit.ui.common import session, session_models
+from inspectkit.ui.common.render import review_ranks
+from inspectkit.ui.common.session_models import pick
 
 CLASSES = ["def_front", "ok_front"]
-TINY = aui.AdaptSettings(views=1, stage1_epochs=1, stage2_epochs=1, replay="none", threads=1, backend="torch")
+
+
+def inspect_with(shared, choice, files) -> dict:
+    """The Inspect tab's session once ``files`` are inspected with this session's model (``choice``)."""
+    *_, last = session.stream(session.inspect, shared, choice, files, None, 0.45, None)
+    return last[0]
+TINY = AdaptSettings(views=1, stage1_epochs=1, stage2_epochs=1, replay="none", threads=1, backend="torch")
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Each test writes under its own folder and starts with no session models cached; one torch thread."""
     monkeypatch.setattr(intake, "WORK_DIR", tmp_path / "adapt-work")
-    aui._MODELS.clear()
+    session_models._MODELS.clear()
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-    aui._MODELS.clear()
+    session_models._MODELS.clear()
 
 
 @pytest.fixture(scope="module")
@@ -83,32 +93,32 @@ def photo_bytes(tmp_path: Path, n: int, defect: bool, seed: int = 0) -> list[byt
 def test_constants_repeated_here_agree_with_their_sources():
     from inspectkit.engine.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig
     from inspectkit.imageio import IMAGE_EXTENSIONS
-    from inspectkit.inference.handler import BACKENDS
+    from inspectkit.inference.handler import BACKENDS as HANDLER_BACKENDS
 
-    assert aui.MIN_PER_CLASS == MIN_PHOTOS_PER_CLASS
+    assert intake.MIN_PER_CLASS == MIN_PHOTOS_PER_CLASS
     cfg = AdaptConfig()
-    assert aui.HELD_OUT_MIN == next(n for n in range(1, 100) if n * cfg.val_fraction >= cfg.min_val_per_class)
-    assert tuple(aui.IMAGE_TYPES) == tuple(IMAGE_EXTENSIONS)
-    assert tuple(aui.BACKENDS) == tuple(BACKENDS)
+    assert intake.HELD_OUT_MIN == next(n for n in range(1, 100) if n * cfg.val_fraction >= cfg.min_val_per_class)
+    assert tuple(intake.IMAGE_TYPES) == tuple(IMAGE_EXTENSIONS)
+    assert tuple(BACKENDS) == tuple(HANDLER_BACKENDS)
 
 
 def test_settings_from_the_environment():
-    s = aui.AdaptSettings.from_env({"INSPECT_ADAPT_VIEWS": "2", "INSPECT_ADAPT_REPLAY": "none",
+    s = AdaptSettings.from_env({"INSPECT_ADAPT_VIEWS": "2", "INSPECT_ADAPT_REPLAY": "none",
                                     "INSPECT_ADAPT_BACKEND": "torch", "INSPECT_ADAPT_STAGE2_EPOCHS": ""})
-    assert (s.views, s.replay, s.backend, s.stage2_epochs) == (2, "none", "torch", aui.AdaptSettings().stage2_epochs)
+    assert (s.views, s.replay, s.backend, s.stage2_epochs) == (2, "none", "torch", AdaptSettings().stage2_epochs)
     with pytest.raises(ValueError, match=r"INSPECT_ADAPT_THREADS='two' is not a whole number"):
-        aui.AdaptSettings.from_env({"INSPECT_ADAPT_THREADS": "two"})
+        AdaptSettings.from_env({"INSPECT_ADAPT_THREADS": "two"})
     with pytest.raises(ValueError, match=r"views=0 must be a whole number from 1 to 100"):
-        aui.AdaptSettings.from_env({"INSPECT_ADAPT_VIEWS": "0"})
+        AdaptSettings.from_env({"INSPECT_ADAPT_VIEWS": "0"})
     with pytest.raises(ValueError, match=r"backend='gpu' must be one of"):
-        aui.AdaptSettings(backend="gpu")
+        AdaptSettings(backend="gpu")
 
 
 def test_build_demo_has_the_adapt_tab_with_its_limits(handler):
     demo = app.build_demo(handler, adapt_settings=TINY)
     config = json.dumps(demo.get_config_file(), default=str)
-    assert "Adapt" in config and f"at most **{aui.MAX_PHOTOS} photos**" in config
-    assert f"**{aui.MAX_PHOTO_MB} MB\\nper photo**" in config or f"{aui.MAX_PHOTO_MB} MB" in config
+    assert "Adapt" in config and f"at most **{intake.MAX_PHOTOS} photos**" in config
+    assert f"**{intake.MAX_PHOTO_MB} MB\\nper photo**" in config or f"{intake.MAX_PHOTO_MB} MB" in config
     assert "One adaptation at a time" in config and "1 view per photo" in config
     assert {"adapt_run", "adapt_score"} <= {d.api_name for d in demo.fns.values()}
     assert "Send 'Label these next' to the Adapt tab" in config
@@ -123,7 +133,7 @@ def test_zip_with_class_folders_inside_one_top_folder(tmp_path):
     entries.update({f"line_b/ok_front/sub/o{i}.jpg": b for i, b in enumerate(o)})
     entries.update({"line_b/notes.txt": b"hello", "__MACOSX/line_b/._d0.jpg": b"junk", "line_b/.DS_Store": b"x"})
     z = make_zip(tmp_path / "line_b.zip", entries)
-    photos = aui.prepare_photos([str(z)], [[], []], CLASSES)
+    photos = intake.prepare_photos([str(z)], [[], []], CLASSES)
     try:
         assert photos.counts == {"def_front": 5, "ok_front": 4}
         assert sorted(p.name for p in photos.files["def_front"]) == [f"d{i}.jpg" for i in range(5)]
@@ -138,7 +148,7 @@ def test_a_file_that_is_not_a_zip_is_refused(tmp_path):
     bad = tmp_path / "photos.zip"
     bad.write_bytes(b"PK\x03\x04 but not really a zip")
     with pytest.raises(ValueError, match=r"photos.zip is not a readable zip archive"):
-        aui.prepare_photos([str(bad)], [], CLASSES)
+        intake.prepare_photos([str(bad)], [], CLASSES)
 
 
 @pytest.mark.parametrize("name, why", [("../evil.jpg", "path traversal"), ("def_front/../../evil.jpg", "traversal"),
@@ -148,7 +158,7 @@ def test_zip_entries_leading_out_of_the_archive_are_refused(tmp_path, name, why)
     good = {f"def_front/d{i}.jpg": b for i, b in enumerate(photo_bytes(tmp_path, 4, True))}
     z = make_zip(tmp_path / "evil.zip", {**good, name: b"\xff\xd8 not a photo"})
     with pytest.raises(ValueError, match=why):
-        aui.prepare_photos([str(z)], [], CLASSES)
+        intake.prepare_photos([str(z)], [], CLASSES)
     assert not list(tmp_path.rglob("evil.jpg")) and not Path("/tmp/evil.jpg").exists()
     assert not list((intake.WORK_DIR / "data").iterdir())  # the partial copy was removed
 
@@ -157,13 +167,13 @@ def test_zip_links_bombs_and_big_entries_are_refused(tmp_path):
     good = {f"def_front/d{i}.jpg": b for i, b in enumerate(photo_bytes(tmp_path, 4, True))}
     link = make_zip(tmp_path / "link.zip", good, symlinks=("ok_front/passwd.jpg",))
     with pytest.raises(ValueError, match="symbolic link"):
-        aui.prepare_photos([str(link)], [], CLASSES)
+        intake.prepare_photos([str(link)], [], CLASSES)
     bomb = make_zip(tmp_path / "bomb.zip", {**good, "ok_front/zeros.bmp": b"\0" * (5 << 20)})
     with pytest.raises(ValueError, match=r"decompression bomb"):
-        aui.prepare_photos([str(bomb)], [], CLASSES)
-    big = make_zip(tmp_path / "big.zip", {**good, "ok_front/big.png": os.urandom(aui.MAX_PHOTO_BYTES + 1)})
-    with pytest.raises(ValueError, match=rf"big.png is 10.5 MB; the limit is {aui.MAX_PHOTO_MB} MB per photo"):
-        aui.prepare_photos([str(big)], [], CLASSES)
+        intake.prepare_photos([str(bomb)], [], CLASSES)
+    big = make_zip(tmp_path / "big.zip", {**good, "ok_front/big.png": os.urandom(intake.MAX_PHOTO_BYTES + 1)})
+    with pytest.raises(ValueError, match=rf"big.png is 10.5 MB; the limit is {intake.MAX_PHOTO_MB} MB per photo"):
+        intake.prepare_photos([str(big)], [], CLASSES)
 
 
 def test_zip_with_other_class_folders_names_the_expected_ones(tmp_path):
@@ -172,16 +182,16 @@ def test_zip_with_other_class_folders_names_the_expected_ones(tmp_path):
                                          **{f"good/{i}.jpg": b for i, b in enumerate(d)}})
     with pytest.raises(ValueError, match=r"wrong.zip has folders \['bad', 'good'\] that are not classes of the model; "
                                          r"expected one folder per class: \['def_front', 'ok_front'\]"):
-        aui.prepare_photos([str(z)], [], CLASSES)
+        intake.prepare_photos([str(z)], [], CLASSES)
     loose = make_zip(tmp_path / "loose.zip", {"a.jpg": d[0]})
     with pytest.raises(ValueError, match=r"'a.jpg' is not inside a class folder"):
-        aui.prepare_photos([str(loose)], [], CLASSES)
+        intake.prepare_photos([str(loose)], [], CLASSES)
 
 
 def test_drop_zones_and_a_zip_together(tmp_path):
     zones = zones_of(tmp_path, 4, 5)
     z = make_zip(tmp_path / "more.zip", {"def_front/d_000.jpg": photo_bytes(tmp_path, 1, True, 9)[0]})
-    photos = aui.prepare_photos([str(z)], zones, CLASSES)
+    photos = intake.prepare_photos([str(z)], zones, CLASSES)
     try:
         assert photos.counts == {"def_front": 5, "ok_front": 5}
         # the same name from the zip and a zone: both kept
@@ -195,22 +205,22 @@ def test_drop_zone_limits(tmp_path, monkeypatch):
     text = tmp_path / "notes.txt"
     text.write_text("not a photo")
     with pytest.raises(ValueError, match=r"notes.txt in the ok_front zone is not a photo"):
-        aui.prepare_photos(None, [zones[0], zones[1] + [str(text)]], CLASSES)
+        intake.prepare_photos(None, [zones[0], zones[1] + [str(text)]], CLASSES)
     monkeypatch.setattr(intake, "MAX_PHOTOS", 6)
     with pytest.raises(ValueError, match=r"more than 6 photos were given .*the limit is 6 photos per adaptation"):
-        aui.prepare_photos(None, zones, CLASSES)
+        intake.prepare_photos(None, zones, CLASSES)
     monkeypatch.setattr(intake, "MAX_PHOTO_BYTES", 100)
     with pytest.raises(ValueError, match=r"d_000.jpg in the def_front zone is .* MB; the limit is 10 MB per photo"):
-        aui.prepare_photos(None, zones, CLASSES)
+        intake.prepare_photos(None, zones, CLASSES)
 
 
 def test_too_few_photos_says_how_many_are_needed(tmp_path):
     zones = zones_of(tmp_path, 2, 6)
     with pytest.raises(ValueError, match=r"too few photos in def_front \(def_front: 2, ok_front: 6\); adaptation "
                                          r"needs at least 4 photos per class"):
-        aui.prepare_photos(None, zones, CLASSES)
+        intake.prepare_photos(None, zones, CLASSES)
     with pytest.raises(ValueError, match=r"no photos were given"):
-        aui.prepare_photos(None, [[], []], CLASSES)
+        intake.prepare_photos(None, [[], []], CLASSES)
 
 
 # ------------------------------------------------------------------------------------------------ scoring and adapting
@@ -277,7 +287,7 @@ RESULT = {"seconds": 1.0, "sha256": "ab" * 32, "weights_sha256": "cd" * 32}
 def test_before_and_after_give_each_rate_with_its_interval_and_photo_count():
     kept = {"threshold": 0.7108, "kept_from_parent": True, "parent_threshold": 0.7108,
             "applied": "parent unless contradicted", "why": "the 30 held-out photos agree with it"}
-    out = aui.adaptation_html(_fake_adapted(kept, 0.7108), RESULT)
+    out = adaptation_html(_fake_adapted(kept, 0.7108), RESULT)
     assert "100.0 %<br>" in out and "90 % CI 91.7\u2013100, n=30" in out  # all 30 right: at least 91.7 %
     assert "0 of 15 (0.0 %)<br>" in out and "90 % CI 0\u201315.3, n=15" in out  # no missed defect of 15: < 15.3 %
     assert "2 of 15 (13.3 %)<br>" in out  # before: 2 of the 15 defects missed
@@ -287,12 +297,12 @@ def test_before_and_after_give_each_rate_with_its_interval_and_photo_count():
 def test_a_threshold_moved_by_the_held_out_photos_is_said_so():
     moved = {"threshold": 0.42, "kept_from_parent": False, "parent_threshold": 0.7108,
              "applied": "parent unless contradicted", "why": "the held-out photos contradict it: ..."}
-    out = aui.adaptation_html(_fake_adapted(moved, 0.42), RESULT)
+    out = adaptation_html(_fake_adapted(moved, 0.42), RESULT)
     assert "The threshold moved from 0.711 to 0.420 because these photos contradict the current one" in out
     assert "flatters the after-figures" in out
     lower = {"threshold": 0.5, "kept_from_parent": False, "parent_threshold": 0.7108,
              "applied": "lower of parent and 0.5", "why": "... (--threshold lower)"}
-    assert "The threshold was not chosen on them: 0.500" in aui.adaptation_html(_fake_adapted(lower, 0.5), RESULT)
+    assert "The threshold was not chosen on them: 0.500" in adaptation_html(_fake_adapted(lower, 0.5), RESULT)
 
 
 def test_in_sample_is_said_plainly(handler, tmp_path):
@@ -345,26 +355,29 @@ def test_switching_makes_this_sessions_inspection_use_the_adapted_model(handler,
     result, _, _ = aui.run_adaptation(handler, None, TINY, None, zones)
     out = aui.use_adapted(handler, None, result)
     assert len(out) == len(aui.SWITCH_OUTPUTS)
-    choice, state = out[0], out[1]
-    assert choice["sha256"] == result["sha256"] and choice["source"] == "adapted" and state["items"] == []
+    choice = out[0]
+    assert choice["sha256"] == result["sha256"] and choice["source"] == "adapted"
     assert "This session: adapted model" in out[aui.SWITCH_OUTPUTS.index("status")]
     assert "adapted model" in out[aui.SWITCH_OUTPUTS.index("session_line")]
-    session_h = aui.pick(handler, choice)
+    session_h = pick(handler, choice)
     assert session_h is not handler and session_h.sha256 == result["sha256"]
-    assert aui.pick(handler, None) is handler  # other sessions keep the default model
+    assert pick(handler, None) is handler  # other sessions keep the default model
 
+    # the Inspect tab follows the switch: its results (from the other model) are cleared, its sliders move
+    before = inspect_with(handler, None, zones[0][:1])
+    state, *_view, threshold, _band = session.switched(session_h, before)
+    assert state["rows"] == [] and threshold["value"] == round(session_h.threshold, 4)
+
+    # a drop of any size runs on the session's model
     photo = zones[0][0]
-    mine = aui.inspect_call(ui.run_inspection, handler, choice, [photo], 0.45, None)[0]["items"][0]
-    theirs = aui.inspect_call(ui.run_inspection, handler, None, [photo], 0.45, None)[0]["items"][0]
+    mine = inspect_with(handler, choice, [photo])["rows"][0]
+    theirs = inspect_with(handler, None, [photo])["rows"][0]
     assert mine["defect_probability"] == pytest.approx(session_h.predict(photo, heatmap=False).defect_probability)
     assert theirs["defect_probability"] == pytest.approx(handler.predict(photo, heatmap=False).defect_probability)
     assert mine["defect_probability"] != pytest.approx(theirs["defect_probability"], abs=1e-6)
-    # the Shift tab's job runs on the session's model too
-    shift = list(aui.inspect_call(sh.run_shift, handler, choice, [photo], None, 0.45, None))[-1][0]["rows"][0]
-    assert shift["p"] == pytest.approx(mine["defect_probability"]) and shift["threshold"] == session_h.threshold
 
-    aui._MODELS.clear()  # dropped from the cache: loaded again from its file, checked
-    assert aui.pick(handler, choice).sha256 == result["sha256"]
+    session_models._MODELS.clear()  # dropped from the cache: loaded again from its file, checked
+    assert pick(handler, choice).sha256 == result["sha256"]
     back = aui.use_default(handler, choice)
     assert back[0] is None and "default model" in back[aui.SWITCH_OUTPUTS.index("session_line")]
 
@@ -381,7 +394,7 @@ def test_a_session_model_whose_file_is_gone(handler, tmp_path):
 
     choice = {"path": str(tmp_path / "gone.pt"), "sha256": "0" * 64, "name": "gone.pt"}
     with pytest.raises(gr.Error, match="no longer on the server"):
-        aui.inspect_call(ui.run_inspection, handler, choice, [], 0.45, None)
+        inspect_with(handler, choice, [])
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint upload
@@ -406,12 +419,12 @@ def test_upload_a_good_checkpoint_with_its_sha256(handler, tmp_path):
     assert sha in info and wd in info and "the uploaded .sha256" in info and "0.4000" in info
     choice = switched[0]
     assert choice["source"] == "uploaded" and choice["sha256"] == sha and choice["weights_sha256"] == wd
-    assert aui.pick(handler, choice).threshold == pytest.approx(0.4)
-    assert switched[aui.SWITCH_OUTPUTS.index("threshold")]["value"] == 0.4
+    assert pick(handler, choice).threshold == pytest.approx(0.4)
+    assert session.switched(pick(handler, choice), None)[-2]["value"] == 0.4  # the Inspect tab's slider
     # the session's copy survives Gradio emptying its upload cache
     shutil.rmtree(tmp_path / "up1")
-    aui._MODELS.clear()
-    assert aui.pick(handler, choice).sha256 == sha
+    session_models._MODELS.clear()
+    assert pick(handler, choice).sha256 == sha
     # without the sidecar: loaded, the digest computed here
     info2, *_ = aui.load_uploaded_checkpoint(handler, None, [str(upload_copy(other, tmp_path / "up3"))], TINY)
     assert "nothing uploaded" in info2 and sha in info2
@@ -466,7 +479,7 @@ def test_a_bad_checkpoint_is_a_clear_error_and_the_model_stays(handler, tmp_path
     choice_before = {"keep": "me"}
     with pytest.raises(gr.Error, match=want):
         aui.adapt_call(aui.load_uploaded_checkpoint, handler, choice_before, files, TINY)
-    assert choice_before == {"keep": "me"} and not aui._MODELS
+    assert choice_before == {"keep": "me"} and not session_models._MODELS
     assert not Path(EVIL_MARK).exists()
     models = intake.WORK_DIR / "models"
     assert not models.is_dir() or not list(models.iterdir())  # a refused file is not kept
@@ -480,13 +493,13 @@ def test_label_these_next_goes_to_the_adapt_tab_and_into_the_class_zones(handler
 
     zones = zones_of(tmp_path, 3, 3)
     batch = zones[0] + zones[1]
-    state = ui.run_inspection(handler, batch, 0.45, None)[0]
-    to_label, gallery, *ticks_upd, tabs, box = aui.send_to_adapt(handler, None, state, batch, None)
+    state = inspect_all(handler, batch)[0]
+    to_label, gallery, *ticks_upd, tabs, box = aui.send_to_adapt(handler, None, state)
     assert tabs["selected"] == "adapt" and box["open"] is True
     assert len(to_label) == len(gallery) == 6 and len(ticks_upd) == aui.MAX_CLASS_ZONES
     thr = handler.threshold
-    ranks = ui.review_ranks(state["items"], thr)
-    first = state["items"][ranks.index(1)]["name"]
+    ranks = review_ranks(state["rows"], thr)
+    first = state["rows"][ranks.index(1)]["name"]
     assert to_label[0]["name"] == first  # closest to the threshold first
     assert all(Path(t["path"]).read_bytes() == Path(next(p for p in batch if Path(p).name == t["name"])).read_bytes()
                for t in to_label)
@@ -508,13 +521,15 @@ def test_label_these_next_goes_to_the_adapt_tab_and_into_the_class_zones(handler
 
 def test_label_these_next_without_the_uploads_uses_the_kept_copies(handler, tmp_path):
     zones = zones_of(tmp_path, 2, 2)
-    state = ui.run_inspection(handler, zones[0] + zones[1], 0.45, None)[0]
-    to_label, *_ = aui.send_to_adapt(handler, None, state, None, None)
+    state = inspect_all(handler, zones[0] + zones[1])[0]
+    for p in zones[0] + zones[1]:  # Gradio's upload cache was emptied
+        Path(p).unlink()
+    to_label, *_ = aui.send_to_adapt(handler, None, state)
     assert len(to_label) == 4 and all(t["path"].endswith(".png") and Path(t["path"]).is_file() for t in to_label)
     import gradio as gr
 
     with pytest.raises(gr.Error, match="inspect some photos first"):
-        aui.adapt_call(aui.send_to_adapt, handler, None, ui.new_state(), None, None)
+        aui.adapt_call(aui.send_to_adapt, handler, None, session.new_state())
 
 
 def test_inspection_answers_while_an_adaptation_runs(handler, tmp_path):
@@ -534,10 +549,10 @@ def test_inspection_answers_while_an_adaptation_runs(handler, tmp_path):
     try:
         assert in_training.wait(120)
         t0 = time.perf_counter()
-        state = aui.inspect_call(ui.run_inspection, handler, None, zones[0][:2], 0.45, None)[0]
+        state = inspect_with(handler, None, zones[0][:2])
         took = time.perf_counter() - t0
         assert worker.is_alive() and aui.ADAPT_LOCK.locked()
-        assert [it["error"] for it in state["items"]] == [None, None] and took < 30
+        assert [r["error"] for r in state["rows"]] == [None, None] and took < 30
         assert "% done" in aui.adaptation_status()
     finally:
         release.set()

@@ -1,5 +1,6 @@
-"""The app: UI logic with a fake handler, build_demo without launching, and a real server on a loopback port
-(Gradio API through gradio_client, the JSON endpoint, lazy loading) with a random-weight checkpoint."""
+"""The app: the Inspect tab's logic with a fake handler (a few photos: verdicts, the detail panel, sliders, CSV),
+build_demo without launching, and a real server on a loopback port (Gradio API through gradio_client, the JSON
+endpoint, lazy loading) with a random-weight checkpoint. Drops of any size are in test_shift.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from app_server import EXAMPLES, REPO, FakeHandler, running_server
+from app_server import EXAMPLES, REPO, FakeHandler, by_name, inspect_all, running_server
 from PIL import Image
 
 import app
@@ -33,7 +34,19 @@ from inspectkit.serve.model_source import (
     ModelUnavailable,
     resolve_checkpoint,
 )
-from inspectkit.ui.common import support as ui
+from inspectkit.ui.common import job, session
+from inspectkit.ui.common.export import CSV_HEADERS, spreadsheet_safe
+from inspectkit.ui.common.job import MAX_JOB_PHOTOS
+from inspectkit.ui.common.render import LABEL_NEXT_ROWS, TABLE_HEADERS, label_next_markdown, shown_class
+from inspectkit.ui.common.report_view import (
+    load_report,
+    loaded_model_markdown,
+    metrics_markdown,
+    model_status,
+    provenance_markdown,
+    report_images,
+)
+from inspectkit.ui.common.session import DETAIL_OUTPUTS
 
 FORMULA_NAME = '=HYPERLINK("x")|cmd.jpg'
 
@@ -88,7 +101,10 @@ def test_build_demo_builds_without_launching(handler):
     assert {"predict", "predict_batch"} <= api_names
     config = json.dumps(demo.get_config_file(), default=str)
     assert "Decision threshold" in config and "Heat-map opacity" in config
-    assert f"up to {MAX_BATCH}" in config and f"{MAX_UPLOAD_MB} MB" in config
+    assert f"up to {MAX_JOB_PHOTOS:,} photos" in config and f"{MAX_UPLOAD_MB} MB per file" in config
+    assert f"at most {MAX_BATCH}" in config  # the /predict_batch bound, on the API tab
+    # one tab inspects any number of photos: there is no separate tab for many
+    assert {b.id for b in demo.blocks.values() if isinstance(b, gr.Tab)} == {"inspect", "adapt", "model", "api"}
 
 
 def test_build_demo_with_a_loading_model_and_no_report(tmp_path):
@@ -104,10 +120,10 @@ def test_build_demo_with_a_loading_model_and_no_report(tmp_path):
 
 
 def test_model_tab_shows_the_committed_report_when_present():
-    rep, missing = ui.load_report(REPO / "reports")
+    rep, missing = load_report(REPO / "reports")
     if rep is None:
         pytest.skip(f"no committed evaluation report: {missing}")
-    text = ui.metrics_markdown(rep)
+    text = metrics_markdown(rep)
     assert "validation" in text and "test, all images" in text and "test, twin-free" in text
 
 
@@ -128,36 +144,41 @@ def test_examples_are_unmodified_dataset_images():
 # ------------------------------------------------------------------------------------------- UI logic (fake)
 
 
-def test_batch_with_a_bad_file_completes_the_rest(upload_dir):
+def test_a_drop_with_a_bad_file_completes_the_rest(upload_dir):
     good, bad, _ = upload_dir
-    h = FakeHandler()
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
-        h, [str(good[0]), str(bad), str(good[1])], 0.45, None)
+    v = by_name(inspect_all(FakeHandler(), [str(good[0]), str(bad), str(good[1])]))
+    table = v["table"]  # every photo, in the order given
     assert [r[1] for r in table] == ["DEFECT", "ERROR", "OK"]
     assert "broken.jpg" in table[1][5] and "not a readable image" in table[1][5]
-    assert len(gallery) == 3 and "ERROR" in gallery[1][1]
-    assert "1 not inspected" in summary and "broken.jpg" in summary
-    assert original.shape == overlay.shape and not np.array_equal(original, overlay)
-    assert probs == {"Defect (def_front)": 0.9, "OK (ok_front)": 0.1}  # display names beside the class names
-    assert "forward" in latency and "total" in latency
-    assert "DEFECT" in badge and "0.900" in badge
+    # the gallery leads with the defect; the file that could not be read comes after the judged photos
+    assert [cap for _, cap in v["gallery"]] == [f"{good[0].name} \u2014 DEFECT (p=0.900)",
+                                                f"{good[1].name} \u2014 OK (p=0.200), needs review",
+                                                "broken.jpg \u2014 ERROR"]
+    assert all(Path(img).is_file() for img, _ in v["gallery"])
+    assert "<b>3 / 3</b> photos" in v["progress"] and "done in" in v["progress"]
+    assert "1 not inspected" in v["summary"] and "broken.jpg" in v["summary"]
+    # the detail panel shows the gallery's first photo
+    assert v["original"].shape == v["overlay"].shape and not np.array_equal(v["original"], v["overlay"])
+    assert v["probabilities"] == {"Defect (def_front)": 0.9, "OK (ok_front)": 0.1}  # display names beside classes
+    assert "forward" in v["latency"] and "total" in v["latency"]
+    assert "DEFECT" in v["badge"] and "0.900" in v["badge"] and good[0].name in v["badge"]
 
 
 def test_threshold_re_decides_without_the_network(upload_dir):
     good, _, _ = upload_dir
     h = FakeHandler()
-    state, *view = ui.run_inspection(h, [str(p) for p in good], 0.45, None)
+    state = inspect_all(h, [str(p) for p in good])[0]
     seen = h.images_seen
-    state, *view = ui.redecide(h, state, 0.1)
-    assert [r[1] for r in view[7]] == ["DEFECT", "DEFECT"]  # p(defect) 0.9 and 0.2, both >= 0.1
-    assert all(r[3] == "0.1000" for r in view[7])
-    state, *view = ui.redecide(h, state, 0.95)
-    assert [r[1] for r in view[7]] == ["OK", "OK"]
-    rows = list(csv.reader(io.StringIO(Path(view[8]).read_text(encoding="utf-8-sig"))))
+    v = by_name(session.redecide(h, state, 0.1))
+    assert [r[1] for r in v["table"]] == ["DEFECT", "DEFECT"]  # p(defect) 0.9 and 0.2, both >= 0.1
+    assert all(r[3] == "0.1000" for r in v["table"])
+    v = by_name(session.redecide(h, state, 0.95))
+    assert [r[1] for r in v["table"]] == ["OK", "OK"]
+    rows = list(csv.reader(io.StringIO(Path(v["csv"]).read_text(encoding="utf-8-sig"))))
     assert [r[1] for r in rows[1:]] == ["OK", "OK"] and [r[2] for r in rows[1:]] == ["ok_front", "ok_front"]
-    state, *view = ui.reblend(h, state, 1.0)
+    v = by_name(session.reblend(h, state, 1.0))
     assert h.images_seen == seen  # neither slider ran the network again
-    assert not np.array_equal(view[4], view[3])
+    assert not np.array_equal(v["overlay"], v["original"])
 
 
 def _zdist(p: float, t: float) -> float:
@@ -174,39 +195,40 @@ def test_needs_review_in_badge_summary_table_csv_and_label_next(upload_dir):
     fallback band is DEFAULT_MARGIN logits either side, so 0.2 (1.39 logits away) needs review and 0.9 (2.20) not."""
     good, _, _ = upload_dir
     h = FakeHandler()
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
-        h, [str(good[0]), str(good[1])], 0.45, None)
+    v = by_name(inspect_all(h, [str(good[0]), str(good[1])]))
+    state = v["state"]
     want = [_zdist(p, 0.5) <= DEFAULT_MARGIN for p in (0.9, 0.2)]
     assert want == [False, True]
-    assert [r[6] for r in table] == ["needs review" if w else "" for w in want]
-    assert "1 needs review" in summary and "NEEDS REVIEW" not in badge  # the selected first image is outside
-    assert [r[7] for r in _csv_rows(csv_path)] == ["no", "yes"]
-    assert [r[10] for r in _csv_rows(csv_path)] == ["2", "1"]  # 0.2 is closer to the threshold: label it first
-    assert "needs review" in gallery[1][1] and "needs review" not in gallery[0][1]
+    assert [r[6] for r in v["table"]] == ["needs review" if w else "" for w in want]
+    assert "1 needs review" in v["summary"] and "NEEDS REVIEW" not in v["badge"]  # the defect is shown, outside
+    assert [r[7] for r in _csv_rows(v["csv"])] == ["no", "yes"]
+    assert [r[10] for r in _csv_rows(v["csv"])] == ["2", "1"]  # 0.2 is closer to the threshold: label it first
+    assert "needs review" in v["gallery"][1][1] and "needs review" not in v["gallery"][0][1]
     # "Label these next": closest first, with its distance in logits
+    label_next = v["label_next"]
     assert label_next.index(good[1].name) < label_next.index(good[0].name)
     assert f"{_zdist(0.2, 0.5):.2f}" in label_next and f"{_zdist(0.9, 0.5):.2f}" in label_next
     assert "1 of 2 inside" in label_next
-    state, badge, *_ = ui.select(h, state, 1)
-    assert "NEEDS REVIEW" in badge
+    assert "NEEDS REVIEW" in by_name(session.select(h, state, 1), DETAIL_OUTPUTS)["badge"]
 
     # the band follows the threshold slider (same logit distances around the new threshold)
-    _, summary, *view = ui.redecide(h, state, 0.85)
+    v = by_name(session.redecide(h, state, 0.85))
     want = [_zdist(p, 0.85) <= DEFAULT_MARGIN for p in (0.9, 0.2)]
     assert want == [True, False]
-    assert [r[7] for r in _csv_rows(view[7])] == ["yes" if w else "no" for w in want]
-    assert [r[10] for r in _csv_rows(view[7])] == ["1", "2"]
+    assert [r[7] for r in _csv_rows(v["csv"])] == ["yes" if w else "no" for w in want]
+    assert [r[10] for r in _csv_rows(v["csv"])] == ["1", "2"]
 
-    # the band slider: a symmetric band of that many logits, no forward pass
+    # the band slider: a symmetric band of that many logits around the threshold in force, no forward pass
+    session.redecide(h, state, 0.5)
     seen = h.images_seen
     for margin in (3.0, 1.0, 0.0):
-        _, summary, *view = ui.rereview(h, state, margin)
+        v = by_name(session.rereview(h, state, margin))
         want = [_zdist(p, 0.5) <= margin for p in (0.9, 0.2)]
-        assert [r[7] for r in _csv_rows(view[7])] == ["yes" if w else "no" for w in want]
-        assert f"{sum(want)} need" in summary
+        assert [r[7] for r in _csv_rows(v["csv"])] == ["yes" if w else "no" for w in want]
+        assert f"{sum(want)} need" in v["summary"]
     assert h.images_seen == seen
     with pytest.raises(ValueError, match="logits"):
-        ui.rereview(h, state, -1.0)
+        session.rereview(h, state, -1.0)
 
 
 def test_label_next_lists_at_most_ten_closest_first(tmp_path):
@@ -216,70 +238,93 @@ def test_label_next_lists_at_most_ten_closest_first(tmp_path):
     items.append({"name": "broken.jpg", "error": "not an image", "defect_probability": None, "label": None})
     thr = 0.6
     band = dict(zip(("low", "high"), symmetric_band(thr, 1.0)))
-    md = ui.label_next_markdown(items, ["x"] * len(items), thr, band)
+    md = label_next_markdown(items, ["x"] * len(items), thr, band)
     order = sorted(range(12), key=lambda i: _zdist(items[i]["defect_probability"], thr))
     shown = [n for n in names if n in md]
-    assert len(shown) == ui.LABEL_NEXT_ROWS and "broken.jpg" not in md and "2 more in the CSV" in md
-    assert sorted(shown, key=md.index) == [names[i] for i in order[:ui.LABEL_NEXT_ROWS]]
-    assert ui.label_next_markdown(items[-1:], ["ERROR"], thr, band) == ""
+    assert len(shown) == LABEL_NEXT_ROWS and "broken.jpg" not in md and "2 more in the CSV" in md
+    assert sorted(shown, key=md.index) == [names[i] for i in order[:LABEL_NEXT_ROWS]]
+    assert label_next_markdown(items[-1:], ["ERROR"], thr, band) == ""
 
 
 def test_opacity_zero_shows_the_photo(upload_dir):
     good, _, _ = upload_dir
-    state, *view = ui.run_inspection(FakeHandler(), [str(good[0])], 0.0, None)
-    assert np.array_equal(view[3], view[4])
+    v = by_name(inspect_all(FakeHandler(), [str(good[0])], opacity=0.0))
+    assert np.array_equal(v["original"], v["overlay"])
 
 
-def test_gallery_select_shows_that_image(upload_dir):
+def test_selecting_a_gallery_photo_shows_its_detail(upload_dir):
     good, _, _ = upload_dir
     h = FakeHandler()
-    state, *_ = ui.run_inspection(h, [str(p) for p in good], 0.45, None)
-    state, badge, original, overlay, probs, latency = ui.select(h, state, 1)
-    assert state["selected"] == 1 and good[1].name in badge and "OK" in badge
+    state = inspect_all(h, [str(p) for p in good])[0]
+    seen = h.images_seen
+    d = by_name(session.select(h, state, 1), DETAIL_OUTPUTS)
+    assert state["selected"] == 1 and good[1].name in d["badge"] and "OK" in d["badge"]
+    assert d["probabilities"] == {"Defect (def_front)": 0.2, "OK (ok_front)": 0.8}
+    assert "<td>9.0</td>" in d["latency"] and d["original"].shape == d["overlay"].shape
+    assert h.images_seen == seen  # shown from what the job kept
 
 
-def test_too_many_files_is_refused_with_the_limit(tmp_path):
-    with pytest.raises(ValueError, match=rf"at most {MAX_BATCH}"):
-        ui.run_inspection(FakeHandler(), [str(EXAMPLES[0])] * (MAX_BATCH + 1), 0.45, None)
+def test_a_drop_past_the_job_bound_is_refused_and_keeps_the_results(upload_dir, monkeypatch):
+    good, _, _ = upload_dir
+    h = FakeHandler()
+    state = inspect_all(h, [str(good[0])])[0]
+    monkeypatch.setattr(job, "MAX_JOB_PHOTOS", 2)
+    seen = h.images_seen
+    v = by_name(inspect_all(h, [str(EXAMPLES[0])] * 3, state=state))
+    assert "larger than one job may be" in v["progress"] and "batch_inspect.py" in v["progress"]
+    assert v["state"] is state and [r["name"] for r in state["rows"]] == [good[0].name]  # nothing lost
+    assert h.images_seen == seen
 
 
 def test_oversized_file_is_reported_not_decoded(tmp_path, monkeypatch):
-    monkeypatch.setattr(ui, "MAX_UPLOAD_BYTES", 1000)
+    monkeypatch.setattr(job, "MAX_UPLOAD_BYTES", 1000)
     h = FakeHandler()
-    state, *view = ui.run_inspection(h, [str(EXAMPLES[0])], 0.45, None)
-    assert view[7][0][1] == "ERROR" and "limit" in view[7][0][5]
+    v = by_name(inspect_all(h, [str(EXAMPLES[0])]))
+    assert v["table"][0][1] == "ERROR" and "limit" in v["table"][0][5]
     assert h.images_seen == 0
 
 
-def test_ui_errors_become_gradio_messages():
+def test_ui_errors_become_gradio_messages(upload_dir):
     import gradio as gr
 
-    with pytest.raises(gr.Error, match="at most"):
-        ui.ui_call(ui.run_inspection, FakeHandler(), [str(EXAMPLES[0])] * 40, 0.45, None)
+    good, _, _ = upload_dir
+    state = inspect_all(FakeHandler(), [str(good[0])])[0]
+    with pytest.raises(gr.Error, match="must be 0 to 20 logits"):
+        session.call(session.rereview, FakeHandler(), None, state, -1.0)
+    with pytest.raises(gr.Error, match="heatmap_mode 'fancy' must be one of"):
+        list(session.stream(session.reheat, FakeHandler(), None, state, "fancy"))
+    assert [r["name"] for r in state["rows"]] == [good[0].name]
+
+
+def test_files_that_cannot_be_read_raise_one_warning(upload_dir):
+    good, bad, _ = upload_dir
+    said = []
+    inspect_all(FakeHandler(), [str(good[0]), str(bad)], warn=said.append)
+    assert len(said) == 1 and said[0].startswith("1 of 2 files could not be inspected: broken.jpg")
 
 
 def test_csv_is_correct_and_formula_names_stay_text(upload_dir):
     good, bad, formula = upload_dir
-    state, *view = ui.run_inspection(FakeHandler(), [str(formula), str(good[1]), str(bad)], 0.45, None)
-    raw = Path(view[8]).read_bytes()
+    v = by_name(inspect_all(FakeHandler(), [str(formula), str(good[1]), str(bad)]))
+    raw = Path(v["csv"]).read_bytes()
     assert raw.startswith(b"\xef\xbb\xbf")  # BOM: Excel reads UTF-8
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
-    assert rows[0] == ui.CSV_HEADERS
+    assert rows[0] == CSV_HEADERS
     assert len(rows) == 4
-    name, verdict, label, p, thr, ms, err, review, low, high, rank, shown, reason, novelty = rows[1]
+    name, verdict, label, p, thr, ms, err, review, low, high, rank, shown, reason, novelty, photo = rows[1]
     assert name == "'" + FORMULA_NAME  # shown as text by Excel, LibreOffice and Sheets
     assert verdict == "OK" and label == "ok_front" and float(p) == pytest.approx(0.2) and float(thr) == 0.5
     assert shown == "OK"  # the display name beside the raw class name (derived: the fake handler stores none)
-    assert float(ms) == pytest.approx(9.0) and err == ""
+    assert float(ms) == pytest.approx(9.0) and err == "" and photo == "1"
     assert (reason, novelty) == ("", "")  # judged, and the fake handler has no guard
-    assert rows[2][:2] == [good[1].name, "OK"]
+    assert rows[2][:2] == [good[1].name, "OK"] and rows[2][14] == "2"
     assert rows[3][1] == "ERROR" and "not a readable image" in rows[3][6]
     # needs review: both readable files have p(defect) 0.2, inside the fallback band around 0.5 (no band on the
-    # fake handler); ranked in batch order on the tie; the failed file has no flag, band or rank
+    # fake handler); ranked in input order on the tie; the failed file has no flag, band or rank, but its place
     lo, hi = symmetric_band(0.5, DEFAULT_MARGIN)
     assert (review, rank) == ("yes", "1")
     assert float(low) == pytest.approx(lo, abs=1e-4) and float(high) == pytest.approx(hi, abs=1e-4)
-    assert rows[2][7] == "yes" and rows[2][10] == "2" and rows[3][7:] == [""] * 7
+    assert rows[2][7] == "yes" and rows[2][10] == "2" and rows[3][7:14] == [""] * 7 and rows[3][14] == "3"
     for row in rows[1:]:
         for cell in row:
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), cell
@@ -290,7 +335,7 @@ def test_csv_is_correct_and_formula_names_stay_text(upload_dir):
     (" =x", "' =x"), ("plain.jpg", "plain.jpg"), (0.25, 0.25), (-1.5, -1.5), (None, ""),
 ])
 def test_spreadsheet_safe(value, expected):
-    assert ui.spreadsheet_safe(value) == expected
+    assert spreadsheet_safe(value) == expected
 
 
 @pytest.mark.parametrize("raw, shown", [
@@ -310,8 +355,9 @@ def test_long_names_are_shortened_keeping_the_extension():
 def test_names_are_escaped_in_html(tmp_path):
     p = tmp_path / "<img src=x onerror=alert(1)>.jpg"
     p.write_bytes(EXAMPLES[0].read_bytes())
-    state, summary, gallery, badge, *rest = ui.run_inspection(FakeHandler(), [str(p)], 0.45, None)
-    assert "<img src=x" not in badge and "&lt;img src=x" in badge
+    v = by_name(inspect_all(FakeHandler(), [str(p)]))
+    assert "<img src=x" not in v["badge"] and "&lt;img src=x" in v["badge"]
+    assert "<img src=x" not in v["label_next"] and "&lt;img src=x" in v["label_next"]
 
 
 # ------------------------------------------------------------------------------------------ lazy loading
@@ -325,7 +371,7 @@ def test_lazy_handler_reports_a_failed_load():
     with pytest.raises(ModelUnavailable, match="nowhere.pt"):
         lazy.wait(10)
     assert lazy.state == "failed"
-    status, thr, _ = ui.model_status(lazy)
+    status, thr, _ = model_status(lazy)
     assert "Model not available" in status and "nowhere.pt" in status and thr is None
 
 
@@ -504,37 +550,43 @@ def test_json_endpoint_heat_map_modes_and_display_names(server, handler):
     assert got["heatmap_mode"] == "class-normalised" and got["display_label"] in ("Defect", "OK")
 
 
-def test_heat_map_choice_inspects_the_session_again_and_labels_are_shown(upload_dir):
+def test_heat_map_choice_inspects_the_gallery_again_and_labels_are_shown(upload_dir):
     good, _, _ = upload_dir
     h = FakeHandler()
-    state, *view = ui.run_inspection(h, [str(good[0])], 0.45, None)
+    state = inspect_all(h, [str(good[0])])[0]
     seen = h.images_seen
-    state, *view = ui.reheat(h, state, "class-normalised")
+    *steps, last = session.reheat(h, state, "class-normalised")
+    v = by_name(last)
     assert h.images_seen == seen + 1 and state["heatmap_mode"] == "class-normalised"
     assert h.heatmap_modes == [None, "class-normalised"]  # the model's default first, then the choice
-    badge, probs, table = view[2], view[5], view[7]
+    assert "Redrawing the heat maps" in steps[0][1]
+    badge, probs, table = v["badge"], v["probabilities"], v["table"]
     assert "class <span class='class-label'>" in badge and ("Defect (def_front)" in badge or "OK (ok_front)" in badge)
     assert set(probs) == {"Defect (def_front)", "OK (ok_front)"}
-    col = ui.TABLE_HEADERS.index("class")
+    col = TABLE_HEADERS.index("class")
     assert table[0][col] in ("Defect (def_front)", "OK (ok_front)")
     with pytest.raises(ValueError, match="heatmap_mode 'x' must be one of"):
-        ui.reheat(h, state, "x")
-    state, *view = ui.reheat(h, ui.new_state(), "")  # nothing inspected yet: nothing to run
-    assert state["heatmap_mode"] is None and h.images_seen == seen + 1
+        list(session.reheat(h, state, "x"))
+    empty = session.new_state()
+    list(session.reheat(h, empty, ""))  # nothing inspected yet: nothing to run
+    assert empty["heatmap_mode"] is None and h.images_seen == seen + 1
+    # the next drop is drawn with the session's choice
+    inspect_all(h, [str(good[1])], state=state)
+    assert h.heatmap_modes[-1] == "class-normalised"
 
 
 def test_model_tab_shows_the_score_distribution_not_the_flat_sweep(tmp_path):
-    assert "threshold_curve.png" not in [name for name, _, _ in ui.report_images(tmp_path)]
+    assert "threshold_curve.png" not in [name for name, _, _ in report_images(tmp_path)]
     config = json.dumps(app.build_demo(FakeHandler(), reports_dir=tmp_path).get_config_file(), default=str)
     assert "score-distribution" in config and "heat-legend" in config and "heatmap-mode" in config
     assert "Per-image normalised class CAM" in config
 
 
 def test_model_tab_states_the_review_band(handler):
-    md = ui.loaded_model_markdown(handler)
+    md = loaded_model_markdown(handler)
     band = handler.review_band
     assert f"| needs-review band | {band['low']:.4f} to {band['high']:.4f} (fallback:" in md
-    assert ui.initial_review_margin(handler) == band["margin"]
+    assert session.initial_review_margin(handler) == band["margin"]
 
 
 def test_json_endpoint_says_needs_review(server, handler):
@@ -578,22 +630,21 @@ def test_json_endpoint_is_in_the_openapi_schema(server):
 
 def test_ui_pipeline_with_the_real_handler(handler, upload_dir):
     good, bad, _ = upload_dir
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
-        handler, [str(good[0]), str(bad)], 0.45, None)
+    v = by_name(inspect_all(handler, [str(good[0]), str(bad)]))
     want = handler.predict(str(good[0]))
-    assert table[0][1] == want.verdict and table[1][1] == "ERROR"
-    assert set(probs) == {ui.shown_class(handler, c) for c in handler.class_names} and len(gallery) == 2
-    assert original.shape == want.image.shape
+    assert v["table"][0][1] == want.verdict and v["table"][1][1] == "ERROR"
+    assert set(v["probabilities"]) == {shown_class(handler, c) for c in handler.class_names}
+    assert len(v["gallery"]) == 2 and v["original"].shape == want.image.shape
+    assert v["state"]["rows"][0]["defect_probability"] == pytest.approx(want.defect_probability, abs=1e-6)
 
 
 def test_error_messages_quote_the_harmless_name(tmp_path):
     p = tmp_path / "line\nbreak\u202e.jpg"
     p.write_bytes(b"not an image")
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
-        FakeHandler(), [str(p)], 0.45, None)
-    note = table[0][5]
+    v = by_name(inspect_all(FakeHandler(), [str(p)]))
+    note = v["table"][0][5]
     assert "linebreak.jpg" in note and "\n" not in note and "\u202e" not in note
-    assert "\n" not in summary and "\u202e" not in summary and "\u202e" not in badge
+    assert "\n" not in v["summary"] and "\u202e" not in v["summary"] and "\u202e" not in v["badge"]
     assert safe_text("a\r\n\tb\u200bc") == "a b c"
 
 
@@ -616,10 +667,10 @@ def test_model_tab_shows_metrics_plots_and_provenance(tmp_path):
     (tmp_path / "evaluation.json").write_text(json.dumps(rep))
     (tmp_path / "evaluation.md").write_text("# Evaluation of mobilenet_v2\n")
     Image.new("RGB", (40, 30), "white").save(tmp_path / "confusion_matrix.png")
-    text = ui.metrics_markdown(rep)
+    text = metrics_markdown(rep)
     assert "| test, twin-free | 120 | 97.50 % | 98.00 % | 99.00 % | 0.9980 | 2 | 1 | 0.4200 |" in text
     assert "| validation | 900 | 99.10 %" in text and "rotate_15" in text and "120 of them" in text
-    prov = ui.provenance_markdown(rep)
+    prov = provenance_markdown(rep)
     assert "CC BY-NC-ND 4.0" in prov and "google-coral" in prov and "def_front: 3758" in prov
     config = json.dumps(app.build_demo(FakeHandler(), reports_dir=tmp_path).get_config_file(), default=str)
     assert "test, twin-free" in config and "confusion_matrix.png" in config
@@ -629,7 +680,7 @@ def test_model_tab_shows_metrics_plots_and_provenance(tmp_path):
 
 def test_broken_report_is_reported_not_raised(tmp_path):
     (tmp_path / "evaluation.json").write_text("{not json")
-    rep, why = ui.load_report(tmp_path)
+    rep, why = load_report(tmp_path)
     assert rep is None and "could not be read" in why
 
 

@@ -1,8 +1,9 @@
 """A real browser on the real server: headless Chromium (Debian's, driven by Playwright) uploads two casting photos
-through the page's file input and must see two overlays and two verdicts; the heat map's colour bar, the display
-names and the Model tab's score distribution must be on the page; a blank white frame dropped on a model with a
-guard must show UNUSABLE (its own badge colour, the reason, the count, the table). Keeps screenshots in
-test-artifacts/."""
+through the Inspect tab's file input and must see two overlays and two verdicts; a drop of more photos than one
+chunk (MAX_BATCH) on the same tab must give every photo a verdict, lead the gallery with the defects and show a
+clicked photo large; the heat map's colour bar, the display names and the Model tab's score distribution must be on
+the page; a blank white frame dropped on a model with a guard must show UNUSABLE (its own badge colour, the reason,
+the count, the table). Keeps screenshots in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ import contextlib
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from app_server import EXAMPLES, REPO, running_server
+from conftest import write_images
+
+from inspectkit.limits import MAX_BATCH
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
-                                reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.is_file(),
+                                 reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")]
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +99,45 @@ def test_upload_two_images_shows_two_overlays_and_two_verdicts(page_url):
         for panel in ("#original img", "#overlay img"):  # images arrive a moment after the table
             page.locator(panel).wait_for(state="visible", timeout=30_000)
         assert page.locator("#badge .badge").inner_text().strip() in ("OK", "DEFECT")
-        assert "2 images" in page.locator("#summary").inner_text()
+        assert "2 photos" in page.locator("#summary").inner_text()
+        assert "2 / 2" in page.locator("#progress").inner_text()
         page.screenshot(path=str(ARTIFACTS / "browser_inspect.png"), full_page=True)
+
+
+def test_a_drop_larger_than_one_chunk_gets_a_verdict_for_every_photo(page_url, tmp_path):
+    n = MAX_BATCH + 8
+    r = np.random.default_rng(3)
+    photos = (write_images(tmp_path / "def", r, 10, True, prefix="def_part")
+              + write_images(tmp_path / "ok", r, n - 10, False, prefix="ok_part"))
+    with open_page(page_url) as page:
+        page.wait_for_selector("#batch-files input[type=file]", state="attached", timeout=60_000)
+        page.set_input_files("#batch-files input[type=file]", [str(p) for p in photos])
+        page.wait_for_function(
+            "([n]) => { const e = document.querySelector('#progress');"
+            " return e && e.innerText.includes(`${n} / ${n}`) && e.innerText.includes('done in'); }",
+            arg=[n], timeout=180_000)
+        page.wait_for_function(f"document.querySelectorAll('#gallery img').length === {n}", timeout=60_000)
+        summary = page.locator("#summary").inner_text()
+        counts = {v: int(k) for k, v in re.findall(r"(\d+) (DEFECT|OK)\b", summary)}
+        assert f"{n} photos" in summary and counts["DEFECT"] + counts["OK"] == n, summary
+        # every photo has a verdict in the gallery, defects (and needs-review photos) first
+        captions = page.locator("#gallery").inner_text()
+        found = dict(re.findall(r"((?:def|ok)_part_\d{3}\.jpg) \u2014 (OK|DEFECT) \(p=", captions))
+        assert set(found) == {p.name for p in photos}, captions
+        order = re.findall(r" \u2014 (OK|DEFECT) \(p=[\d.]+\)(, needs review)?", captions)
+        rank = [0 if v == "DEFECT" else 1 if review else 2 for v, review in order]
+        assert rank == sorted(rank) and len(rank) == n
+        # no pane of the page shows an error: the drop is not refused for its size
+        assert page.get_by_text("Error", exact=True).count() == 0
+        # a click in the gallery shows that photo large
+        item = page.locator("#gallery .thumbnail-item").nth(n - 1)
+        name = item.inner_text().split(" \u2014 ")[0].strip()
+        assert name in found and name not in page.locator("#badge").inner_text()
+        item.click()
+        page.locator("#badge").get_by_text(name).wait_for(timeout=30_000)
+        assert page.locator("#badge .badge").inner_text().strip() in ("OK", "DEFECT")
+        page.locator("#overlay img").wait_for(state="visible", timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "browser_inspect_many.png"), full_page=True)
 
 
 def test_colour_bar_display_names_and_score_distribution_on_the_page(page_url):

@@ -21,8 +21,9 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 TINY_ENV = {"INSPECT_ADAPT_VIEWS": "1", "INSPECT_ADAPT_STAGE1_EPOCHS": "1", "INSPECT_ADAPT_STAGE2_EPOCHS": "1",
             "INSPECT_ADAPT_REPLAY": "none", "INSPECT_ADAPT_THREADS": "1", "INSPECT_ADAPT_BACKEND": "torch"}
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(),
-                                reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.is_file(),
+                                 reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def served(tiny_checkpoint, tmp_path_factory):
 
     from inspectkit.inference.handler import InferenceHandler
     from inspectkit.ui.adapt import intake
-    from inspectkit.ui.adapt import tab as aui
+    from inspectkit.ui.common import session_models
 
     photos = tmp_path_factory.mktemp("line_b")
     r = np.random.default_rng(11)
@@ -46,7 +47,7 @@ def served(tiny_checkpoint, tmp_path_factory):
         mp.setattr(intake, "WORK_DIR", tmp_path_factory.mktemp("adapt-work"))
         with running_server(handler) as url:
             yield url, handler, defs, oks
-    aui._MODELS.clear()
+    session_models._MODELS.clear()
     torch.set_num_threads(threads)
 
 

@@ -321,12 +321,12 @@ def test_display_names_defaults_parsing_and_checks(tmp_path):
     with pytest.raises(ValueError, match="display_names"):
         make_checkpoint(model, "mobilenet_v2", ["def_front", "ok_front"], 0, default_spec(64), 0.5,
                         display_names={"nope": "x"})
-    import train as train_cli
+    from inspectkit.cli.train import parse_args
 
-    cfg, _ = train_cli.parse_args(["--display-names", "def_front=Porosity,ok_front=Good"])
+    cfg, _ = parse_args(["--display-names", "def_front=Porosity,ok_front=Good"])
     assert cfg.display_names == {"def_front": "Porosity", "ok_front": "Good"}
     with pytest.raises(SystemExit):
-        train_cli.parse_args(["--display-names", "def_front"])
+        parse_args(["--display-names", "def_front"])
 
 
 def test_display_names_reach_the_handler_and_the_api(calibrated, tiny_checkpoint):

@@ -178,12 +178,14 @@ for kw in ({{"backend": "torch"}}, {{}}):
         InferenceHandler({str(other)!r} if not kw else {str(graphed)!r}, **kw)
     except Exception as exc:
         out.setdefault("errors", []).append(str(exc))
-from inspectkit.ui.adapt import tab as adapt_ui
+from inspectkit.ui.adapt.settings import AdaptSettings
+from inspectkit.ui.adapt.tab import run_adaptation
+from inspectkit.ui.adapt.view import intro_markdown
 try:
-    adapt_ui.run_adaptation(None, None, None, None, [])
+    run_adaptation(None, None, None, None, [])
 except ValueError as exc:
     out["adapt"] = str(exc)
-out["intro"] = adapt_ui.intro_markdown(adapt_ui.AdaptSettings())
+out["intro"] = intro_markdown(AdaptSettings())
 print(json.dumps(out))
 """
     env = _no_torch_env(tmp_path)

@@ -428,17 +428,18 @@ def test_ui_gallery_html_table_and_csv_show_hostile_names_harmlessly(tmp_path, r
     """One batch of files with hostile names through the UI pipeline with the real handler: gallery captions,
     the HTML badge and summary, the table and the CSV all show harmless names; no CSV cell can run as a
     formula; the CSV has exactly one row per file."""
-    from inspectkit.ui.common import support as ui
+    from inspectkit.ui.common.session import inspect
 
     paths = _hostile_batch(tmp_path)
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
-        real_handler, paths, 0.45, None)
+    *_, last = inspect(real_handler, paths, None, 0.45, None)
+    state, progress, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = last
     assert len(gallery) == len(paths) == len(table)
     assert sum(r[1] == "ERROR" for r in table) == sum(1 for i in range(len(paths)) if i % 4 == 0)
-    for (_img, caption), row in zip(gallery, table):
-        assert not UNSAFE_CHARS.search(caption), repr(caption)
+    for row in table:
         assert_harmless_name(row[0], max_chars=MAX_NAME_CHARS)
-        assert caption.startswith(row[0])
+    for _img, caption in gallery:  # the gallery leads with defects; each caption starts with a harmless name
+        assert not UNSAFE_CHARS.search(caption), repr(caption)
+        assert any(caption.startswith(row[0] + " \u2014 ") for row in table), repr(caption)
     for html_text in (summary, badge):
         assert "<img" not in html_text  # escaped: &lt;img ...
     raw = Path(csv_path).read_text(encoding="utf-8-sig")
@@ -455,14 +456,15 @@ def test_error_messages_show_hostile_names_harmlessly(tmp_path, real_handler):
     """A file that cannot be read is reported with its name: in the table's note, the CSV's error column, the
     summary and the /predict_batch JSON that name must be as harmless as the name column (no newline, tab or
     bidi override smuggled in through the message)."""
-    from inspectkit.ui.common import support as ui
+    from inspectkit.ui.common.session import inspect
+    from inspectkit.ui.common.support import api_predict_batch
 
     paths = _hostile_batch(tmp_path)
     bad = [p for i, p in enumerate(paths) if i % 4 == 0]
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
-        real_handler, bad, 0.45, None)
+    *_, last = inspect(real_handler, bad, None, 0.45, None)
+    state, progress, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = last
     rows = list(csv.reader(io.StringIO(Path(csv_path).read_text(encoding="utf-8-sig"), newline="")))
-    api = ui.api_predict_batch(real_handler, bad, None)
+    api = api_predict_batch(real_handler, bad, None)
     messages = [r[5] for r in table] + [r[6] for r in rows[1:]] + [a["error"] for a in api] + [summary]
     assert all(messages)
     for m in messages:

@@ -1,7 +1,7 @@
-"""UNUSABLE and drift in the UI: the Inspect tab's badge, colour, counts, gallery, table, CSV, "Label these next" and
-threshold re-decision, the Model tab's guard summary (or "guard off: <reason>"), and the Shift tab's UNUSABLE counts
-and drift alarm. Rendering with the fake handler; the real handler on the generated-casting guard
-(``guarded_checkpoint``) and on a checkpoint without one (``tiny_checkpoint``)."""
+"""UNUSABLE and drift in the UI: the Inspect tab's badge, colour, counts, gallery, table, CSV, "Label these next",
+threshold re-decision and, over a long drop, the drift alarm; the Model tab's guard summary (or "guard off:
+<reason>"). Rendering with the fake handler; the real handler on the generated-casting guard (``guarded_checkpoint``)
+and on a checkpoint without one (``tiny_checkpoint``)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from app_server import FakeHandler
+from app_server import FakeHandler, by_name, inspect_all
 from conftest import synthetic_casting
 
 import app
-from inspectkit.ui import shift as sh
-from inspectkit.ui.adapt import tab as aui
-from inspectkit.ui.common import support as ui
-from inspectkit.ui.common.render import _reason_counts
+from inspectkit.ui.adapt.tab import send_to_adapt
+from inspectkit.ui.common import session
+from inspectkit.ui.common.export import CSV_HEADERS
+from inspectkit.ui.common.job import display_copy
+from inspectkit.ui.common.job_view import summary_html
+from inspectkit.ui.common.render import (
+    TABLE_HEADERS,
+    _esc,
+    badge_html,
+    blend,
+    not_judged,
+    reason_counts,
+    verdict_text,
+)
+from inspectkit.ui.common.report_view import initial_status, model_status
+from inspectkit.ui.common.session import DETAIL_OUTPUTS
 
 SIZES = [(96, 96), (96, 120), (120, 96)]
 
@@ -64,10 +76,10 @@ def fake_batch(tmp_path) -> list[str]:
 def test_badge_has_its_own_colour_and_text(verdict, reason, css, text):
     item = {"name": "part.png", "error": None, "label": "ok_front", "defect_probability": 0.2, "novelty": 3.5,
             "probabilities": {"def_front": 0.2, "ok_front": 0.8}, "unusable_reason": reason}
-    html = ui._badge(item, verdict, 0.5, None, GuardedFake())
+    html = badge_html(item, verdict, 0.5, None, GuardedFake())
     badge = re.search(r"<span class='badge (\w+)'>([^<]*)</span>", html)
     assert badge.groups() == (css, text)
-    assert ui.verdict_text(verdict, reason) == text
+    assert verdict_text(verdict, reason) == text
     judged = verdict != "UNUSABLE"
     # the network's probability is still there; for UNUSABLE it is greyed and said to be no verdict
     assert "0.200" in html and ("not-judged" not in html) == judged and ("Not judged" not in html) == judged
@@ -91,22 +103,22 @@ def test_unusable_colour_is_neither_ok_green_nor_defect_red():
 def test_summary_counts_unusable_on_its_own(verdicts, reasons, want):
     items = [{"name": f"{i}.png", "error": None, "defect_probability": 0.3, "unusable_reason": r}
              for i, r in enumerate(reasons)]
-    html = ui._summary(items, verdicts, 0.5, 10.0, None, guard_on=True)
+    html = summary_html(items, verdicts, 0.5, None, guard_on=True)
     for w in want:
         assert w in html, html
     assert "other" not in html  # UNUSABLE is a verdict, not "other"
-    assert _reason_counts(items, verdicts) == {r: reasons.count(r) for r in reasons if r}
+    assert reason_counts(items, verdicts) == {r: reasons.count(r) for r in reasons if r}
 
 
 def test_summary_of_a_model_without_a_guard_has_no_unusable_count():
     items = [{"name": "a.png", "error": None, "defect_probability": 0.3}]
-    assert "UNUSABLE" not in ui._summary(items, ["OK"], 0.5, 1.0, None, guard_on=False)
+    assert "UNUSABLE" not in summary_html(items, ["OK"], 0.5, None, guard_on=False)
 
 
 def test_not_judged_greys_the_overlay_and_marks_it():
     rgb = np.zeros((120, 160, 3), np.uint8)
     rgb[..., 0] = 255  # saturated red: a hot heat map
-    out = ui.not_judged(rgb)
+    out = not_judged(rgb)
     assert out.shape == rgb.shape and out.dtype == np.uint8
     body = out[30:100, 20:140].astype(int)
     assert (body.max(axis=2) - body.min(axis=2)).mean() < 0.5 * 255  # mostly desaturated
@@ -116,60 +128,66 @@ def test_not_judged_greys_the_overlay_and_marks_it():
 # ------------------------------------------------------------------------------------------ the Inspect tab
 
 
+def _decoded(path: str) -> np.ndarray:
+    return cv2.imread(path, cv2.IMREAD_COLOR)[:, :, ::-1].astype(int)
+
+
 def test_inspect_tab_shows_unusable_everywhere(fake_batch):
     h = GuardedFake()
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.run_inspection(
-        h, fake_batch, 0.45, None)
+    v = by_name(inspect_all(h, fake_batch))
+    state, summary, table = v["state"], v["summary"], v["table"]
     assert [r[1] for r in table] == ["DEFECT", "OK", "UNUSABLE"]
     assert "1 UNUSABLE</span> (1 too dark)" in summary and "1 DEFECT" in summary and "1 OK" in summary
     # the table: its own columns, the probability marked as not judged
-    reason_col, novelty_col = ui.TABLE_HEADERS.index("unusable reason"), ui.TABLE_HEADERS.index("novelty")
+    reason_col, novelty_col = TABLE_HEADERS.index("unusable reason"), TABLE_HEADERS.index("novelty")
     assert [r[reason_col] for r in table] == ["", "", "too dark"]
     assert table[2][novelty_col] == "9" and table[0][novelty_col] == "0.8"
     assert table[2][2] == "0.2000 (not judged)" and table[1][2] == "0.2000"
     # the CSV: verdict, reason and novelty; the label is what the network's probabilities point to
-    rows = _csv(csv_path)
+    rows = _csv(v["csv"])
     want = [("DEFECT", ""), ("OK", ""), ("UNUSABLE", "too dark")]
     assert [(r["verdict"], r["unusable_reason"]) for r in rows] == want
     assert rows[2]["label"] == "ok_front" and float(rows[2]["novelty"]) == 9.0
-    # the gallery: caption and a greyed, marked overlay
-    assert gallery[2][1] == "dark_ok_1.png \u2014 UNUSABLE \u2014 too dark (p=0.200, not judged)"
-    normal = ui.blend(state["items"][2]["image"], state["items"][2]["heat"], 0.45, "jet")
-    assert np.array_equal(gallery[2][0], ui.not_judged(normal))
+    # the gallery: right after the defect, with its caption and a greyed, marked overlay
+    tile, cap = v["gallery"][1]
+    assert cap == "dark_ok_1.png \u2014 UNUSABLE \u2014 too dark (p=0.200, not judged)"
+    photo, heat = display_copy(state["rows"][2])
+    normal = blend(photo, heat, 0.45, "jet")
+    assert np.abs(_decoded(tile) - not_judged(normal).astype(int)).mean() < 4  # the same picture, as a JPEG
     # the detail panel of the UNUSABLE photo
-    state, badge, original, overlay, probs, latency = ui.select(h, state, 2)
-    assert "UNUSABLE \u2014 too dark" in badge and "badge unusable" in badge and "NEEDS REVIEW" not in badge
-    assert np.array_equal(overlay, ui.not_judged(normal)) and not np.array_equal(original, overlay)
-    assert set(probs) == {"Defect (def_front) (not judged)", "OK (ok_front) (not judged)"}
+    d = by_name(session.select(h, state, 1), DETAIL_OUTPUTS)
+    assert "UNUSABLE \u2014 too dark" in d["badge"] and "badge unusable" in d["badge"]
+    assert "NEEDS REVIEW" not in d["badge"]
+    assert np.array_equal(d["overlay"], not_judged(normal)) and not np.array_equal(d["original"], d["overlay"])
+    assert set(d["probabilities"]) == {"Defect (def_front) (not judged)", "OK (ok_front) (not judged)"}
 
 
 @pytest.mark.parametrize("threshold, others", [(0.0, ["DEFECT", "DEFECT"]), (0.15, ["DEFECT", "DEFECT"]),
                                                (0.5, ["DEFECT", "OK"]), (0.95, ["OK", "OK"]), (1.0, ["OK", "OK"])])
 def test_the_threshold_slider_keeps_unusable(fake_batch, threshold, others):
     h = GuardedFake()
-    state, *_ = ui.run_inspection(h, fake_batch, 0.45, None)
+    state = inspect_all(h, fake_batch)[0]
     seen = h.images_seen
-    state, summary, gallery, badge, original, overlay, probs, latency, table, csv_path, label_next = ui.redecide(
-        h, state, threshold)
-    assert [r[1] for r in table] == others + ["UNUSABLE"]
-    assert [r["verdict"] for r in _csv(csv_path)] == others + ["UNUSABLE"]
-    assert "1 UNUSABLE" in summary and h.images_seen == seen  # no forward pass
+    v = by_name(session.redecide(h, state, threshold))
+    assert [r[1] for r in v["table"]] == others + ["UNUSABLE"]
+    assert [r["verdict"] for r in _csv(v["csv"])] == others + ["UNUSABLE"]
+    assert "1 UNUSABLE" in v["summary"] and h.images_seen == seen  # no forward pass
 
 
 def test_label_these_next_lists_unusable_first(fake_batch, tmp_path):
     """At a threshold of 0.85 the defect (p 0.9) is the nearest and the dark photo (p 0.2) as far as the OK part:
     the UNUSABLE photo still comes first, in the list, the CSV's rank and what is sent to the Adapt tab."""
     h = GuardedFake()
-    state, *_ = ui.run_inspection(h, fake_batch, 0.45, None)
-    state, *view = ui.redecide(h, state, 0.85)  # the defect (0.9) is closest, the two 0.2 photos far
-    label_next = view[-1]
+    state = inspect_all(h, fake_batch)[0]
+    v = by_name(session.redecide(h, state, 0.85))  # the defect (0.9) is closest, the two 0.2 photos far
+    label_next = v["label_next"]
     rows = [line for line in label_next.splitlines() if line.startswith("| ") and ".png" in line]
     assert [re.search(r"\| (\S+\.png) \|", r).group(1) for r in rows] == ["dark_ok_1.png", "def_1.png", "ok_1.png"]
     assert "UNUSABLE \u2014 too dark" in rows[0] and "(not judged)" in rows[0]
     assert "UNUSABLE first" in label_next
-    assert [r["review_rank"] for r in _csv(view[8])] == ["2", "3", "1"]
+    assert [r["review_rank"] for r in _csv(v["csv"])] == ["2", "3", "1"]
     # and the photos sent to the Adapt tab to be labelled follow the same order
-    sent, *_ = aui.send_to_adapt(h, None, state, fake_batch, None)
+    sent, *_ = send_to_adapt(h, None, state)
     assert [s["name"] for s in sent] == ["dark_ok_1.png", "def_1.png", "ok_1.png"]
 
 
@@ -194,45 +212,46 @@ def test_a_blank_frame_is_unusable_on_the_inspect_tab_at_any_threshold(guarded, 
     r = np.random.default_rng(2)
     files = [_write(tmp_path, "blank.png", np.full((96, 96, 3), 255, np.uint8)),
              _write(tmp_path, "part.png", synthetic_casting(r, False))]
-    state, summary, gallery, badge, *_rest, table, csv_path, label_next = ui.run_inspection(guarded, files, 0.45, None)
+    v = by_name(inspect_all(guarded, files))
+    state, table = v["state"], v["table"]
     assert table[0][1] == "UNUSABLE" and table[1][1] in ("OK", "DEFECT")
-    reason = state["items"][0]["unusable_reason"]
-    assert reason in ("overexposed", "not a casting") and f"UNUSABLE \u2014 {reason}" in badge
-    assert "1 UNUSABLE" in summary
-    assert label_next.index("blank.png") < label_next.index("part.png")
+    reason = state["rows"][0]["unusable_reason"]
+    assert reason in ("overexposed", "not a casting") and f"UNUSABLE \u2014 {reason}" in v["badge"]
+    assert "1 UNUSABLE" in v["summary"]
+    assert v["label_next"].index("blank.png") < v["label_next"].index("part.png")
     for t in (0.0, 0.01, 0.99, 1.0):
-        _, _, _, _, _, _, _, _, table, *_ = ui.redecide(guarded, state, t)
+        table = by_name(session.redecide(guarded, state, t))["table"]
         assert table[0][1] == "UNUSABLE"
         if t == 0.0:  # everything the network judged is DEFECT at threshold 0: the slider works, UNUSABLE stays
             assert table[1][1] == "DEFECT"
 
 
 def test_the_model_tab_shows_the_guard_summary(guarded):
-    status, _, details = ui.model_status(guarded)
+    status, _, details = model_status(guarded)
     assert "guard on" in status and "guard off" not in status
     g = guarded.guard.summary()
     row = next(line for line in details.splitlines() if line.startswith("| guard |"))
     assert "**on**" in row and str(g["novelty_threshold"]) in row and "too dark" in row and "generated" in row
     assert any(line.startswith("| drift monitor | CUSUM") for line in details.splitlines())
-    assert "guard on" in ui.initial_status(guarded)
+    assert "guard on" in initial_status(guarded)
 
 
 def test_a_model_without_a_guard_says_guard_off(unguarded, tmp_path):
     why = unguarded.guard_off_reason
     assert unguarded.guard is None and why
-    status, _, details = ui.model_status(unguarded)
-    want = f"guard off: {ui._esc(why)}"
-    assert want in status and want in ui.initial_status(unguarded)  # the line above the Inspect tab
+    status, _, details = model_status(unguarded)
+    want = f"guard off: {_esc(why)}"
+    assert want in status and want in initial_status(unguarded)  # the line above the tabs
     assert "| guard | **guard off: " in details  # the Model tab
     files = [_write(tmp_path, "blank.png", np.full((96, 96, 3), 255, np.uint8))]
-    state, summary, gallery, badge, *_rest, table, csv_path, _ = ui.run_inspection(unguarded, files, 0.45, None)
-    assert table[0][1] in ("OK", "DEFECT") and "UNUSABLE" not in summary + badge  # nobody to say otherwise
-    assert _csv(csv_path)[0]["unusable_reason"] == "" and _csv(csv_path)[0]["novelty"] == ""
-    shift = list(sh.run_shift(unguarded, files, None, 0.45, None))[-1]
-    assert f"Drift monitor off: guard off: {ui._esc(why)}" in shift[2]
+    v = by_name(inspect_all(unguarded, files))
+    assert v["table"][0][1] in ("OK", "DEFECT") and "UNUSABLE" not in v["badge"]  # nobody to say otherwise
+    assert "count unusable" not in v["summary"]
+    assert _csv(v["csv"])[0]["unusable_reason"] == "" and _csv(v["csv"])[0]["novelty"] == ""
+    assert f"Drift monitor off: guard off: {_esc(why)}" in v["summary"]
 
 
-# ------------------------------------------------------------------------------------------------- Shift tab
+# ------------------------------------------------------------------------------------------- a long drop: drift
 
 
 @pytest.fixture(scope="module")
@@ -247,9 +266,11 @@ def line_photos(tmp_path_factory) -> dict:
     return {"normal": normal, "dark": dark}
 
 
-def test_shift_summary_leads_with_the_drift_alarm_when_the_lamp_fails(guarded, line_photos):
+@pytest.mark.slow
+def test_summary_leads_with_the_drift_alarm_when_the_lamp_fails(guarded, line_photos):
     files = line_photos["normal"] + line_photos["dark"]
-    state, progress, summary, gallery, table, csv_path = list(sh.run_shift(guarded, files, None, 0.45, None))[-1]
+    v = by_name(inspect_all(guarded, files))
+    state, summary = v["state"], v["summary"]
     # the alarm is the summary's first line, and names the photo (input order) and what changed
     assert summary.startswith("<div class='drift alarm'"), summary[:200]
     m = re.search(r"DRIFT ALARM from photo (\d+) \(([^)]+)\)", summary)
@@ -258,9 +279,9 @@ def test_shift_summary_leads_with_the_drift_alarm_when_the_lamp_fails(guarded, l
     assert 60 < photo <= 120 and name == Path(files[photo - 1]).name and "darker photos" in summary
     drift = state["drift"]
     assert drift["alarm"] and drift["photos"] == 120 and "darker" in {c["indicator"] for c in drift["changed"]}
-    # UNUSABLE photos are counted with their reasons, and the CSV has the new columns for every photo
-    rows = {r["file"]: r for r in _csv(csv_path)}
-    assert len(rows) == 120 and set(sh.CSV_HEADERS) <= set(next(iter(rows.values())))
+    # UNUSABLE photos are counted with their reasons, and the CSV has the guard's columns for every photo
+    rows = {r["file"]: r for r in _csv(v["csv"])}
+    assert len(rows) == 120 and set(CSV_HEADERS) <= set(next(iter(rows.values())))
     dim = [rows[Path(p).name] for p in line_photos["dark"]]
     n_unusable = sum(r["verdict"] == "UNUSABLE" for r in rows.values())
     assert sum(r["verdict"] == "UNUSABLE" and r["unusable_reason"] == "too dark" for r in dim) >= 50
@@ -268,24 +289,17 @@ def test_shift_summary_leads_with_the_drift_alarm_when_the_lamp_fails(guarded, l
     assert all(r["novelty"] != "" for r in rows.values())
     assert [int(rows[Path(p).name]["photo"]) for p in files[:3]] == [1, 2, 3]
     # the gallery: defects, then UNUSABLE, then the rest
-    order = [cap.split(" \u2014 ")[1].split(" ")[0] for _, cap in gallery]
-    groups = [0 if v == "DEFECT" else 1 if v == "UNUSABLE" else 2 for v in order]
+    order = [cap.split(" \u2014 ")[1].split(" ")[0] for _, cap in v["gallery"]]
+    groups = [0 if x == "DEFECT" else 1 if x == "UNUSABLE" else 2 for x in order]
     assert groups == sorted(groups) and order.count("UNUSABLE") == n_unusable
-    unusable_caps = [cap for _, cap in gallery if " \u2014 UNUSABLE \u2014 " in cap]
+    unusable_caps = [cap for _, cap in v["gallery"] if " \u2014 UNUSABLE \u2014 " in cap]
     assert unusable_caps and all("not judged" in c for c in unusable_caps)
-    assert table[order.index("UNUSABLE")][5] != ""  # the table's unusable reason column
+    first = unusable_caps[0].split(" \u2014 ")[0]
+    reason_col = TABLE_HEADERS.index("unusable reason")
+    assert next(r for r in v["table"] if r[0] == first)[reason_col] != ""
 
 
 def test_a_steady_line_has_no_drift_alarm(guarded, line_photos):
-    state, progress, summary, *_ = list(sh.run_shift(guarded, line_photos["normal"], None, 0.45, None))[-1]
-    assert summary.startswith("<div class='drift steady'>No drift over 60 photos"), summary[:200]
-    assert "DRIFT ALARM" not in summary and not state["drift"]["alarm"]
-
-
-def test_shift_priority_puts_unusable_after_defects_before_ok():
-    rows = [{"verdict": "OK", "p": 0.1, "review": False}, {"verdict": "UNUSABLE", "p": 0.2, "novelty": 2.0},
-            {"verdict": "OK", "p": 0.45, "review": True}, {"verdict": "ERROR", "p": None, "review": None},
-            {"verdict": "DEFECT", "p": 0.99, "review": False}, {"verdict": "UNUSABLE", "p": 0.9, "novelty": 7.0}]
-    order = [(r["verdict"], r.get("novelty")) for r in sorted(rows, key=sh.priority)]
-    assert order == [("DEFECT", None), ("UNUSABLE", 7.0), ("UNUSABLE", 2.0), ("OK", None), ("ERROR", None),
-                     ("OK", None)]
+    v = by_name(inspect_all(guarded, line_photos["normal"]))
+    assert v["summary"].startswith("<div class='drift steady'>No drift over 60 photos"), v["summary"][:200]
+    assert "DRIFT ALARM" not in v["summary"] and not v["state"]["drift"]["alarm"]

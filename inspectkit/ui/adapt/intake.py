@@ -20,7 +20,7 @@ from typing import Any
 
 from inspectkit.limits import KEEP_FILES_S, MAX_UPLOAD_MB
 from inspectkit.names import safe_name, upload_name
-from inspectkit.ui.common import support as ui
+from inspectkit.ui.common.uploads import as_paths
 
 #: Most photos in one adaptation (zips and drop zones together): 500 photos at 96-224 px is a few minutes of
 #: adaptation on two cores at the default budget, and bounds the copy on disk.
@@ -268,12 +268,12 @@ def prepare_photos(zips: Any, zones: list, class_names: list[str]) -> Photos:
     photos = Photos(dest, list(class_names), {c: [] for c in class_names}, [])
     try:
         budget = _Budget()
-        for z in ui._as_paths(zips):
+        for z in as_paths(zips):
             _read_zip(z, class_names, dest, budget, photos.ignored, photos.files)
         suffixes = IMAGE_TYPES
         for i, zone in enumerate(list(zones)[:len(class_names)]):
             c = class_names[i]
-            for p in ui._as_paths(zone):
+            for p in as_paths(zone):
                 name = upload_name(p)
                 if Path(name).suffix.lower() not in suffixes:
                     raise ValueError(f"{name} in the {c} zone is not a photo; accepted: {', '.join(suffixes)}")

@@ -19,11 +19,11 @@ What an engineer does there, and where it lives here:
 "Label these next" on the Inspect tab feeds this tab: :func:`send_to_adapt` puts the listed photos into a
 "to label" gallery, and :func:`apply_labels` moves the ones the engineer ticked into the class drop zones.
 
-The pieces live beside it, one concern each (re-exported here for app.py): ``adapt_intake`` (photos in, limits,
-the tab's files), ``adapt_settings`` (the budget), ``session_models`` (the sessions' model cache) and
-``adapt_view`` (the HTML it shows). This module holds the callbacks.
+The pieces live beside it, one concern each: ``intake`` (photos in, limits, the tab's files), ``settings`` (the
+budget), ``view`` (the HTML it shows) and ``layout`` (the tab's components and wiring); the sessions' model cache is
+``inspectkit.ui.common.session_models``. This module holds the callbacks.
 
-Like ``ui_support``, nothing heavy is imported at module level: torch and the handler load when first needed.
+Like the Inspect tab's modules, nothing heavy is imported at module level: torch and the handler load when first needed.
 
 Why this module is a little over 400 lines: its callbacks (scoring, adapting, switching models, the to-label
 flow) share the session's model choice and the one-adaptation lock, so they stay together.
@@ -45,27 +45,18 @@ from inspectkit.digest import sha256_file
 from inspectkit.limits import INFERENCE_LOCK
 from inspectkit.names import error_message, safe_name, safe_text, upload_name
 from inspectkit.serve.model_source import ModelUnavailable, get_handler
-
-# the tab's pieces, re-exported: app.py and the tests read them as ``aui.<name>``
-from inspectkit.ui.adapt.intake import (  # noqa: F401
+from inspectkit.ui.adapt.intake import (
     CHECKPOINT_SUFFIXES,
-    HELD_OUT_MIN,
-    IMAGE_TYPES,
     MAX_CHECKPOINT_BYTES,
     MAX_CHECKPOINT_MB,
-    MAX_PHOTO_BYTES,
-    MAX_PHOTO_MB,
-    MAX_PHOTOS,
-    MAX_ZIP_MB,
-    MIN_PER_CLASS,
     Photos,
     _unique,
     _work,
     prepare_photos,
     prune,
 )
-from inspectkit.ui.adapt.settings import BACKENDS, AdaptSettings, require_torch  # noqa: F401
-from inspectkit.ui.adapt.view import (  # noqa: F401
+from inspectkit.ui.adapt.settings import AdaptSettings, require_torch
+from inspectkit.ui.adapt.view import (
     MAX_LISTED,
     _confusion_html,
     _esc,
@@ -74,12 +65,14 @@ from inspectkit.ui.adapt.view import (  # noqa: F401
     _name_lists,
     _num,
     adaptation_html,
-    intro_markdown,
     session_line,
     status_html,
 )
-from inspectkit.ui.common import support as ui
-from inspectkit.ui.common.session_models import _MODELS, _load_handler, _remember, class_names_of, pick  # noqa: F401
+from inspectkit.ui.common.job import source_bytes
+from inspectkit.ui.common.render import LABEL_NEXT_ROWS, md_cell, review_ranks
+from inspectkit.ui.common.session import threshold_of
+from inspectkit.ui.common.session_models import _load_handler, _remember, class_names_of, pick
+from inspectkit.ui.common.uploads import as_paths
 
 # ------------------------------------------------------------------------------------------------ limits
 
@@ -250,9 +243,9 @@ def _adapt_locked(shared, choice, settings, zips, zones, progress):
 
 # ------------------------------------------------------------------------------------------------ switching
 
-#: What :func:`switch_view` returns, in order (app.py wires the same components).
-SWITCH_OUTPUTS = ("model_choice", "inspect_state", *ui.VIEW_OUTPUTS, "status", "threshold", "review_margin",
-                  "loaded", "session_line", *(f"zone{i}" for i in range(MAX_CLASS_ZONES)),
+#: What :func:`switch_view` returns, in order (the Adapt tab's layout wires the same components). The Inspect tab
+#: and the Model tab follow a switch themselves (they listen to the session's model choice changing).
+SWITCH_OUTPUTS = ("model_choice", "status", "session_line", *(f"zone{i}" for i in range(MAX_CLASS_ZONES)),
                   *(f"label_as{i}" for i in range(MAX_CLASS_ZONES)))
 
 
@@ -276,19 +269,10 @@ def on_load(shared: Any, choice: dict | None) -> tuple:
     return (*class_updates(names or ["class 1", "class 2"]), session_line(choice))
 
 
-def switch_view(shared: Any, choice: dict | None, note: str = "") -> tuple:
-    """Everything that changes when the session changes model (see SWITCH_OUTPUTS): the Inspect results are
-    cleared (they came from the other model), the sliders go to the new model's threshold and band."""
-    import gradio as gr
-
+def switch_view(shared: Any, choice: dict | None) -> tuple:
+    """What this tab and the status line show when the session changes model (see SWITCH_OUTPUTS)."""
     h = get_handler(pick(shared, choice))
-    state = ui.new_state()
-    thr = h.threshold
-    loaded = ui.loaded_model_markdown(h) + (f"\n\n*{note}*" if note else "")
-    return (choice, state, *ui.render(h, state), status_html(h, choice),
-            gr.update(value=round(thr, 4)) if thr is not None else gr.update(),
-            gr.update(value=ui.initial_review_margin(h)), loaded, session_line(choice),
-            *class_updates(list(h.class_names)))
+    return (choice, status_html(h, choice), session_line(choice), *class_updates(list(h.class_names)))
 
 
 def use_adapted(shared: Any, choice: dict | None, result: dict | None) -> tuple:
@@ -298,7 +282,7 @@ def use_adapted(shared: Any, choice: dict | None, result: dict | None) -> tuple:
     new = {k: result[k] for k in ("path", "sha256", "weights_sha256", "name", "source", "threshold", "class_names",
                                   "backend")}
     pick(None, new)  # loads it now (and fails now, leaving the session as it was)
-    return switch_view(shared, new, f"This session uses the adapted model {new['name']}.")
+    return switch_view(shared, new)
 
 
 def use_default(shared: Any, choice: dict | None) -> tuple:
@@ -316,7 +300,7 @@ def load_uploaded_checkpoint(shared: Any, choice: dict | None, files: Any, setti
     require_torch("Loading a checkpoint (it is read with torch, and its ONNX graph is built from it)")
     from inspectkit.inference.checkpoint import load_checkpoint, weights_digest
 
-    paths = ui._as_paths(files)
+    paths = as_paths(files)
     pts = [p for p in paths if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES]
     sides = [p for p in paths if p.lower().endswith(".sha256")]
     other = [upload_name(p) for p in paths if p not in pts and p not in sides]
@@ -364,54 +348,53 @@ def load_uploaded_checkpoint(shared: Any, choice: dict | None, files: Any, setti
            "threshold": h.threshold, "class_names": list(h.class_names), "backend": settings.backend}
     checked = "the uploaded .sha256" if expected else "nothing uploaded (digest computed here)"
     parent = (((ckpt.get("metrics") or {}).get("adaptation") or {}).get("parent") or {}).get("path", "n/a")
-    info = (f"**Loaded {ui.md_cell(name)}** ({size / 1e6:.1f} MB, loaded weights-only)\n\n"
+    info = (f"**Loaded {md_cell(name)}** ({size / 1e6:.1f} MB, loaded weights-only)\n\n"
             f"| | |\n|---|---|\n| file SHA-256 | `{sha}` |\n| weights digest | `{wd}` |\n"
-            f"| checked against | {checked} |\n| architecture | {ui.md_cell(ckpt['arch'])} |\n"
-            f"| classes | {ui.md_cell(', '.join(ckpt['class_names']))} |\n| threshold | {_num(ckpt['threshold'])} |\n"
-            f"| adapted from | {ui.md_cell(parent)} |")
-    return (info, *switch_view(shared, new, f"This session uses the uploaded model {name}."))
+            f"| checked against | {checked} |\n| architecture | {md_cell(ckpt['arch'])} |\n"
+            f"| classes | {md_cell(', '.join(ckpt['class_names']))} |\n| threshold | {_num(ckpt['threshold'])} |\n"
+            f"| adapted from | {md_cell(parent)} |")
+    return (info, *switch_view(shared, new))
 
 
 # ------------------------------------------------------------------------------------------------ to label
 
 
-def send_to_adapt(shared: Any, choice: dict | None, inspect_state: dict | None, batch_files: Any,
-                  single: Any) -> tuple:
-    """The Inspect tab's "Label these next" photos (closest to the threshold first, at most LABEL_NEXT_ROWS) as
-    the Adapt tab's "to label" list: (to_label, gallery value, *'label as' list updates, the tabs showing Adapt,
-    the "to label" box opened).
+def send_to_adapt(shared: Any, choice: dict | None, inspect_state: dict | None) -> tuple:
+    """The Inspect tab's "Label these next" photos (UNUSABLE ones, then the closest to the threshold, at most
+    LABEL_NEXT_ROWS) as this tab's "to label" list: (to_label, gallery value, *'label as' list updates, the tabs
+    showing Adapt, the "to label" box opened).
 
-    The original uploads are copied when they are still at hand; otherwise the display copy kept in the session
-    is saved as PNG. ValueError when nothing was inspected.
+    The original photos are copied (from the upload, or out of its zip) while they are still on the server;
+    otherwise the display copy the job kept is saved as PNG. ValueError when nothing was inspected.
     """
     state = inspect_state or {}
-    items = [it for it in state.get("items", []) if it]
+    rows = list(state.get("rows") or [])
     h = get_handler(pick(shared, choice))
-    thr = ui.threshold_of(h, state) if items else None
-    ranks = ui.review_ranks(items, thr)
-    order = [i for _, i in sorted((r, i) for i, r in enumerate(ranks) if r is not None)][:ui.LABEL_NEXT_ROWS]
+    thr = threshold_of(h, state) if rows else None
+    ranks = review_ranks(rows, thr)
+    order = [i for _, i in sorted((r, i) for i, r in enumerate(ranks) if r is not None)][:LABEL_NEXT_ROWS]
     if not order:
         raise ValueError("nothing to send: inspect some photos first; 'Label these next' lists the ones closest to "
                          "the threshold")
-    sources = {upload_name(p): p for p in ui._as_paths(batch_files) + ui._as_paths(single)}
     prune()
     dest = _work("tolabel") / uuid.uuid4().hex
     dest.mkdir(parents=True)
     out = []
     for i in order:
-        it = items[i]
-        src = sources.get(it["name"])
-        if src and os.path.isfile(src):
-            target = _unique(dest, safe_name(it["name"]))
-            shutil.copyfile(src, target)
-        elif it.get("image") is not None:
+        row = rows[i]
+        data = source_bytes(row.get("source"))
+        if data is not None:
+            target = _unique(dest, safe_name(row["name"]))
+            target.write_bytes(data)
+        elif row.get("photo") and os.path.isfile(row["photo"]):
             from PIL import Image
 
-            target = _unique(dest, Path(safe_name(it["name"])).stem + ".png")
-            Image.fromarray(it["image"]).save(target)
+            target = _unique(dest, Path(safe_name(row["name"])).stem + ".png")
+            with Image.open(row["photo"]) as img:
+                img.save(target)
         else:
             continue
-        out.append({"name": target.name, "path": str(target), "p": it.get("defect_probability")})
+        out.append({"name": target.name, "path": str(target), "p": row.get("defect_probability")})
     import gradio as gr
 
     return (out, to_label_gallery(out), *label_choices(out), gr.update(selected="adapt"), gr.update(open=True))
@@ -451,7 +434,7 @@ def apply_labels(shared: Any, choice: dict | None, to_label: list[dict] | None, 
     by_name = {t["name"]: t for t in to_label}
     new_zones = []
     for i in range(MAX_CLASS_ZONES):
-        current = ui._as_paths(zones[i]) if i < len(zones) else []
+        current = as_paths(zones[i]) if i < len(zones) else []
         if i < len(names):
             current += [by_name[n]["path"] for n in ticks[i] if n in by_name]
         new_zones.append(current or None)
@@ -473,13 +456,3 @@ def adapt_call(fn: Callable, *args: Any, title: str = "Cannot adapt") -> Any:
         raise gr.Error(safe_text(exc), title="Busy" if isinstance(exc, AdaptationBusy) else title,
                        duration=20) from None
 
-
-def inspect_call(fn: Callable, shared: Any, choice: dict | None, *args: Any) -> Any:
-    """``ui.ui_call(fn, <the session's handler>, *args)``: the Inspect tab's actions on the session's model."""
-    import gradio as gr
-
-    try:
-        h = pick(shared, choice)
-    except ModelUnavailable as exc:
-        raise gr.Error(safe_text(exc), title="Cannot inspect") from None
-    return ui.ui_call(fn, h, *args)

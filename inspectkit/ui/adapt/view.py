@@ -20,11 +20,12 @@ from inspectkit.ui.adapt.intake import (
     MIN_PER_CLASS,
 )
 from inspectkit.ui.adapt.settings import AdaptSettings, _no_torch_note
-from inspectkit.ui.common import support as ui
+from inspectkit.ui.common.render import md_cell
+from inspectkit.ui.common.report_view import model_status
 
 #: Names listed under "missed defects" and "false alarms" in a score.
 MAX_LISTED = 20
-#: The interval line under a rate: smaller and grey (the app's stylesheet is app.py's).
+#: The interval line under a rate: smaller and grey (the tab's stylesheet is in layout.py).
 CI_STYLE = "font-size:.85em;color:#6b7280"
 
 
@@ -63,6 +64,14 @@ def session_line(choice: dict | None) -> str:
             f"<code>{_esc(choice.get('name'))}</code> (file SHA-256 <code>{_esc(choice['sha256'][:16])}\u2026</code>,"
             f" weights <code>{_esc(str(choice.get('weights_sha256', ''))[:16])}\u2026</code>, threshold "
             f"{_num(choice.get('threshold'))}); other users keep the default model.</div>")
+
+
+def session_note(choice: dict | None) -> str:
+    """One sentence under the Model tab's table: which model this session switched to (empty for the default)."""
+    if not choice:
+        return ""
+    what = "adapted" if choice.get("source") == "adapted" else "uploaded"
+    return f"This session uses the {what} model {md_cell(choice.get('name'))}."
 
 
 def _mode_hint(counts: dict[str, int]) -> str:
@@ -140,7 +149,7 @@ def _threshold_note(tc: dict) -> str:
 
 def status_html(h: Any, choice: dict | None) -> str:
     """The page's status line for the session's model."""
-    status, _, _ = ui.model_status(h)
+    status, _, _ = model_status(h)
     if not choice:
         return status
     what = "adapted" if choice.get("source") == "adapted" else "uploaded"

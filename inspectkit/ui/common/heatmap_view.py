@@ -2,7 +2,7 @@
 tab's validation score distribution (the margin around the threshold and the needs-review band).
 
 Everything here renders from a handler (an InferenceHandler, or anything with the same attributes) into HTML
-strings; app.py only places them. The colour bar samples the handler's own colour map, so it matches the overlay
+strings; the tab modules only place them. The colour bar samples the handler's own colour map, so it matches the overlay
 whatever ``colormap`` the handler was built with.
 """
 
@@ -225,16 +225,24 @@ def score_distribution_html(h: Any) -> str:
 # ------------------------------------------------------------------------------------------------ callbacks
 
 def on_load(handler: Any, mode: Any = None) -> tuple:
-    """For the page-load event: (heat-map radio update, colour bar, score distribution) once the model is loaded;
-    a model that failed to load leaves the radio as it is and says so."""
+    """For the page-load event and a model switch: (heat-map radio update, colour bar) once the model is loaded; a
+    model that failed to load leaves the radio as it is and says so."""
     import gradio as gr
 
     try:
         h = get_handler(handler)
     except ModelUnavailable as exc:
-        why = f"<div class='muted'>Model not available: {_esc(exc)}</div>"
-        return gr.update(), why, why
-    return mode_update(h, mode), legend_html(h, mode), score_distribution_html(h)
+        return gr.update(), f"<div class='muted'>Model not available: {_esc(exc)}</div>"
+    return mode_update(h, mode), legend_html(h, mode)
+
+
+def score_distribution_for(handler: Any) -> str:
+    """The Model tab's validation score distribution once the model is loaded (why not, when it failed to load)."""
+    try:
+        h = get_handler(handler)
+    except ModelUnavailable as exc:
+        return f"<div class='muted'>Model not available: {_esc(exc)}</div>"
+    return score_distribution_html(h)
 
 
 def legend_for(handler: Any, mode: Any = None) -> str:

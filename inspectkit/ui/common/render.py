@@ -1,6 +1,6 @@
-"""What the Inspect tab draws: display copies of the photos, heat-map overlays, the verdict badge, the summary,
-the gallery, the table, the latency breakdown and the "Label these next" list. Pure functions of stored results:
-nothing here runs the network.
+"""What the Inspect tab draws for photos: display copies, heat-map overlays, the verdict badge, the latency
+breakdown, the table and the "Label these next" list (the job as a whole, the summary and the gallery's order are in
+``job_view``). Pure functions of stored results: nothing here runs the network.
 
 UNUSABLE (a model with a guard, inspectkit/guard.py): a photo nobody can judge (too dark, out of focus, not a
 casting...) gets its own colour and the badge "UNUSABLE — <reason>", its own count in the summary, its reason
@@ -42,7 +42,7 @@ DISPLAY_SIDE = 640
 DEFAULT_OPACITY = 0.45
 
 
-def _fit(rgb: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
+def fit(rgb: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     """The image shrunk so that its longer side is at most ``side`` (never enlarged)."""
     import cv2
 
@@ -53,7 +53,7 @@ def _fit(rgb: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
     return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
-def _heat_u8(heat: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+def heat_u8(heat: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
     """A heat map as uint8 0..255 at ``shape`` (h, w); float maps are taken as 0..1."""
     if heat is None:
         return None
@@ -69,18 +69,18 @@ def _heat_u8(heat: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | No
     return h
 
 
-def blend(rgb: np.ndarray, heat_u8: np.ndarray | None, opacity: float, colormap: Any = "jet") -> np.ndarray:
+def blend(rgb: np.ndarray, heat: np.ndarray | None, opacity: float, colormap: Any = "jet") -> np.ndarray:
     """The heat map drawn over the photo at ``opacity`` (0: photo only, 1: heat map only), with the same
     colour map and blending as the handler's own overlay (inspectkit.heatmap.overlay)."""
-    if heat_u8 is None:
+    if heat is None:
         return rgb
     from inspectkit.heatmap.render import overlay
 
-    return overlay(rgb, heat_u8.astype(np.float32) * np.float32(1.0 / 255.0), float(np.clip(opacity, 0.0, 1.0)),
+    return overlay(rgb, heat.astype(np.float32) * np.float32(1.0 / 255.0), float(np.clip(opacity, 0.0, 1.0)),
                    colormap)
 
 
-def _placeholder(side: int = 160) -> np.ndarray:
+def placeholder(side: int = 160) -> np.ndarray:
     """A grey tile with a dark cross, standing in the gallery for a file that could not be read."""
     img = np.full((side, side, 3), 225, np.uint8)
     idx = np.arange(side)
@@ -95,11 +95,13 @@ def _esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _fmt_p(x: float | None) -> str:
+def fmt_p(x: float | None) -> str:
+    """A probability to 3 decimals, "n/a" for None."""
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _colormap(handler: Any) -> Any:
+def colormap_of(handler: Any) -> Any:
+    """The colour map the handler draws its overlays with (so redrawn overlays match its own)."""
     return getattr(get_handler(handler), "colormap", "jet")
 
 
@@ -153,7 +155,8 @@ def not_judged(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
-def _reason_counts(items: list, verdicts: list) -> dict[str, int]:
+def reason_counts(items: list, verdicts: list) -> dict[str, int]:
+    """How many UNUSABLE photos there are per reason."""
     counts: dict[str, int] = {}
     for it, v in zip(items, verdicts):
         if v == UNUSABLE:
@@ -162,12 +165,15 @@ def _reason_counts(items: list, verdicts: list) -> dict[str, int]:
     return counts
 
 
-def _band_text(band: dict | None) -> str:
-    return "" if band is None else f"{_fmt_p(band['low'])}\u2013{_fmt_p(band['high'])}"
+def band_text(band: dict | None) -> str:
+    """"0.120–0.880": the needs-review band as shown (empty without one)."""
+    return "" if band is None else f"{fmt_p(band['low'])}\u2013{fmt_p(band['high'])}"
 
 
-def _badge(item: dict | None, verdict: str | None, thr: float | None, band: dict | None = None,
-           handler: Any = None) -> str:
+def badge_html(item: dict | None, verdict: str | None, thr: float | None, band: dict | None = None,
+               handler: Any = None) -> str:
+    """The verdict badge of one photo: its verdict in its colour (UNUSABLE with the reason), NEEDS REVIEW inside the
+    band, p(defect), the threshold and the class (greyed and marked not judged for an UNUSABLE photo)."""
     if item is None:
         return "<div class='badge-box muted'>No image inspected yet.</div>"
     name = _esc(item["name"])
@@ -176,7 +182,7 @@ def _badge(item: dict | None, verdict: str | None, thr: float | None, band: dict
                 f"<div class='badge-text'><b>{name}</b><br>{_esc(item['error'])}</div></div>")
     p = item.get("defect_probability")
     unusable = is_unusable(item, verdict)
-    line = (f"p(defect) = <b>{_fmt_p(p)}</b> &middot; threshold {_fmt_p(thr)}" if p is not None
+    line = (f"p(defect) = <b>{fmt_p(p)}</b> &middot; threshold {fmt_p(thr)}" if p is not None
             else f"label <b>{_esc(item.get('label'))}</b>")
     if handler is not None and item.get("label") is not None:
         seen = network_verdict(handler, item, thr) if unusable else verdict
@@ -190,9 +196,9 @@ def _badge(item: dict | None, verdict: str | None, thr: float | None, band: dict
     flag = ""
     if needs_review_of(item, band) and not unusable:  # UNUSABLE already says a person must look
         # the verdict stays as decided; the flag says it is too close to the threshold to trust without a look
-        flag = (f"<span class='flag review' title='p(defect) is inside the review band {_band_text(band)}'>"
+        flag = (f"<span class='flag review' title='p(defect) is inside the review band {band_text(band)}'>"
                 f"NEEDS REVIEW</span>")
-        line += f" &middot; review band {_band_text(band)}"
+        line += f" &middot; review band {band_text(band)}"
     shown = verdict_text(verdict, item.get("unusable_reason"))
     return (f"<div class='badge-box'><span class='badge {_verdict_class(verdict)}'>{_esc(shown)}</span>{flag}"
             f"<div class='badge-text'><b>{name}</b><br>{line}</div></div>")
@@ -210,64 +216,17 @@ def latency_html(timings: dict) -> str:
 
 
 def unusable_count_html(n: int, reasons: dict[str, int]) -> str:
-    """"3 UNUSABLE (2 too dark, 1 out of focus)" in the UNUSABLE colour (the Inspect and Shift summaries)."""
+    """"3 UNUSABLE (2 too dark, 1 out of focus)" in the UNUSABLE colour (the summary)."""
     why = ", ".join(f"{k:,} {_esc(r)}" for r, k in sorted(reasons.items(), key=lambda kv: -kv[1]))
     return f"<span class='count unusable'>{n:,} UNUSABLE</span>" + (f" ({why})" if why else "")
-
-
-def _summary(items: list, verdicts: list, thr: float | None, run_ms: float, band: dict | None = None,
-             guard_on: bool = False) -> str:
-    """Counts of the batch: DEFECT, OK, UNUSABLE (shown when the model has a guard or any photo is), needs review,
-    files not inspected; the threshold and the time taken."""
-    n = len(items)
-    n_def = sum(1 for v in verdicts if str(v).upper() == "DEFECT")
-    n_ok = sum(1 for v in verdicts if str(v).upper() == "OK")
-    n_unusable = sum(1 for v in verdicts if v == UNUSABLE)
-    bad = [it for it in items if it.get("error")]
-    done = n - len(bad)
-    per = (run_ms / done) if done else 0.0
-    parts = [f"<b>{n}</b> image{'s' if n != 1 else ''}",
-             f"<span class='count defect'>{n_def} DEFECT</span>", f"<span class='count ok'>{n_ok} OK</span>"]
-    if n_unusable or guard_on:
-        parts.append(unusable_count_html(n_unusable, _reason_counts(items, verdicts)))
-    other = n - n_def - n_ok - n_unusable - len(bad)
-    if other:
-        parts.append(f"{other} other")
-    if bad:
-        parts.append(f"<span class='count error'>{len(bad)} not inspected</span>")
-    if band is not None:
-        n_rev = sum(1 for it in items if needs_review_of(it, band))
-        parts.append(f"<span class='count review'>{n_rev} need{'s' if n_rev == 1 else ''} review</span> "
-                     f"(band {_band_text(band)})")
-    parts.append(f"threshold {_fmt_p(thr)}")
-    if done:
-        parts.append(f"{run_ms / 1000:.2f} s in all, {per:.0f} ms per image")
-    out = "<div class='summary'>" + " &middot; ".join(parts) + "</div>"
-    if bad:
-        out += "<ul class='errors'>" + "".join(f"<li>{_esc(it['error'])}</li>" for it in bad) + "</ul>"
-    return out
-
-
-def _gallery_entry(item: dict, verdict: str, opacity: float, colormap: Any = "jet",
-                   review: bool | None = None) -> tuple:
-    if item.get("error"):
-        return (_placeholder(), f"{item['name']} \u2014 ERROR")
-    p = item.get("defect_probability")
-    img = blend(item["image"], item["heat"], opacity, colormap)
-    if is_unusable(item, verdict):
-        caption = (f"{item['name']} \u2014 {verdict_text(UNUSABLE, item.get('unusable_reason'))}"
-                   + (f" (p={p:.3f}, not judged)" if p is not None else ""))
-        return (not_judged(img), caption)
-    caption = (f"{item['name']} \u2014 {verdict}" + (f" (p={p:.3f})" if p is not None else "")
-               + (", needs review" if review else ""))
-    return (img, caption)
 
 
 def table_rows(handler: Any, items: list, verdicts: list, thr: float | None, band: dict | None = None) -> list[list]:
     """One row per file: file, verdict, defect probability, threshold, total latency in ms, error, label, needs
     review, the review band's low and high edge, the labelling rank (1: UNUSABLE photos, then closest to the
-    threshold), the label's display name, the reason a photo is UNUSABLE and its novelty. The label of an UNUSABLE
-    photo is the class the network's probabilities point to (not a verdict)."""
+    threshold), the label's display name, the reason a photo is UNUSABLE, its novelty and its place in the input
+    order (1, 2, ...; None for a file refused before inspection). The label of an UNUSABLE photo is the class the
+    network's probabilities point to (not a verdict)."""
     rows = []
     ranks = review_ranks(items, thr)
     for it, v, rank in zip(items, verdicts, ranks):
@@ -285,11 +244,12 @@ def table_rows(handler: Any, items: list, verdicts: list, thr: float | None, ban
                      None if review is None else round(band["low"], 4),
                      None if review is None else round(band["high"], 4), rank, shown,
                      (it.get("unusable_reason") or None) if v == UNUSABLE else None,
-                     None if nov is None or it.get("error") else float(f"{float(nov):.6g}")])
+                     None if nov is None or it.get("error") else float(f"{float(nov):.6g}"),
+                     None if it.get("index") is None else it["index"] + 1])
     return rows
 
 
-def _table_view(rows: list[list]) -> list[list]:
+def table_view(rows: list[list]) -> list[list]:
     """The table as shown (TABLE_HEADERS): an UNUSABLE photo's p(defect) and class are marked not judged."""
     out = []
     for r in rows:
@@ -315,8 +275,8 @@ def label_next_markdown(items: list, verdicts: list, thr: float | None, band: di
     n_unusable = sum(1 for _, i in order if is_unusable(items[i], verdicts[i]))
     first = (f"UNUSABLE first: {n_unusable} photo{'s' if n_unusable != 1 else ''} nobody can judge, a person must; "
              "then " if n_unusable else "")
-    out = [f"**Label these next** ({first}closest to the threshold {_fmt_p(thr)} first; {n_rev} of {len(order)} "
-           f"inside the review band {_band_text(band) or 'n/a'})", "",
+    out = [f"**Label these next** ({first}closest to the threshold {fmt_p(thr)} first; {n_rev} of {len(order)} "
+           f"inside the review band {band_text(band) or 'n/a'})", "",
            "| # | file | p(defect) | verdict | logits from threshold | needs review |", "|---:|---|---:|---|---:|---|"]
     for r, i in order[:limit]:
         it = items[i]

@@ -89,7 +89,7 @@ def guard_rows(h: Any) -> list[str]:
         budget = (f"; set for under {100 * rate:g} % false alarms over {horizon:,} photos of a steady line"
                   if isinstance(rate, (int, float)) and isinstance(horizon, int) else "")
         rows.append(f"| drift monitor | CUSUM per indicator ({md_cell(names)}) against the validation photos{budget}"
-                    f" (the Shift tab's summary) |")
+                    f" (the Inspect tab's summary, per drop) |")
     else:
         rows.append("| drift monitor | off: the guard has no drift reference |")
     return rows
@@ -261,3 +261,36 @@ def report_markdown_text(reports_dir: str | Path) -> str | None:
         return p.read_text(encoding="utf-8") if p.is_file() else None
     except OSError:
         return None
+
+
+# ------------------------------------------------------------------------------------------- the status line
+
+
+def initial_status(handler: Any) -> str:
+    """The model-status line the page starts with (above the tabs)."""
+    state = model_state(handler)
+    if state == "ready":  # the full line at once: classes, threshold and the guard (on, or "guard off: <reason>")
+        return model_status(handler)[0]
+    if state == "failed":
+        return f"<div class='status failed'>Model not available: {_esc(getattr(handler, 'error', ''))}</div>"
+    return ("<div class='status loading'>Loading the model in the background; the first inspection may take a few "
+            "seconds longer.</div>")
+
+
+def status_update(handler: Any) -> tuple:
+    """For the page-load event: the status line, and the threshold slider set to the model's threshold (waits for the
+    model; a failure is shown, not raised)."""
+    import gradio as gr
+
+    status, thr, _ = model_status(handler)
+    # shown to 4 decimals; until the user moves the slider, decisions use the model's exact threshold
+    return status, gr.update(value=round(thr, 4)) if thr is not None else gr.update()
+
+
+def loaded_text(handler: Any, note: str = "") -> str:
+    """The Model tab's table of the model in use (waits for it), with ``note`` under it; says so when the model
+    failed to load."""
+    details = model_status(handler)[2]
+    if not details:
+        return "The model is not loaded; see the status line above."
+    return details + (f"\n\n*{note}*" if note else "")
