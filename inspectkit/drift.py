@@ -10,7 +10,7 @@ is true more often and raises the alarm when it passes ``h``. ``h`` is set so th
 (simulated once, seeded), and a line that changes for every photo alarms within a dozen.
 
 The reference is fitted with the guard (:func:`fit_reference`) and stored in it; :class:`DriftMonitor` follows one
-stream (a batch job, the Shift tab, the HTTP server's recent requests).
+stream (a batch job, the Inspect tab, the HTTP server's recent requests).
 """
 
 from __future__ import annotations

@@ -490,7 +490,7 @@ def test_lean_serving_figures_match_their_report():
 def test_batch_figures_match_their_reports():
     b = json.loads((REPO / "reports" / "batch_throughput.json").read_text())
     sf = json.loads((REPO / "reports" / "server_forward.json").read_text())
-    bs = json.loads((REPO / "reports" / "browser_shift.json").read_text())
+    bs = json.loads((REPO / "reports" / "browser_inspect.json").read_text())
     table = table_after("| what | measured | goal |", DOCS["batch"])
     cli = next(v for k, v in table.items() if k.startswith("`batch_inspect.py` over"))
     assert cli[0].startswith(f"{b['cli_local']['photos_per_s']:.1f} against {b['in_process']['photos_per_s']:.1f} "

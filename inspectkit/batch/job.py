@@ -144,7 +144,7 @@ class GuardFacts:
     threshold: float | None = None
 
     def drift_class(self, row: dict) -> int | None:
-        """The class the network gives the photo of ``row`` at the model's own threshold (what the Shift tab and
+        """The class the network gives the photo of ``row`` at the model's own threshold (what the Inspect tab and
         the server feed their monitors), whatever ``--threshold`` re-decided: for a two-class model from
         ``defect_probability``, else the row's label. None when it cannot be told."""
         names = self.class_names
