@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
 
-    from inspectkit.batch.job import collect_inputs, read_rows
+    from inspectkit.batch.inputs import collect_inputs
+    from inspectkit.batch.writers import read_rows
     from inspectkit.inference.handler import InferenceHandler
 
     photos = collect_inputs([str(args.data)])

@@ -33,7 +33,7 @@ GOALS = {100: 15.0, 1000: 60.0}
 
 def photos_for(n: int, data: Path, dest: Path) -> list[Path]:
     """n photo files in dest with distinct names, cycling through the real photos under data (or examples/)."""
-    from inspectkit.batch.job import collect_inputs
+    from inspectkit.batch.inputs import collect_inputs
 
     src = collect_inputs([str(data)]) if data.is_dir() else []
     if not src:

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_checkpoint, write_images
 
 import adapt as adapt_cli
 from inspectkit.engine.adaptation import (
@@ -28,11 +27,12 @@ from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoi
 from inspectkit.inference.handler import InferenceHandler
 from inspectkit.metrics import choose_threshold
 from inspectkit.model import predict_probs
+from tests.support import write_checkpoint, write_images
 
 TINY = dict(views=2, stage1_epochs=2, stage2_epochs=2, patience=2, threads=1, replay="none")
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 def new_line(root: Path, n_def: int, n_ok: int, seed: int = 5, sizes=((120, 100), (100, 100))) -> Path:
@@ -90,7 +90,7 @@ def test_adaptation_is_seeded(parent, tmp_path):
 
 
 def test_the_handler_serves_an_adapted_checkpoint(parent, tmp_path, rng):
-    from conftest import synthetic_casting
+    from tests.support import synthetic_casting
 
     data = new_line(tmp_path / "lineb", 12, 12)
     out = tmp_path / "adapted.pt"
@@ -142,7 +142,7 @@ def test_too_few_photos_is_an_error_that_names_the_counts(parent, tmp_path, n_de
 @pytest.mark.parametrize("mode, parent_threshold, want", [("auto", 0.3, 0.3), ("auto", 0.7, 0.7),
                                                            ("lower", 0.3, 0.3), ("lower", 0.7, 0.5)])
 def test_very_few_photos_adapt_in_sample_and_keep_the_parents_threshold(tmp_path, mode, parent_threshold, want):
-    """Nothing held out can contradict the parent's threshold: 'auto' keeps it; 'lower' (auto until issue 28) takes
+    """Nothing held out can contradict the parent's threshold: 'auto' keeps it; 'lower' (the former auto) takes
     the lower of it and 0.5."""
     parent = write_checkpoint(tmp_path / "base.pt", threshold=parent_threshold)
     data = new_line(tmp_path / "few", 5, 5)  # 5 x 0.3 < 3 held-out photos per class: nothing can be held out
@@ -291,7 +291,7 @@ def test_unknown_recipe_options_are_refused_before_any_work(parent, tmp_path, fi
 
 @pytest.mark.parametrize("size", [0, 64, 128])
 def test_size_sets_the_adapted_models_input_and_the_handler_follows_it(parent, tmp_path, rng, size):
-    from conftest import synthetic_casting
+    from tests.support import synthetic_casting
 
     data = new_line(tmp_path / "lineb", 12, 12)
     out = tmp_path / "adapted.pt"

@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from app_server import inspect_all
-from conftest import write_checkpoint, write_images
 
 import app
 from inspectkit.digest import sha256_file
@@ -28,6 +26,8 @@ from inspectkit.ui.adapt.view import adaptation_html
 from inspectkit.ui.common import session, session_models
 from inspectkit.ui.common.render import review_ranks
 from inspectkit.ui.common.session_models import pick
+from tests.app_server import inspect_all
+from tests.support import write_checkpoint, write_images
 
 CLASSES = ["def_front", "ok_front"]
 
@@ -57,7 +57,7 @@ def parent(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def handler(parent):
+def parent_handler(parent):
     from inspectkit.inference.handler import InferenceHandler
 
     return InferenceHandler(str(parent), backend="torch")
@@ -114,8 +114,8 @@ def test_settings_from_the_environment():
         AdaptSettings(backend="gpu")
 
 
-def test_build_demo_has_the_adapt_tab_with_its_limits(handler):
-    demo = app.build_demo(handler, adapt_settings=TINY)
+def test_build_demo_has_the_adapt_tab_with_its_limits(parent_handler):
+    demo = app.build_demo(parent_handler, adapt_settings=TINY)
     config = json.dumps(demo.get_config_file(), default=str)
     assert "Adapt" in config and f"at most **{intake.MAX_PHOTOS} photos**" in config
     assert f"**{intake.MAX_PHOTO_MB} MB\\nper photo**" in config or f"{intake.MAX_PHOTO_MB} MB" in config
@@ -226,12 +226,12 @@ def test_too_few_photos_says_how_many_are_needed(tmp_path):
 # ------------------------------------------------------------------------------------------------ scoring and adapting
 
 
-def test_score_of_the_current_model(handler, tmp_path):
+def test_score_of_the_current_model(parent_handler, tmp_path):
     zones = zones_of(tmp_path, 5, 4)
     broken = tmp_path / "zone_ok" / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not a jpeg")
     zones[1].append(str(broken))
-    out = aui.score(handler, None, None, zones)
+    out = aui.score(parent_handler, None, None, zones)
     assert "The current model on these photos" in out and "10 photos (def_front: 5, ok_front: 5)" in out
     assert "Confusion matrix" in out and "Unreadable, skipped</b> (1)" in out and "ok_front/broken.jpg" in out
     assert "90 % CI" in out and ", n=9<" in out  # 9 readable photos behind the accuracy
@@ -240,10 +240,11 @@ def test_score_of_the_current_model(handler, tmp_path):
     assert not list((intake.WORK_DIR / "data").iterdir())  # the copy is gone
 
 
-def test_adaptation_shows_before_and_after_and_offers_the_files(handler, tmp_path):
+@pytest.mark.slow
+def test_adaptation_shows_before_and_after_and_offers_the_files(parent_handler, tmp_path):
     zones = zones_of(tmp_path, 10, 10)
     seen = []
-    result, html_out, files = aui.run_adaptation(handler, None, TINY, None, zones,
+    result, html_out, files = aui.run_adaptation(parent_handler, None, TINY, None, zones,
                                                  lambda f, desc="": seen.append((f, desc)))
     assert seen and seen[-1][0] == 1.0 and all(d.startswith("Adapting: ") for _, d in seen)
     assert "Before: the current model" in html_out and "After: the adapted model" in html_out
@@ -259,7 +260,7 @@ def test_adaptation_shows_before_and_after_and_offers_the_files(handler, tmp_pat
     assert html_out.count("90 % CI") >= 6 and "Wilson score interval" in html_out
     ckpt, side = files
     assert side == ckpt + ".sha256" and Path(side).read_text().split()[0] == sha256_file(ckpt) == result["sha256"]
-    assert result["mode"] == "held-out" and result["parent_sha256"] == handler.sha256
+    assert result["mode"] == "held-out" and result["parent_sha256"] == parent_handler.sha256
     assert not list((intake.WORK_DIR / "data").iterdir())  # the photos are not kept
     assert aui.adaptation_status() is None and not aui.ADAPT_LOCK.locked()
 
@@ -305,12 +306,14 @@ def test_a_threshold_moved_by_the_held_out_photos_is_said_so():
     assert "The threshold was not chosen on them: 0.500" in adaptation_html(_fake_adapted(lower, 0.5), RESULT)
 
 
-def test_in_sample_is_said_plainly(handler, tmp_path):
-    result, html_out, _ = aui.run_adaptation(handler, None, TINY, None, zones_of(tmp_path, 5, 5))
+@pytest.mark.slow
+def test_in_sample_is_said_plainly(parent_handler, tmp_path):
+    result, html_out, _ = aui.run_adaptation(parent_handler, None, TINY, None, zones_of(tmp_path, 5, 5))
     assert result["mode"] == "in-sample" and "IN-SAMPLE" in html_out and "fit, not accuracy" in html_out
 
 
-def test_one_adaptation_at_a_time(handler, tmp_path):
+@pytest.mark.slow
+def test_one_adaptation_at_a_time(parent_handler, tmp_path):
     import gradio as gr
 
     zones = zones_of(tmp_path, 5, 5)
@@ -321,27 +324,27 @@ def test_one_adaptation_at_a_time(handler, tmp_path):
         release.wait(60)
 
     out = {}
-    first = threading.Thread(target=lambda: out.setdefault("r", aui.run_adaptation(handler, None, TINY, None, zones,
+    first = threading.Thread(target=lambda: out.setdefault("r", aui.run_adaptation(parent_handler, None, TINY, None, zones,
                                                                                    slow)))
     first.start()
     try:
         assert started.wait(60)
         with pytest.raises(aui.AdaptationBusy, match=r"another adaptation is running on this server \(started "
                                                      r"\d\d:\d\d:\d\d, \d+ % done"):
-            aui.run_adaptation(handler, None, TINY, None, zones)
+            aui.run_adaptation(parent_handler, None, TINY, None, zones)
         with pytest.raises(gr.Error, match="one runs at a time"):
-            aui.adapt_call(aui.run_adaptation, handler, None, TINY, None, zones)
+            aui.adapt_call(aui.run_adaptation, parent_handler, None, TINY, None, zones)
     finally:
         release.set()
         first.join(120)
     assert out["r"][0]["mode"] == "in-sample"
     assert not aui.ADAPT_LOCK.locked()
-    aui.run_adaptation(handler, None, TINY, None, zones)  # free again
+    aui.run_adaptation(parent_handler, None, TINY, None, zones)  # free again
 
 
-def test_wrong_photos_leave_the_lock_free(handler, tmp_path):
+def test_wrong_photos_leave_the_lock_free(parent_handler, tmp_path):
     with pytest.raises(ValueError, match="too few photos"):
-        aui.run_adaptation(handler, None, TINY, None, zones_of(tmp_path, 1, 5))
+        aui.run_adaptation(parent_handler, None, TINY, None, zones_of(tmp_path, 1, 5))
     assert not aui.ADAPT_LOCK.locked() and aui.adaptation_status() is None
     runs = intake.WORK_DIR / "runs"
     assert not runs.is_dir() or not list(runs.iterdir())
@@ -350,51 +353,52 @@ def test_wrong_photos_leave_the_lock_free(handler, tmp_path):
 # ------------------------------------------------------------------------------------------------ switching
 
 
-def test_switching_makes_this_sessions_inspection_use_the_adapted_model(handler, tmp_path):
+@pytest.mark.slow
+def test_switching_makes_this_sessions_inspection_use_the_adapted_model(parent_handler, tmp_path):
     zones = zones_of(tmp_path, 10, 10)
-    result, _, _ = aui.run_adaptation(handler, None, TINY, None, zones)
-    out = aui.use_adapted(handler, None, result)
+    result, _, _ = aui.run_adaptation(parent_handler, None, TINY, None, zones)
+    out = aui.use_adapted(parent_handler, None, result)
     assert len(out) == len(aui.SWITCH_OUTPUTS)
     choice = out[0]
     assert choice["sha256"] == result["sha256"] and choice["source"] == "adapted"
     assert "This session: adapted model" in out[aui.SWITCH_OUTPUTS.index("status")]
     assert "adapted model" in out[aui.SWITCH_OUTPUTS.index("session_line")]
-    session_h = pick(handler, choice)
-    assert session_h is not handler and session_h.sha256 == result["sha256"]
-    assert pick(handler, None) is handler  # other sessions keep the default model
+    session_h = pick(parent_handler, choice)
+    assert session_h is not parent_handler and session_h.sha256 == result["sha256"]
+    assert pick(parent_handler, None) is parent_handler  # other sessions keep the default model
 
     # the Inspect tab follows the switch: its results (from the other model) are cleared, its sliders move
-    before = inspect_with(handler, None, zones[0][:1])
+    before = inspect_with(parent_handler, None, zones[0][:1])
     state, *_view, threshold, _band = session.switched(session_h, before)
     assert state["rows"] == [] and threshold["value"] == round(session_h.threshold, 4)
 
     # a drop of any size runs on the session's model
     photo = zones[0][0]
-    mine = inspect_with(handler, choice, [photo])["rows"][0]
-    theirs = inspect_with(handler, None, [photo])["rows"][0]
+    mine = inspect_with(parent_handler, choice, [photo])["rows"][0]
+    theirs = inspect_with(parent_handler, None, [photo])["rows"][0]
     assert mine["defect_probability"] == pytest.approx(session_h.predict(photo, heatmap=False).defect_probability)
-    assert theirs["defect_probability"] == pytest.approx(handler.predict(photo, heatmap=False).defect_probability)
+    assert theirs["defect_probability"] == pytest.approx(parent_handler.predict(photo, heatmap=False).defect_probability)
     assert mine["defect_probability"] != pytest.approx(theirs["defect_probability"], abs=1e-6)
 
     session_models._MODELS.clear()  # dropped from the cache: loaded again from its file, checked
-    assert pick(handler, choice).sha256 == result["sha256"]
-    back = aui.use_default(handler, choice)
+    assert pick(parent_handler, choice).sha256 == result["sha256"]
+    back = aui.use_default(parent_handler, choice)
     assert back[0] is None and "default model" in back[aui.SWITCH_OUTPUTS.index("session_line")]
 
 
-def test_using_without_an_adaptation_is_a_clear_error(handler):
+def test_using_without_an_adaptation_is_a_clear_error(parent_handler):
     import gradio as gr
 
     with pytest.raises(gr.Error, match="run an adaptation first"):
-        aui.adapt_call(aui.use_adapted, handler, None, None)
+        aui.adapt_call(aui.use_adapted, parent_handler, None, None)
 
 
-def test_a_session_model_whose_file_is_gone(handler, tmp_path):
+def test_a_session_model_whose_file_is_gone(parent_handler, tmp_path):
     import gradio as gr
 
     choice = {"path": str(tmp_path / "gone.pt"), "sha256": "0" * 64, "name": "gone.pt"}
     with pytest.raises(gr.Error, match="no longer on the server"):
-        inspect_with(handler, choice, [])
+        inspect_with(parent_handler, choice, [])
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint upload
@@ -408,25 +412,25 @@ def upload_copy(src: Path, folder: Path, name: str | None = None) -> Path:
     return dst
 
 
-def test_upload_a_good_checkpoint_with_its_sha256(handler, tmp_path):
+def test_upload_a_good_checkpoint_with_its_sha256(parent_handler, tmp_path):
     from inspectkit.inference.checkpoint import load_checkpoint, weights_digest
 
     other = write_checkpoint(tmp_path / "made" / "line_c.pt", seed=7, threshold=0.4)
     pt = upload_copy(other, tmp_path / "up1")
     side = upload_copy(Path(str(other) + ".sha256"), tmp_path / "up2")
-    info, *switched = aui.load_uploaded_checkpoint(handler, None, [str(pt), str(side)], TINY)
+    info, *switched = aui.load_uploaded_checkpoint(parent_handler, None, [str(pt), str(side)], TINY)
     sha, wd = sha256_file(other), weights_digest(load_checkpoint(other)["state_dict"])
     assert sha in info and wd in info and "the uploaded .sha256" in info and "0.4000" in info
     choice = switched[0]
     assert choice["source"] == "uploaded" and choice["sha256"] == sha and choice["weights_sha256"] == wd
-    assert pick(handler, choice).threshold == pytest.approx(0.4)
-    assert session.switched(pick(handler, choice), None)[-2]["value"] == 0.4  # the Inspect tab's slider
+    assert pick(parent_handler, choice).threshold == pytest.approx(0.4)
+    assert session.switched(pick(parent_handler, choice), None)[-2]["value"] == 0.4  # the Inspect tab's slider
     # the session's copy survives Gradio emptying its upload cache
     shutil.rmtree(tmp_path / "up1")
     session_models._MODELS.clear()
-    assert pick(handler, choice).sha256 == sha
+    assert pick(parent_handler, choice).sha256 == sha
     # without the sidecar: loaded, the digest computed here
-    info2, *_ = aui.load_uploaded_checkpoint(handler, None, [str(upload_copy(other, tmp_path / "up3"))], TINY)
+    info2, *_ = aui.load_uploaded_checkpoint(parent_handler, None, [str(upload_copy(other, tmp_path / "up3"))], TINY)
     assert "nothing uploaded" in info2 and sha in info2
 
 
@@ -442,7 +446,7 @@ EVIL_MARK = "/tmp/inspect-adapt-test-evil-ran"
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "code", "not a checkpoint",
                                   "digest mismatch", "two files", "text"])
-def test_a_bad_checkpoint_is_a_clear_error_and_the_model_stays(handler, tmp_path, kind):
+def test_a_bad_checkpoint_is_a_clear_error_and_the_model_stays(parent_handler, tmp_path, kind):
     import gradio as gr
 
     up = tmp_path / "up"
@@ -478,7 +482,7 @@ def test_a_bad_checkpoint_is_a_clear_error_and_the_model_stays(handler, tmp_path
         want = r"give exactly one checkpoint"
     choice_before = {"keep": "me"}
     with pytest.raises(gr.Error, match=want):
-        aui.adapt_call(aui.load_uploaded_checkpoint, handler, choice_before, files, TINY)
+        aui.adapt_call(aui.load_uploaded_checkpoint, parent_handler, choice_before, files, TINY)
     assert choice_before == {"keep": "me"} and not session_models._MODELS
     assert not Path(EVIL_MARK).exists()
     models = intake.WORK_DIR / "models"
@@ -488,16 +492,16 @@ def test_a_bad_checkpoint_is_a_clear_error_and_the_model_stays(handler, tmp_path
 # ------------------------------------------------------------------------------------------------ to label
 
 
-def test_label_these_next_goes_to_the_adapt_tab_and_into_the_class_zones(handler, tmp_path):
+def test_label_these_next_goes_to_the_adapt_tab_and_into_the_class_zones(parent_handler, tmp_path):
     import gradio as gr
 
     zones = zones_of(tmp_path, 3, 3)
     batch = zones[0] + zones[1]
-    state = inspect_all(handler, batch)[0]
-    to_label, gallery, *ticks_upd, tabs, box = aui.send_to_adapt(handler, None, state)
+    state = inspect_all(parent_handler, batch)[0]
+    to_label, gallery, *ticks_upd, tabs, box = aui.send_to_adapt(parent_handler, None, state)
     assert tabs["selected"] == "adapt" and box["open"] is True
     assert len(to_label) == len(gallery) == 6 and len(ticks_upd) == aui.MAX_CLASS_ZONES
-    thr = handler.threshold
+    thr = parent_handler.threshold
     ranks = review_ranks(state["rows"], thr)
     first = state["rows"][ranks.index(1)]["name"]
     assert to_label[0]["name"] == first  # closest to the threshold first
@@ -507,10 +511,10 @@ def test_label_these_next_goes_to_the_adapt_tab_and_into_the_class_zones(handler
 
     names = [t["name"] for t in to_label]
     with pytest.raises(gr.Error, match=rf"{names[0]} is ticked as both def_front and ok_front"):
-        aui.adapt_call(aui.apply_labels, handler, None, to_label, [None] * 4, [[names[0]], [names[0]], [], []])
+        aui.adapt_call(aui.apply_labels, parent_handler, None, to_label, [None] * 4, [[names[0]], [names[0]], [], []])
     with pytest.raises(gr.Error, match="nothing is ticked"):
-        aui.adapt_call(aui.apply_labels, handler, None, to_label, [None] * 4, [[], [], [], []])
-    out = aui.apply_labels(handler, None, to_label, [[zones[0][0]], None, None, None],
+        aui.adapt_call(aui.apply_labels, parent_handler, None, to_label, [None] * 4, [[], [], [], []])
+    out = aui.apply_labels(parent_handler, None, to_label, [[zones[0][0]], None, None, None],
                            [[names[0], names[1]], [names[2]], [], []])
     z = out[:aui.MAX_CLASS_ZONES]
     left, left_gallery = out[aui.MAX_CLASS_ZONES], out[aui.MAX_CLASS_ZONES + 1]
@@ -519,20 +523,21 @@ def test_label_these_next_goes_to_the_adapt_tab_and_into_the_class_zones(handler
     assert out[-1]["choices"] == names[3:] and out[-1]["value"] == []
 
 
-def test_label_these_next_without_the_uploads_uses_the_kept_copies(handler, tmp_path):
+def test_label_these_next_without_the_uploads_uses_the_kept_copies(parent_handler, tmp_path):
     zones = zones_of(tmp_path, 2, 2)
-    state = inspect_all(handler, zones[0] + zones[1])[0]
+    state = inspect_all(parent_handler, zones[0] + zones[1])[0]
     for p in zones[0] + zones[1]:  # Gradio's upload cache was emptied
         Path(p).unlink()
-    to_label, *_ = aui.send_to_adapt(handler, None, state)
+    to_label, *_ = aui.send_to_adapt(parent_handler, None, state)
     assert len(to_label) == 4 and all(t["path"].endswith(".png") and Path(t["path"]).is_file() for t in to_label)
     import gradio as gr
 
     with pytest.raises(gr.Error, match="inspect some photos first"):
-        aui.adapt_call(aui.send_to_adapt, handler, None, session.new_state())
+        aui.adapt_call(aui.send_to_adapt, parent_handler, None, session.new_state())
 
 
-def test_inspection_answers_while_an_adaptation_runs(handler, tmp_path):
+@pytest.mark.slow
+def test_inspection_answers_while_an_adaptation_runs(parent_handler, tmp_path):
     """Adaptation holds its own lock, never the inference lock: an inspection in between completes."""
     import time
 
@@ -544,12 +549,12 @@ def test_inspection_answers_while_an_adaptation_runs(handler, tmp_path):
             in_training.set()
             release.wait(60)
 
-    worker = threading.Thread(target=aui.run_adaptation, args=(handler, None, TINY, None, zones, gate))
+    worker = threading.Thread(target=aui.run_adaptation, args=(parent_handler, None, TINY, None, zones, gate))
     worker.start()
     try:
         assert in_training.wait(120)
         t0 = time.perf_counter()
-        state = inspect_with(handler, None, zones[0][:2])
+        state = inspect_with(parent_handler, None, zones[0][:2])
         took = time.perf_counter() - t0
         assert worker.is_alive() and aui.ADAPT_LOCK.locked()
         assert [r["error"] for r in state["rows"]] == [None, None] and took < 30
@@ -559,8 +564,8 @@ def test_inspection_answers_while_an_adaptation_runs(handler, tmp_path):
         worker.join(120)
 
 
-def test_page_load_names_the_zones_after_the_models_classes(handler):
-    out = aui.on_load(handler, None)
+def test_page_load_names_the_zones_after_the_models_classes(parent_handler):
+    out = aui.on_load(parent_handler, None)
     assert len(out) == 2 * aui.MAX_CLASS_ZONES + 1
     assert out[0]["label"] == "Photos of class def_front" and out[1]["label"] == "Photos of class ok_front"
     assert out[2]["visible"] is False and out[aui.MAX_CLASS_ZONES]["label"] == "Label as def_front"

@@ -18,7 +18,9 @@ from PIL import Image
 
 from inspectkit.serve.http_api import create_api
 from inspectkit.serve.model_source import LazyHandler
-from tests.conftest import synthetic_casting
+from tests.support import synthetic_casting
+
+pytestmark = pytest.mark.slow
 
 VERDICTS = ("OK", "DEFECT", "UNUSABLE")
 #: the sizes the fixture's guard was fitted on, in turn (conftest.add_guard): a stream of them is a steady line
@@ -78,17 +80,17 @@ def plain_handler(tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(guarded_handler):
+def guarded_server(guarded_handler):
     """The whole app (JSON API + Gradio) on the guarded model."""
-    from app_server import running_server
+    from tests.app_server import running_server
 
     with running_server(guarded_handler) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server, timeout=60) as c:
+def client(guarded_server):
+    with httpx.Client(base_url=guarded_server, timeout=60) as c:
         yield c
 
 
@@ -134,13 +136,13 @@ def test_a_judged_casting_is_redecided_at_another_threshold(client):
         assert body["verdict"] == ("DEFECT" if body["defect_probability"] >= t else "OK")
 
 
-def test_the_gradio_predict_endpoint_gives_the_same_fields(server, tmp_path):
+def test_the_gradio_predict_endpoint_gives_the_same_fields(guarded_server, tmp_path):
     """/predict (gradio_client) is built by the same result_json: UNUSABLE, the reason and novelty."""
     from gradio_client import Client, handle_file
 
     p = tmp_path / "blank.png"
     p.write_bytes(white())
-    c = Client(server, verbose=False, download_files=False, analytics_enabled=False)
+    c = Client(guarded_server, verbose=False, download_files=False, analytics_enabled=False)
     try:
         out = c.predict(handle_file(str(p)), 0.3, False, api_name="/predict")
     finally:
@@ -149,12 +151,12 @@ def test_the_gradio_predict_endpoint_gives_the_same_fields(server, tmp_path):
     assert isinstance(out["novelty"], float)
 
 
-def test_the_load_test_counts_an_unusable_answer_as_correct(server, tmp_path):
+def test_the_load_test_counts_an_unusable_answer_as_correct(guarded_server, tmp_path):
     from benchmarks import loadtest
 
     p = tmp_path / "blank.png"
     p.write_bytes(white())
-    api = loadtest.ApiClient(server)
+    api = loadtest.ApiClient(guarded_server)
     try:
         assert api(p) == (loadtest.Outcome.OK, None)
     finally:
@@ -204,7 +206,7 @@ def test_dark_photos_raise_the_drift_alarm_and_delete_resets_it(client):
 
 
 def test_a_fresh_server_with_normal_castings_has_no_alarm(guarded_handler):
-    from app_server import running_server
+    from tests.app_server import running_server
 
     with running_server(guarded_handler) as url, httpx.Client(base_url=url, timeout=60) as c:
         assert c.get("/api/health").json()["drift"]["photos"] == 0  # the monitor belongs to the server
@@ -217,7 +219,7 @@ def test_a_fresh_server_with_normal_castings_has_no_alarm(guarded_handler):
 
 
 def test_health_shows_the_guard_off_and_why(plain_handler):
-    from app_server import running_server
+    from tests.app_server import running_server
 
     with running_server(plain_handler) as url, httpx.Client(base_url=url, timeout=60) as c:
         body = inspect(c, white(), "blank.png")

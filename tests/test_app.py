@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from app_server import EXAMPLES, REPO, FakeHandler, by_name, inspect_all, running_server
 from PIL import Image
 
 import app
@@ -47,22 +46,9 @@ from inspectkit.ui.common.report_view import (
     report_images,
 )
 from inspectkit.ui.common.session import DETAIL_OUTPUTS
+from tests.app_server import EXAMPLES, REPO, FakeHandler, by_name, inspect_all, running_server
 
 FORMULA_NAME = '=HYPERLINK("x")|cmd.jpg'
-
-
-@pytest.fixture(scope="module")
-def handler(tiny_checkpoint):
-    """The real InferenceHandler on a random-weight checkpoint (torch backend: no ONNX export in the tests)."""
-    from inspectkit.inference.handler import InferenceHandler
-
-    return InferenceHandler(str(tiny_checkpoint), backend="torch")
-
-
-@pytest.fixture(scope="module")
-def server(handler):
-    with running_server(handler) as url:
-        yield url
 
 
 @pytest.fixture
@@ -83,6 +69,7 @@ def upload_dir(tmp_path):
 # ------------------------------------------------------------------------------------------- import and build
 
 
+@pytest.mark.slow
 def test_importing_app_loads_no_model_and_no_torch():
     code = ("import sys, app; heavy = [m for m in ('torch', 'inference_handler', 'onnxruntime', 'cv2') "
             "if m in sys.modules]; print(heavy)")
@@ -455,6 +442,7 @@ def test_page_answers_while_the_model_is_still_loading():
 # ------------------------------------------------------------------------------------------ real server
 
 
+@pytest.mark.slow
 def test_gradio_client_gets_the_handlers_verdict(server, handler):
     from gradio_client import Client, handle_file
 
@@ -719,6 +707,7 @@ def test_a_hub_model_with_no_recorded_digest_is_refused(monkeypatch, tmp_path):
     assert resolve_checkpoint() == (tmp_path / "final_best_model.pt", "a" * 64)
 
 
+@pytest.mark.slow
 def test_single_photo_input_hands_over_the_file_unchanged(tmp_path):
     """A grayscale upload must reach the handler as the user's file, not re-encoded by Gradio."""
     import gradio as gr

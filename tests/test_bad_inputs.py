@@ -15,12 +15,12 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from conftest import synthetic_casting
 from PIL import Image
-from trained_tiny import train_tiny
 
 from inspectkit import imageio
 from inspectkit.inference.handler import InferenceHandler
+from tests.support import synthetic_casting
+from tests.trained_tiny import train_tiny
 
 BACKENDS = ["onnx", "torch"]
 RGB = synthetic_casting(np.random.default_rng(7), defect=True, size=(60, 80))  # 60 high, 80 wide
@@ -156,6 +156,7 @@ def _expect(handler: InferenceHandler, kind: str, tmp_path):
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", list(CASES))
 def test_each_kind_works_or_is_refused_by_name(handlers, backend, kind, tmp_path):

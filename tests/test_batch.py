@@ -17,10 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, write_images
 
 from inspectkit.batch import job as batch
-from inspectkit.batch.job import COLUMNS, main, read_rows
+from inspectkit.batch.inputs import IMAGE_SUFFIXES
+from inspectkit.batch.job import main
+from inspectkit.batch.writers import COLUMNS, open_writer, read_rows, summary_path
+from tests.support import REPO, write_images
+
+pytestmark = pytest.mark.slow
 
 FORMATS = ("csv", "jsonl", "parquet")
 
@@ -44,7 +48,7 @@ def photos(tmp_path_factory) -> Path:
 
 def expected_paths(root: Path) -> list[str]:
     return sorted(str(p.resolve()) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in batch.IMAGE_SUFFIXES)
+                  and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def run_cli(args: list, ckpt: Path) -> int:
@@ -209,12 +213,12 @@ def test_resume_after_the_run_is_stopped_mid_way(how, photos, tiny_checkpoint, t
     if how == "ctrl-c":
         assert proc.returncode == 130, err
         assert "rerun the same command to resume" in err
-        s = json.loads(batch.summary_path(out).read_text())  # written on the way out: what is on disk
+        s = json.loads(summary_path(out).read_text())  # written on the way out: what is on disk
         assert s["interrupted"] and not s["finished"] and s["rows"] == len(partial) and not s["complete"]
     assert 3 <= len(partial) < len(expected_paths(photos))
     assert partial[:3] == first[:3]
     assert run_cli([photos, "--out", out, "--chunk-size", 3], tiny_checkpoint) == 0
-    s = json.loads(batch.summary_path(out).read_text())
+    s = json.loads(summary_path(out).read_text())
     assert s["complete"] and s["finished"] and sum(s["counts"].values()) == len(expected_paths(photos))
     rows = read_rows(out)
     paths = [r["path"] for r in rows]
@@ -225,7 +229,7 @@ def test_resume_after_the_run_is_stopped_mid_way(how, photos, tiny_checkpoint, t
 
 def test_a_second_writer_on_the_same_output_is_refused(photos, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "rows.csv"
-    first = batch.open_writer(out)
+    first = open_writer(out)
     try:
         assert run_cli([photos, "--out", out], tiny_checkpoint) == 2
         assert "another batch_inspect is writing" in capsys.readouterr().err
@@ -350,7 +354,7 @@ def test_ray_engine_gives_the_local_engines_rows_on_a_local_ray(photos, guarded_
             assert b[k]["novelty"] == pytest.approx(a[k]["novelty"], abs=1e-5)
             assert json.loads(b[k]["image_stats"]) == pytest.approx(json.loads(a[k]["image_stats"]), abs=1e-4)
     assert a[str((photos / "line2" / "white.png").resolve())]["verdict"] == "UNUSABLE"
-    sa, sb = (json.loads(batch.summary_path(o).read_text()) for o in (local, distributed))
+    sa, sb = (json.loads(summary_path(o).read_text()) for o in (local, distributed))
     assert sb["engine"] == "ray" and sb["complete"] and sb["guard"]["on"]
     for key in ("photos", "counts", "unusable_reasons", "drift_alarm", "drift_first_row", "drift_rows", "guard"):
         assert sb[key] == sa[key], key

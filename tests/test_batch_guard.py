@@ -13,10 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import synthetic_casting
 from test_batch import by_path, run_cli
 
-from inspectkit.batch.job import COLUMNS, GUARD_COLUMNS, LEGACY_COLUMNS, Tally, guard_facts, read_rows, summary_path
+from inspectkit.batch.job import Tally, guard_facts
+from inspectkit.batch.writers import COLUMNS, GUARD_COLUMNS, LEGACY_COLUMNS, read_rows, summary_path
+from tests.support import synthetic_casting
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # a busy 2-core machine: one thread is faster
 
@@ -183,6 +184,7 @@ def stream_runs(streams, guarded_checkpoint, tmp_path_factory) -> dict:
     return runs
 
 
+@pytest.mark.slow
 def test_a_darkening_line_raises_the_drift_alarm_and_a_steady_one_does_not(stream_runs):
     changed, steady = _summary(stream_runs["changed"]), _summary(stream_runs["steady"])
     assert changed["drift_alarm"] is True
@@ -199,7 +201,7 @@ def test_a_darkening_line_raises_the_drift_alarm_and_a_steady_one_does_not(strea
 
 def test_the_drift_is_the_same_whatever_order_the_rows_come_back_in(stream_runs, guarded_checkpoint):
     """The Ray engine's chunks may arrive out of order: the monitor still sees the rows in input order."""
-    from inspectkit.batch.job import Job
+    from inspectkit.batch.rows import Job
 
     rows = read_rows(stream_runs["changed"])
     facts = guard_facts(Job(inputs=[], out=Path("x.csv"), checkpoint=str(guarded_checkpoint)))
@@ -218,6 +220,7 @@ def test_the_drift_is_the_same_whatever_order_the_rows_come_back_in(stream_runs,
     assert half.report()["drift_rows"] == 0 and "row 0 is not inspected yet" in half.report()["drift_note"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_summarises_every_row(streams, stream_runs, guarded_checkpoint, tmp_path):
     """Stopped after 90 of the darkening stream's photos, then rerun: the summary covers all 120 (the drift from
     the rows' own columns), as one uninterrupted run's does. (Each format's reading back of the guard's columns:
@@ -259,6 +262,7 @@ def _strip_guard_columns(out: Path, fmt: str) -> None:
             pq.write_table(pq.read_table(part).select(list(LEGACY_COLUMNS)), part)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_an_older_output_without_the_guard_columns_is_resumed(fmt, shift, tiny_checkpoint, guarded_checkpoint,
                                                               tmp_path, capsys):
@@ -320,9 +324,10 @@ def test_a_finished_rerun_rewrites_the_summary_without_loading_the_model(shift, 
 def test_an_interrupted_run_leaves_a_summary_of_what_is_on_disk(shift, guarded_checkpoint, tmp_path, monkeypatch):
     """Ctrl-C between a chunk's write and its count: the summary written on the way out still counts that chunk."""
     from inspectkit.batch import job as batch
+    from inspectkit.batch.rows import inspect_paths
 
     def stopped_after_one_chunk(job, todo, root, writer, on_rows, handler=None):
-        writer.write(batch.inspect_paths(handler, todo[:3]))
+        writer.write(inspect_paths(handler, todo[:3]))
         raise KeyboardInterrupt
 
     monkeypatch.setattr(batch, "run_local", stopped_after_one_chunk)

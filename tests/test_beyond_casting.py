@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from layout_trees import NEU_CLASSES, mvtec_tree, neu_det_tree
 
 import train as train_cli
 from inspectkit.engine import evaluation as E
@@ -18,6 +17,9 @@ from inspectkit.engine import localization as Z
 from inspectkit.imageio import load_rgb
 from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint
 from inspectkit.model import build_model, cam_layer_name
+from tests.layout_trees import NEU_CLASSES, mvtec_tree, neu_det_tree
+
+pytestmark = pytest.mark.slow
 
 ARGS = ["--weights", "none", "--size", "64", "--views", "2", "--stage1-epochs", "3", "--stage2-epochs", "2",
         "--last-blocks", "1", "--test-fraction", "0.25", "--val-fraction", "0.25", "--batch-size", "16",

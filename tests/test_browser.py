@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_server import EXAMPLES, REPO, running_server
-from conftest import write_images
 
 from inspectkit.limits import MAX_BATCH
+from tests.app_server import EXAMPLES, REPO, running_server
+from tests.support import write_images
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_server import REPO, running_server
-from conftest import write_images
+
+from tests.app_server import REPO, running_server
+from tests.support import write_images
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"

@@ -11,13 +11,14 @@ import torch
 from inspectkit.inference import checkpoint as C
 from inspectkit.model import build_model, local_weights, official_weights
 from inspectkit.preprocess import default_spec
-from tests.conftest import LOCAL_WEIGHTS, needs_weights, write_checkpoint
+from tests.support import LOCAL_WEIGHTS, needs_weights, write_checkpoint
 
 
 @pytest.mark.parametrize("names, defect, threshold, size", [
     (["def_front", "ok_front"], 0, 0.37, 96),
     (["good", "pit", "scratch"], None, None, 80),
 ])
+@pytest.mark.slow
 def test_round_trip_keeps_classes_preprocessing_threshold(tmp_path, names, defect, threshold, size):
     p = write_checkpoint(tmp_path / "m.pt", class_names=names, defect_index=defect, threshold=threshold, size=size)
     ckpt = C.load_checkpoint(p)
@@ -114,6 +115,7 @@ def test_expected_digest_is_checked(tmp_path):
     (lambda c: c.update(review_band={"threshold": 0.5, "low": 0.0, "high": 0.9}), r"low 0.0 must be .* in \(0, 1\)"),
     (lambda c: c.update(review_band=[0.1, 0.9]), "review_band must be a dict"),
 ])
+@pytest.mark.slow
 def test_malformed_checkpoints_name_the_problem(tmp_path, mutate, message):
     p = write_checkpoint(tmp_path / "m.pt")
     ckpt = torch.load(p, weights_only=True)

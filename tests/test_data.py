@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from inspectkit.data import folders as D
-from tests.conftest import CASTING, needs_casting, synthetic_casting, write_images
+from tests.support import CASTING, needs_casting, synthetic_casting, write_images
 
 
 def test_split_layout_reads_classes_and_defect(casting_tree):

@@ -10,12 +10,14 @@ import pytest
 from inspectkit.engine.training import TrainConfig, train
 from inspectkit.inference.checkpoint import load_checkpoint, weights_digest
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     import numpy as np
 
-    from tests.conftest import write_images
+    from tests.support import write_images
 
     root = tmp_path_factory.mktemp("data") / "casting"
     r = np.random.default_rng(5)
@@ -204,7 +206,7 @@ def test_set_threshold_names_what_it_cannot_do(trained, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def scorer(tmp_path_factory):
     """A checkpoint with trained weights (tests/trained_tiny.py): random weights score every image alike."""
-    from trained_tiny import train_tiny
+    from tests.trained_tiny import train_tiny
 
     return train_tiny(tmp_path_factory.mktemp("scorer"))
 
@@ -214,7 +216,7 @@ def line_folder(tmp_path):
     """A folder-per-class set (another 'line'): 5 def_front, 4 ok_front generated photos and one broken file."""
     import numpy as np
 
-    from tests.conftest import write_images
+    from tests.support import write_images
 
     root = tmp_path / "line-x"
     r = np.random.default_rng(11)

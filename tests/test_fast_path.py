@@ -2,7 +2,7 @@
 
 Equality claims: logits within 1e-3 of PyTorch, the same verdicts, heat maps within 1e-3 of autograd
 Grad-CAM (gradcam.py, itself checked against pytorch-grad-cam in test_gradcam.py) - on synthetic castings
-with trained weights here, and on the whole real casting test split when it and the committed model exist.
+with trained_archs weights here, and on the whole real casting test split when it and the committed model exist.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CASTING, COMMITTED_MODEL, REPO, needs_casting, synthetic_casting
-from trained_tiny import train_archs
 
 import gradcam
 from inspectkit.heatmap.render import cam_from_features, heatmap_at
@@ -27,14 +25,9 @@ from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoi
 from inspectkit.inference.handler import InferenceHandler
 from inspectkit.metrics import predict_labels, softmax
 from inspectkit.preprocess import preprocess
+from tests.support import CASTING, COMMITTED_MODEL, REPO, needs_casting, synthetic_casting
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("trained")
-    return train_archs(folder)
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 def _images(n, size, seed=0):
@@ -58,13 +51,13 @@ def _autograd(ckpt_path, rgbs, targets=None):
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18"])
 @pytest.mark.parametrize("size", [(96, 96), (70, 150), (301, 97)])
 @pytest.mark.parametrize("target", [None, "def_front", "ok_front"])
-def test_heatmap_without_backward_equals_autograd_gradcam(trained, arch, size, target, tmp_path):
-    h = InferenceHandler(trained[arch], backend="onnx", cache_dir=tmp_path)
+def test_heatmap_without_backward_equals_autograd_gradcam(trained_archs, arch, size, target, tmp_path):
+    h = InferenceHandler(trained_archs[arch], backend="onnx", cache_dir=tmp_path)
     rgbs = _images(4, size, seed=size[0])
     # the class CAM (the defect-evidence map is checked against pytorch-grad-cam in test_heatmap_scale.py)
     results = h.predict_batch(rgbs, target=target, heatmap_mode=None if target else "class-normalised")
     targets = None if target is None else [h.class_names.index(target)] * 4
-    logits, maps = _autograd(trained[arch], rgbs, targets)
+    logits, maps = _autograd(trained_archs[arch], rgbs, targets)
     probs = softmax(logits)
     for r, p, m in zip(results, probs, maps):
         assert r.heatmap.shape == size
@@ -77,9 +70,9 @@ def test_heatmap_without_backward_equals_autograd_gradcam(trained, arch, size, t
 
 
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18"])
-def test_graph_logits_and_features_match_pytorch(trained, arch, tmp_path):
-    fm = fast.load(trained[arch], cache_dir=tmp_path)
-    ckpt = load_checkpoint(trained[arch])
+def test_graph_logits_and_features_match_pytorch(trained_archs, arch, tmp_path):
+    fm = fast.load(trained_archs[arch], cache_dir=tmp_path)
+    ckpt = load_checkpoint(trained_archs[arch])
     model = model_from_checkpoint(ckpt)
     s = ckpt["preprocessing"]["size"]
     x = np.stack([preprocess(im, ckpt["preprocessing"]) for im in _images(5, (s, s), seed=4)])
@@ -106,8 +99,8 @@ def test_graph_logits_and_features_match_pytorch(trained, arch, tmp_path):
     assert cams.shape == (5, *f.shape[2:]) and (cams >= 0).all()
 
 
-def test_cache_is_keyed_by_the_checkpoint_and_reused(trained, tmp_path):
-    path = trained["mobilenet_v2"]
+def test_cache_is_keyed_by_the_checkpoint_and_reused(trained_archs, tmp_path):
+    path = trained_archs["mobilenet_v2"]
     first = fast.load(path, cache_dir=tmp_path)
     assert first.timings["generated"] is True
     digest = fast.sha256_file(path)
@@ -123,7 +116,7 @@ def test_cache_is_keyed_by_the_checkpoint_and_reused(trained, tmp_path):
     (entry / "meta.json").write_text("{not json")
     assert fast.load(path, cache_dir=tmp_path).timings["generated"] is True
     # another checkpoint gets its own entry
-    other = fast.load(trained["resnet18"], cache_dir=tmp_path)
+    other = fast.load(trained_archs["resnet18"], cache_dir=tmp_path)
     assert other.onnx_path.parent != entry and other.meta["arch"] == "resnet18"
 
 
@@ -132,31 +125,31 @@ def test_generated_graphs_are_git_ignored():
     assert out.returncode == 0
 
 
-def test_export_mismatch_is_refused_and_auto_falls_back(trained, tmp_path, monkeypatch):
+def test_export_mismatch_is_refused_and_auto_falls_back(trained_archs, tmp_path, monkeypatch):
     monkeypatch.setattr(fast, "EXPORT_TOLERANCE", -1.0)  # no graph can pass: simulates a wrong export
     with pytest.raises(RuntimeError, match="differs from PyTorch"):
-        fast.load(trained["mobilenet_v2"], cache_dir=tmp_path)
+        fast.load(trained_archs["mobilenet_v2"], cache_dir=tmp_path)
     assert not list(tmp_path.rglob("meta.json")) and not list(tmp_path.rglob("*.onnx"))
     with pytest.raises(RuntimeError, match="differs from PyTorch"):
-        InferenceHandler(trained["mobilenet_v2"], backend="onnx", cache_dir=tmp_path)
-    h = InferenceHandler(trained["mobilenet_v2"], backend="auto", cache_dir=tmp_path, threads=1)
+        InferenceHandler(trained_archs["mobilenet_v2"], backend="onnx", cache_dir=tmp_path)
+    h = InferenceHandler(trained_archs["mobilenet_v2"], backend="auto", cache_dir=tmp_path, threads=1)
     assert h.backend == "torch" and "differs from PyTorch" in h.fallback_reason
     assert h.predict(_images(1, (96, 96))[0]).verdict in ("OK", "DEFECT")
 
 
-def test_missing_onnxruntime_falls_back(trained, tmp_path, monkeypatch):
+def test_missing_onnxruntime_falls_back(trained_archs, tmp_path, monkeypatch):
     def no_ort(*a, **k):
         raise ImportError("No module named 'onnxruntime'")
 
     monkeypatch.setattr(fast, "load", no_ort)
-    h = InferenceHandler(trained["mobilenet_v2"], cache_dir=tmp_path, threads=1)
+    h = InferenceHandler(trained_archs["mobilenet_v2"], cache_dir=tmp_path, threads=1)
     assert h.backend == "torch" and "onnxruntime" in h.fallback_reason
     with pytest.raises(RuntimeError, match="onnxruntime"):
-        InferenceHandler(trained["mobilenet_v2"], backend="onnx", cache_dir=tmp_path)
+        InferenceHandler(trained_archs["mobilenet_v2"], backend="onnx", cache_dir=tmp_path)
 
 
-def test_changed_checkpoint_never_meets_its_old_graph(trained, tmp_path):
-    src = trained["mobilenet_v2"]
+def test_changed_checkpoint_never_meets_its_old_graph(trained_archs, tmp_path):
+    src = trained_archs["mobilenet_v2"]
     fast.load(src, cache_dir=tmp_path)
     copy = tmp_path / "model.pt"
     copy.write_bytes(src.read_bytes())
@@ -169,10 +162,10 @@ def test_changed_checkpoint_never_meets_its_old_graph(trained, tmp_path):
         InferenceHandler(copy, backend="onnx", cache_dir=tmp_path)
 
 
-def test_cached_load_does_not_import_torch(trained, tmp_path):
-    fast.load(trained["mobilenet_v2"], cache_dir=tmp_path)  # generate the entry here (needs torch)
+def test_cached_load_does_not_import_torch(trained_archs, tmp_path):
+    fast.load(trained_archs["mobilenet_v2"], cache_dir=tmp_path)  # generate the entry here (needs torch)
     code = ("import sys, numpy as np; from inference_handler import InferenceHandler; "
-            f"h = InferenceHandler({str(trained['mobilenet_v2'])!r}, cache_dir={str(tmp_path)!r}); "
+            f"h = InferenceHandler({str(trained_archs['mobilenet_v2'])!r}, cache_dir={str(tmp_path)!r}); "
             "r = h.predict(np.full((96, 96, 3), 128, np.uint8)); "
             "print(h.backend, r.heatmap.shape, 'torch' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(REPO)}

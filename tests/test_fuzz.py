@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from inspectkit.serve.http_api import create_api
-from tests.conftest import synthetic_casting
+from tests.support import synthetic_casting
 
 # -- settings ---------------------------------------------------------------------------------------------------
 # Registered under our own names and applied per test (not load_profile), so other test modules' hypothesis
@@ -328,14 +328,6 @@ def check_prediction(handler, source) -> str:
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def handler(tiny_checkpoint, tmp_path_factory):
-    """The production configuration (backend="auto", i.e. the ONNX fast path) on a random-weight model.
-    The ONNX cache sits in the session's base temp folder so every module of the session exports only once."""
-    from inspectkit.inference.handler import InferenceHandler
-
-    return InferenceHandler(tiny_checkpoint, backend="auto", cache_dir=tmp_path_factory.getbasetemp() / "onnx-cache",
-                            threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -356,6 +348,7 @@ def test_every_seed_file_is_accepted(handler):
     assert not refused, sorted(refused)
 
 
+@pytest.mark.slow
 @fuzz_settings(1.0)
 @given(data=mutated_file())
 def test_mutated_files_only_raise_valueerror(handler, data):
@@ -543,6 +536,7 @@ def test_guarded_model_follows_the_contract(guarded_handler, source):
     event(outcome)
 
 
+@pytest.mark.slow
 @fuzz_settings(0.2)
 @given(items=st.lists(st.one_of(upload_bytes(), odd_array()), min_size=1, max_size=6))
 def test_guarded_batch_collect_follows_the_contract(guarded_handler, items):
@@ -556,6 +550,7 @@ def test_guarded_batch_collect_follows_the_contract(guarded_handler, items):
             assert r.verdict is None and r.error.strip() and r.unusable_reason is None and r.novelty is None
 
 
+@pytest.mark.slow
 @fuzz_settings(0.2)
 @given(data=upload_bytes(), threshold=st.sampled_from([None, 0.01, 0.5, 0.99]))
 def test_guarded_json_endpoint_keeps_the_contract_at_any_threshold(guarded_api_client, guarded_handler, data,

@@ -5,7 +5,7 @@ pytorch-grad-cam min-max normalises the 7x7 (here 3x3/3x4) map with ``/ (1e-7 + 
 cv2.resize (bilinear) to the input size and normalises again; gradcam.py resizes with the same cv2 call and
 normalises once. A bilinear resize commutes with an affine map and the second min-max undoes the first, so
 the maps are mathematically equal; only the 1e-7 epsilon and float32 rounding differ (observed ~1e-6,
-asserted <= 0.01 as the issue requires, and also <= 1e-4 so a real regression cannot hide under 0.01).
+asserted <= 0.01 as required, and also <= 1e-4 so a real regression cannot hide under 0.01).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import pytest
 import torch
 from pytorch_grad_cam import GradCAM as ReferenceGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from trained_tiny import ARCHS as MODELS
-from trained_tiny import train_tiny
 
 from inspectkit.heatmap.gradcam import (
     GradCAM,
@@ -34,6 +32,8 @@ from inspectkit.heatmap.gradcam import (
     overlay,
 )
 from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint
+from tests.trained_tiny import ARCHS as MODELS
+from tests.trained_tiny import train_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -59,9 +59,9 @@ def trained_models(tmp_path_factory):
 def _batch(size_hw, n, seed=0):
     # real-looking inputs: synthetic castings normalised like the model's inputs
     import cv2
-    from conftest import synthetic_casting
 
     from inspectkit.preprocess import default_spec, normalize
+    from tests.support import synthetic_casting
 
     rng = np.random.default_rng(seed)
     imgs = [cv2.resize(synthetic_casting(rng, bool(i % 2 == 0), (96, 96)), (size_hw[1], size_hw[0]))
@@ -77,6 +77,7 @@ def _reference(model, layer_name, x, targets):
         return cam(x, targets=None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18"])
 @pytest.mark.parametrize("shape", ["square", "wide", "tall"])
 @pytest.mark.parametrize("batch", [1, 3])
@@ -156,6 +157,7 @@ def test_one_forward_serves_prediction_and_cam(trained_models):
     assert maps.shape == (2, 3, 3) and logits.shape == (2, 2)
 
 
+@pytest.mark.slow
 def test_no_hook_left_after_100_calls_and_no_gradients(trained_models):
     model, size = trained_models["mobilenet_v2"]
     x = _batch((size, size), 1)

@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_casting, write_checkpoint
 
 from inspectkit import guard as G
 from inspectkit.inference.checkpoint import load_checkpoint, save_checkpoint, stored_guard
+from inspectkit.inference.fast import save_with_graph
 from inspectkit.inference.handler import UNUSABLE, InferenceHandler
+from tests.support import synthetic_casting, write_checkpoint
 
 SIZES = [(96, 96), (96, 128), (140, 100)]
 
@@ -172,7 +173,7 @@ def test_guard_travels_in_the_committed_graph_bound_to_the_checkpoint(tmp_path, 
 
     path = tmp_path / "model.pt"
     ckpt = load_checkpoint(guarded_checkpoint)
-    save_checkpoint(ckpt, path, graph=True)
+    save_with_graph(ckpt, path, graph=True)
     meta = fast.graph_metadata(fast.graph_path(path))
     assert meta["info"]["guard"]["novelty"]["bank"]["b64"]
     h = InferenceHandler(path, backend="onnx")

@@ -1,6 +1,6 @@
-"""Issue 19: the served heat map is the defect evidence (exact Grad-CAM of logit[defect] - logit[ok], checked against
+"""The served heat map is the defect evidence (exact Grad-CAM of logit[defect] - logit[ok], checked against
 pytorch-grad-cam on both backends and the fast path) on a fixed scale read from the checkpoint (with the stated
-fallback for a checkpoint without one); a good part stays cool and a caught defect lights up on the tiny trained
+fallback for a checkpoint without one); a good part stays cool and a caught defect lights up on the tiny trained_archs
 model; display names; the validation score histogram; the calibrate command; the colour bar and score plot."""
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_casting, write_checkpoint
 from pytorch_grad_cam import GradCAM as ReferenceGradCAM
-from trained_tiny import ARCHS, train_archs
 
 import gradcam
 from inspectkit import labels as L
@@ -40,14 +38,10 @@ from inspectkit.model import build_model
 from inspectkit.preprocess import default_spec, preprocess
 from inspectkit.serve.results import HEATMAP_MODES, result_json
 from inspectkit.ui.common import heatmap_view as uh
+from tests.support import synthetic_casting, write_checkpoint
+from tests.trained_tiny import ARCHS
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("trained")
-    return train_archs(folder)
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 def _synthetic(n: int, size, seed: int):
@@ -58,9 +52,9 @@ def _synthetic(n: int, size, seed: int):
 
 
 @pytest.fixture(scope="module")
-def calibrated(trained, tmp_path_factory):
+def calibrated(trained_archs, tmp_path_factory):
     """The tiny MobileNetV2 with a scale, a histogram and display names calibrated on 80 synthetic photos."""
-    path = trained["mobilenet_v2"]
+    path = trained_archs["mobilenet_v2"]
     ckpt = load_checkpoint(path)
     imgs, y = _synthetic(80, (96, 96), seed=11)
     cal = C.calibrate(model_from_checkpoint(ckpt), "mobilenet_v2", ckpt["class_names"], 0, ckpt["threshold"],
@@ -116,8 +110,8 @@ def _features(model, layer_name, x):
 # ------------------------------------------------------------------------------------ the exact identity
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_defect_evidence_is_exact_gradcam_of_the_logit_difference(trained, arch):
-    ckpt = load_checkpoint(trained[arch])
+def test_defect_evidence_is_exact_gradcam_of_the_logit_difference(trained_archs, arch):
+    ckpt = load_checkpoint(trained_archs[arch])
     model = model_from_checkpoint(ckpt)
     s = ckpt["preprocessing"]["size"]
     imgs, _ = _synthetic(6, (s, s), seed=3)
@@ -186,8 +180,8 @@ def test_fast_path_and_torch_agree_and_the_class_cam_is_unchanged(calibrated, tm
 
 # ------------------------------------------------------------------------------- scale and fallback
 
-def test_old_checkpoint_without_a_scale_gets_the_per_image_fallback(trained, tmp_path):
-    path = trained["mobilenet_v2"]
+def test_old_checkpoint_without_a_scale_gets_the_per_image_fallback(trained_archs, tmp_path):
+    path = trained_archs["mobilenet_v2"]
     assert "heatmap_scale" not in load_checkpoint(path)
     for backend in ("torch", "onnx"):
         h = InferenceHandler(path, backend=backend, cache_dir=tmp_path, threads=1)
@@ -422,10 +416,9 @@ def test_calibrate_command_names_bad_input(tmp_path, capsys, casting_tree):
 def test_localisation_measures_the_served_map_on_a_binary_set(tmp_path):
     """MVTec-style binary set: the localisation command measures the defect evidence (the served map) by default,
     the class CAM on request; on a multi-class set 'served' stays the class CAM."""
-    from layout_trees import mvtec_tree
-
     import train as train_cli
     from inspectkit.engine import localization as Z
+    from tests.layout_trees import mvtec_tree
 
     root = mvtec_tree(tmp_path / "grid", size=(40, 56), n_good=8, n_test_good=4, defects={"cut": 6, "hole": 6})
     out = tmp_path / "m.pt"

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CASTING, COMMITTED_MODEL, REPO, needs_casting, synthetic_casting, write_checkpoint
 from PIL import Image
-from trained_tiny import train_tiny
 
 from inspectkit.heatmap.render import colorize
 from inspectkit.imageio import load_rgb
 from inspectkit.inference.handler import STAGES, InferenceHandler, InspectionResult
 from inspectkit.metrics import predict_labels
+from tests.support import CASTING, COMMITTED_MODEL, REPO, needs_casting, synthetic_casting, write_checkpoint
+from tests.trained_tiny import train_tiny
 
 BACKENDS = ["torch", "onnx"]
 
@@ -67,6 +67,7 @@ def _same(a: InspectionResult, b: InspectionResult, prob_tol=1e-5, heat_tol=1e-4
         assert np.abs(a.heatmap - b.heatmap).max() <= heat_tol
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_result_fields(handlers, backend):
     h = handlers[backend]
@@ -136,6 +137,7 @@ def test_decide_rejects_bad_probabilities(handlers, bad):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["square", "landscape", "portrait", "thin", "big", "gray", "rgba", "gray16",
                                   "rgb16", "float01", "pil", "png_bytes", "path"])
+@pytest.mark.slow
 def test_any_size_and_kind(handlers, backend, kind, tmp_path):
     h = handlers[backend]
     base = {"square": (96, 96), "landscape": (80, 200), "portrait": (250, 70), "thin": (16, 300),
@@ -219,6 +221,7 @@ def test_callers_image_not_modified(handlers, backend):
     assert arr.flags.writeable
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
 def test_batch_equals_one_by_one(handlers, backend, batch_size):
@@ -301,6 +304,7 @@ def test_threads_get_sequential_results(handlers, backend):
         assert hook_count(h.model) == 0
 
 
+@pytest.mark.slow
 def test_no_hooks_left_torch(handlers, monkeypatch):
     from inspectkit.heatmap.gradcam import hook_count
 
@@ -330,6 +334,7 @@ def test_backends_agree(handlers):
         _same(x, y, prob_tol=1e-4, heat_tol=1e-3)
 
 
+@pytest.mark.slow
 def test_multiclass_verdict_is_the_class(tmp_path):
     ck = write_checkpoint(tmp_path / "multi.pt", size=64, class_names=("crazing", "inclusion", "patches"),
                           defect_index=None, threshold=None)
@@ -400,6 +405,7 @@ def test_set_review_band_changes_which_results_are_flagged(handlers, backend):
     assert h.review_band["source"] == "fallback"
 
 
+@pytest.mark.slow
 def test_a_stored_band_is_used_and_follows_the_threshold(tmp_path):
     """The band train() stores (here lopsided by a missed validation defect) is the handler's, on both backends
     (the ONNX path reads it from its cache's copy of the checkpoint); at another threshold it keeps its logit
@@ -497,6 +503,7 @@ def _evaluation_probs(ckpt_path: Path, rgbs: list[np.ndarray]) -> np.ndarray:
         return predict_probs(model, rgbs, ckpt["preprocessing"], batch_size=16)
 
 
+@pytest.mark.slow
 @needs_casting
 @pytest.mark.skipif(not COMMITTED_MODEL.is_file(), reason="no committed model final_best_model.pt yet")
 @pytest.mark.parametrize("backend", BACKENDS)

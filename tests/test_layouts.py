@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NEU_DET, write_images
-from layout_trees import NEU_CLASSES, mvtec_tree, neu_det_tree, voc_xml
 
 from inspectkit.data import folders as D
 from inspectkit.data import layouts as L
 from inspectkit.engine.training import TrainConfig, prepare_data
+from tests.layout_trees import NEU_CLASSES, mvtec_tree, neu_det_tree, voc_xml
+from tests.support import NEU_DET, write_images
 
 SIZES = [(40, 40), (36, 52)]  # square and non-square (height, width)
 

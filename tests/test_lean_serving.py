@@ -1,4 +1,4 @@
-"""Lean serving (issue 17): the committed ONNX graph beside the checkpoint, bound to it by its SHA-256, lets the
+"""Lean serving: the committed ONNX graph beside the checkpoint, bound to it by its SHA-256, lets the
 handler, the app, the JSON API, gradio_client and batch_inspect.py run in a process where torch cannot be imported;
 a graph of another checkpoint is refused naming both digests; the Hub path fetches the graph with its digest."""
 
@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, synthetic_casting, write_checkpoint
-from trained_tiny import train_tiny
 
 from inspectkit.inference import fast
 from inspectkit.inference.checkpoint import load_checkpoint, save_checkpoint
 from inspectkit.inference.handler import InferenceHandler
 from inspectkit.serve.model_source import ENV_MODEL_REPO, ENV_MODEL_SHA256, default_handler_factory, resolve_checkpoint
+from tests.support import REPO, synthetic_casting, write_checkpoint
+from tests.trained_tiny import train_tiny
+
+pytestmark = pytest.mark.slow
 
 #: A sitecustomize that makes every import of torch or torchvision fail, as in a venv made from requirements.txt.
 NO_TORCH = '''
@@ -136,20 +138,24 @@ def test_a_damaged_graph_is_refused(graphed, tmp_path):
         fast.load_graph(folder / "model.onnx", folder / "model.pt", fast.sha256_file(folder / "model.pt"))
 
 
-def test_rewriting_a_checkpoint_rewrites_its_graph(graphed, tmp_path):
+def test_saving_with_the_graph_rewrites_a_checkpoints_graph_and_saving_alone_does_not(graphed, tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
     for suffix in (".pt", ".pt.sha256", ".onnx", ".onnx.sha256"):
         shutil.copy(str(graphed.with_suffix("")) + suffix, folder / f"model{suffix}")
     ckpt = load_checkpoint(folder / "model.pt")
-    ckpt["threshold"] = 0.3  # as set_threshold.py / evaluate.py / calibrate_heatmap.py rewrite a checkpoint
-    digest = save_checkpoint(ckpt, folder / "model.pt")
+    ckpt["threshold"] = 0.3  # as set-threshold / evaluate / calibrate-heatmap rewrite a checkpoint
+    before = fast.graph_metadata(folder / "model.onnx")["checkpoint_sha256"]
+    save_checkpoint(ckpt, folder / "model.pt")  # saving saves: the graph is its caller's step
+    assert fast.graph_metadata(folder / "model.onnx")["checkpoint_sha256"] == before
+    digest = fast.save_with_graph(ckpt, folder / "model.pt")
     meta = fast.graph_metadata(folder / "model.onnx")
     assert meta["checkpoint_sha256"] == digest and meta["info"]["threshold"] == 0.3
     # a checkpoint without a graph gets none unless asked (train() and adapt() ask)
     plain = write_checkpoint(tmp_path / "plain.pt")
+    fast.save_with_graph(load_checkpoint(plain), plain)
     assert not fast.graph_path(plain).exists()
-    save_checkpoint(load_checkpoint(plain), plain, graph=True)
+    fast.save_with_graph(load_checkpoint(plain), plain, graph=True)
     assert fast.load(plain, cache_dir=tmp_path / "c").timings["source"] == "committed"
 
 
@@ -217,8 +223,9 @@ print(json.dumps(out))
 
 def test_the_app_serves_where_torch_cannot_be_imported(graphed, tmp_path):
     import httpx
-    from app_server import free_port
     from gradio_client import Client, handle_file
+
+    from tests.app_server import free_port
 
     port = free_port()
     env = _no_torch_env(tmp_path, INSPECT_MODEL_PATH=str(graphed), GRADIO_SERVER_NAME="127.0.0.1",

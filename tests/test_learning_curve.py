@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_checkpoint, write_images
 
 from benchmarks import learning_curve
 from inspectkit.inference.checkpoint import load_checkpoint
+from tests.support import write_checkpoint, write_images
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture

@@ -29,7 +29,9 @@ from PIL import Image
 from benchmarks import loadtest
 from inspectkit.limits import MAX_BATCH, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB
 from inspectkit.serve.http_api import create_app
-from tests.conftest import REPO, synthetic_casting
+from tests.support import REPO, synthetic_casting
+
+pytestmark = pytest.mark.slow
 
 EXAMPLES = sorted((REPO / "examples").glob("*.jpeg"))
 
@@ -47,22 +49,6 @@ def bomb_png(width: int = 60_000, height: int = 60_000) -> bytes:
     data = buf.getvalue()
     chunk = b"IHDR" + struct.pack(">II", width, height) + data[24:29]
     return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
-
-
-@pytest.fixture(scope="module")
-def handler(tiny_checkpoint, tmp_path_factory):
-    """The production configuration (backend "auto": ONNX Runtime) on a random-weight model."""
-    from inspectkit.inference.handler import InferenceHandler
-
-    return InferenceHandler(tiny_checkpoint, cache_dir=tmp_path_factory.getbasetemp() / "onnx-cache")
-
-
-@pytest.fixture(scope="module")
-def server(handler):
-    from app_server import running_server
-
-    with running_server(handler) as url:
-        yield url
 
 
 class GatedHandler:
@@ -94,7 +80,7 @@ class GatedHandler:
 
 @pytest.fixture(scope="module")
 def gated(handler):
-    from app_server import running_server
+    from tests.app_server import running_server
 
     g = GatedHandler(handler)
     with running_server(g) as url:

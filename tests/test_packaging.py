@@ -13,6 +13,8 @@ import tomllib
 
 from inspectkit.cli.main import COMMANDS, main
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 

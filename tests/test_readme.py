@@ -54,7 +54,7 @@ def table_after(anchor: str, text: str = README) -> dict[str, list[str]]:
 
 
 def test_readme_is_a_first_page():
-    """Issue 18's goals: short enough to read, front matter kept, every docs page linked."""
+    """Short enough to read, front matter kept, every docs page linked."""
     assert README.startswith("---\ntitle:") and "sdk: gradio" in README
     assert len(README.splitlines()) <= 300 and len(README.encode()) <= 20_000
     for page in ("model_card", "line_b", "research/selection_history", "research/adaptation", "training", "app",

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from layout_trees import neu_det_tree
 
 from inspectkit.engine.training import TrainConfig, region_grid, region_loss, train
 from inspectkit.preprocess import augment
+from tests.layout_trees import neu_det_tree
 
 
 def _marked(shape: tuple[int, int], box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +138,7 @@ def _inside_share(net: torch.nn.Sequential, feats: torch.Tensor, labels: np.ndar
     return 1.0 - float(loss)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_region_loss_in_stage_two_moves_the_class_map_into_the_region(seed):
     from inspectkit.engine.training import _fit
@@ -165,6 +166,7 @@ def neu_tree(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_train_with_region_weight_records_the_region_share(neu_tree, tmp_path):
     cfg = TrainConfig(data=str(neu_tree), weights="none", size=64, views=2, stage1_epochs=2, stage2_epochs=2,
                       last_blocks=1, batch_size=16, val_fraction=0.25, test_fraction=0.25, region_weight=1.0,

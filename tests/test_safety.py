@@ -32,7 +32,7 @@ from inspectkit.serve.model_source import (
     ModelUnavailable,
     default_handler_factory,
 )
-from tests.conftest import COMMITTED_MODEL, REPO, synthetic_casting, write_checkpoint
+from tests.support import COMMITTED_MODEL, REPO, synthetic_casting, write_checkpoint
 
 # Characters that must never reach a display name: C0/C1 controls (newline, tab, escape...), zero-width and
 # bidirectional overrides (which make "gpj.exe" read as "exe.jpg").
@@ -157,6 +157,7 @@ def test_wrong_expected_digest_is_refused_even_without_a_sidecar(tmp_path, onnx_
         InferenceHandler(p, backend=backend, expected_sha256="abc", cache_dir=onnx_cache)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("whole", [False, True], ids=["payload-in-metadata", "payload-is-the-file"])
 @pytest.mark.parametrize("backend", ["auto", "torch", "onnx"])
 def test_pickled_code_is_refused_and_never_runs(tmp_path, onnx_cache, backend, whole):
@@ -296,7 +297,7 @@ def test_a_hub_model_without_any_recorded_digest_is_not_loaded_unchecked(tmp_pat
 @pytest.fixture
 def failed_server(tmp_path, monkeypatch, onnx_cache):
     """The real server (app factory, uvicorn on loopback) whose model file was tampered with."""
-    from app_server import running_server
+    from tests.app_server import running_server
 
 
     _clear_model_env(monkeypatch)
@@ -343,7 +344,7 @@ def real_handler(tiny_checkpoint, onnx_cache):
 
 @pytest.fixture(scope="module")
 def server(real_handler):
-    from app_server import running_server
+    from tests.app_server import running_server
 
     with running_server(real_handler) as url:
         yield url
@@ -359,6 +360,7 @@ def _multipart(filename_header: bytes, data: bytes, field: bytes = b"file",
     return body, "multipart/form-data; boundary=" + boundary.decode()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=lambda n: repr(n)[:40])
 @pytest.mark.parametrize("encoding", ["httpx", "raw"])
 def test_api_json_shows_hostile_names_harmlessly(server, name, encoding):
@@ -504,7 +506,7 @@ def project(tmp_path):
 
 
 def test_deploy_collects_only_the_allow_list(project):
-    import deploy_space
+    from inspectkit.cli import deploy_space
 
     got = {it.path_in_repo for it in deploy_space.collect(project)}
     assert got == SPACE_FILES, (sorted(got - SPACE_FILES), sorted(SPACE_FILES - got))
@@ -512,7 +514,7 @@ def test_deploy_collects_only_the_allow_list(project):
 
 @pytest.mark.parametrize("hidden", ["reports/.ipynb_checkpoints/metrics-checkpoint.json", "examples/.cache/a.jpeg"])
 def test_deploy_skips_files_inside_hidden_folders(project, hidden):
-    import deploy_space
+    from inspectkit.cli import deploy_space
 
     (project / hidden).parent.mkdir(parents=True, exist_ok=True)
     (project / hidden).write_bytes(b"x")
@@ -522,7 +524,7 @@ def test_deploy_skips_files_inside_hidden_folders(project, hidden):
 
 @pytest.mark.parametrize("where", ["app.py", "examples/ATTRIBUTION.md", "reports/metrics.json"])
 def test_deploy_refuses_a_token_inside_an_allowed_file(project, where):
-    import deploy_space
+    from inspectkit.cli import deploy_space
 
     (project / where).write_text("token = 'hf_" + "C" * 34 + "'\n")
     with pytest.raises(deploy_space.DeployError, match="token"):
@@ -555,7 +557,7 @@ class _FakeHfApi:
 def fake_hub(monkeypatch, project):
     import huggingface_hub
 
-    import deploy_space
+    from inspectkit.cli import deploy_space
 
     _FakeHfApi.instances = []
     monkeypatch.setattr(huggingface_hub, "HfApi", _FakeHfApi)
@@ -570,7 +572,7 @@ def fake_hub(monkeypatch, project):
 
 
 def test_deploy_uses_the_environment_token_and_uploads_only_the_space_files(fake_hub, monkeypatch, capsys):
-    import deploy_space
+    from inspectkit.cli import deploy_space
 
     token = "hf_" + "E" * 34
     monkeypatch.setenv("HF_TOKEN", token)
@@ -586,7 +588,7 @@ def test_deploy_uses_the_environment_token_and_uploads_only_the_space_files(fake
 
 def test_deploy_without_an_environment_token_is_refused(fake_hub, capsys):
     """A token file on disk (HF_HOME/token) is not picked up: no environment token, no upload."""
-    import deploy_space
+    from inspectkit.cli import deploy_space
 
     assert deploy_space.main(["--repo-id", "alice/casting-inspection"]) == 2
     assert not fake_hub.instances

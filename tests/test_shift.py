@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_server import FakeHandler, by_name, inspect_all, running_server
-from conftest import write_images
 
 import app
 from inspectkit.limits import MAX_BATCH, PROGRESS_POLL_S, QUEUE_POLL_S
@@ -27,6 +25,8 @@ from inspectkit.ui import inspect_tab
 from inspectkit.ui.common import job, job_view, session
 from inspectkit.ui.common.job_view import priority
 from inspectkit.ui.common.session import DETAIL_OUTPUTS
+from tests.app_server import FakeHandler, by_name, inspect_all, running_server
+from tests.support import write_images
 
 #: Gallery groups in the order the gallery must show them (job_view.priority).
 GROUPS = {("DEFECT", True): 0, ("DEFECT", False): 1, ("UNUSABLE", False): 2, ("OK", True): 3, ("ERROR", False): 4,
@@ -295,6 +295,7 @@ def test_zip_of_overlays_has_every_inspected_photo(shift_files):
         session.overlays_zip(session.new_state())
 
 
+@pytest.mark.slow
 def test_other_requests_are_served_between_two_chunks(shift_files):
     """The inference lock is taken per chunk: a JSON request arriving during the first chunk is answered before
     the job's last chunk runs."""
@@ -364,6 +365,7 @@ def test_warm_up_runs_heat_map_inspections_and_never_raises(caplog):
     assert "warm-up inspection failed" in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_a_large_drop_through_the_real_server(tiny_checkpoint, shift_files):
     from gradio_client import Client, handle_file

@@ -52,7 +52,7 @@ def _tree(tmp_path: Path, readme: str | None = "# Casting inspection\n") -> Path
     """A copy of what the Space needs plus junk that must never be uploaded."""
     root = tmp_path / "repo"
     (root / "space").mkdir(parents=True)
-    for f in ("deploy_space.py", "app.py", "requirements.txt"):
+    for f in ("app.py", "requirements.txt"):
         shutil.copy(REPO / f, root / f)
     (root / "inference_handler.py").write_text("# handler\n")
     (root / "gradcam.py").write_text("# gradcam\n")
@@ -87,8 +87,8 @@ def _run(root: Path, *args: str, env: dict | None = None) -> subprocess.Complete
 
     e = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     e.update(env or {})
-    return subprocess.run([sys.executable, "deploy_space.py", *args], cwd=root, capture_output=True, text=True,
-                          env=e, timeout=120)
+    return subprocess.run([sys.executable, str(REPO / "deploy_space.py"), "--root", str(root), *args], cwd=root,
+                          capture_output=True, text=True, env=e, timeout=120)
 
 
 def test_dry_run_lists_only_the_allow_list(tmp_path):

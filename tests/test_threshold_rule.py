@@ -1,4 +1,4 @@
-"""The adapted model's threshold where the recall target cannot be checked (issue 28): the parent's unless the
+"""The adapted model's threshold where the recall target cannot be checked: the parent's unless the
 held-out photos contradict it (inspectkit.engine.adaptation.evidence_threshold), on generated scores with few defects;
 which rule each --threshold mode applies (no training: the choice alone); and benchmarks/threshold_rule.py end to
 end on a generated learning curve."""
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_images
 
 from inspectkit.engine.adaptation import (
     EVIDENCE_ALPHA,
@@ -21,9 +20,10 @@ from inspectkit.engine.adaptation import (
     sign_test_p,
 )
 from inspectkit.engine.training import TrainConfig
+from tests.support import write_images
 
 REPO = Path(__file__).resolve().parents[1]
-SERVED = 0.7108163230484645  # final_best_model.pt's threshold, the issue's case
+SERVED = 0.7108163230484645  # final_best_model.pt's threshold
 
 
 def held_out(defects, oks) -> tuple[np.ndarray, np.ndarray]:
@@ -32,12 +32,12 @@ def held_out(defects, oks) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_photos_the_parent_already_classifies_perfectly_keep_its_threshold():
-    """The issue's case: 15 defects and 15 OK parts all on the right side of 0.7108; the threshold stays."""
+    """The served model adapted on photos it already classifies: 15 defects and 15 OK parts all on the right side of 0.7108; the threshold stays."""
     y, s = held_out(np.linspace(0.75, 0.999, 15), np.linspace(0.001, 0.4, 15))
     ev = evidence_threshold(y, s, SERVED)
     assert ev["threshold"] == SERVED and ev["moved"] is False
     assert ev["errors_at_parent"] == ev["errors_at_best"] == 0 and "agree with it" in ev["why"]
-    assert fallback_threshold(SERVED) == 0.5  # what auto took until issue 28
+    assert fallback_threshold(SERVED) == 0.5  # what auto took before it kept the parent's
 
 
 def test_a_few_contradicting_photos_are_not_enough():

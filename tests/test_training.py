@@ -11,6 +11,8 @@ from inspectkit.engine.training import TrainConfig, train, weighted_cross_entrop
 from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint
 from inspectkit.model import blocks, build_model, set_trainable, train_mode
 
+pytestmark = pytest.mark.slow
+
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 

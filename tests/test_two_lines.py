@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_images
 
 import compare_models
 from inspectkit.data import folders as D
 from inspectkit.engine.evaluation import compare_on_lines
 from inspectkit.engine.training import TrainConfig, prepare_data, train
+from tests.support import write_images
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from app_server import FakeHandler, by_name, inspect_all
-from conftest import synthetic_casting
 
 import app
 from inspectkit.ui.adapt.tab import send_to_adapt
@@ -33,6 +31,8 @@ from inspectkit.ui.common.render import (
 )
 from inspectkit.ui.common.report_view import initial_status, model_status
 from inspectkit.ui.common.session import DETAIL_OUTPUTS
+from tests.app_server import FakeHandler, by_name, inspect_all
+from tests.support import synthetic_casting
 
 SIZES = [(96, 96), (96, 120), (120, 96)]
 
@@ -266,6 +266,7 @@ def line_photos(tmp_path_factory) -> dict:
     return {"normal": normal, "dark": dark}
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_summary_leads_with_the_drift_alarm_when_the_lamp_fails(guarded, line_photos):
     files = line_photos["normal"] + line_photos["dark"]

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import synthetic_casting
 from torch import nn
 
 from inspectkit.inference.checkpoint import make_checkpoint, save_checkpoint
 from inspectkit.model import build_model, split_at
 from inspectkit.preprocess import default_spec, preprocess
+from tests.support import synthetic_casting
 
 _CACHE: dict = {}
 #: How many of the last blocks are trained (the rest stay at their random initialisation).

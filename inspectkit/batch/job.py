@@ -45,38 +45,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# the pieces, re-exported: batch_ray, the benchmarks and the tests read them from here
-from inspectkit.batch.inputs import (  # noqa: F401
-    IMAGE_SUFFIXES,
+from inspectkit.batch.inputs import (
     UsageError,
     collect_inputs,
     common_root,
-    heatmap_target,
     is_uri,
 )
-
-# the pieces, re-exported: the benchmarks and the tests read them from here
-from inspectkit.batch.rows import (  # noqa: F401
+from inspectkit.batch.rows import (
     DEFAULT_CHUNK,
     ERROR,
     NETWORK_BATCH,
-    REPO,
     SUMMARY_EVERY_S,
     Job,
     inspect_paths,
-    result_row,
     stats_from_text,
-    stats_text,
-    write_bytes,
 )
-from inspectkit.batch.writers import (  # noqa: F401
-    COLUMNS,
-    GUARD_COLUMNS,
-    LEGACY_COLUMNS,
+from inspectkit.batch.writers import (
     RowWriter,
     open_writer,
     output_format,
-    parquet_schema,
     read_rows,
     summary_path,
     write_json_atomic,

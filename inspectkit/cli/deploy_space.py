@@ -193,12 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--private", action="store_true", help="create the Space as private")
     p.add_argument("--model-repo", help="Hub model repo with final_best_model.pt: upload no weights, set INSPECT_MODEL_REPO")
     p.add_argument("--keep-remote", action="store_true", help="do not delete Space files that are not on the list")
+    p.add_argument("--root", type=Path, default=None,
+                   help="the project folder to upload from (default: the checkout this package is in)")
     a = p.parse_args(argv)
+    root = a.root if a.root is not None else ROOT
     if a.repo_id is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", a.repo_id):
         print(f"deploy_space.py: error: --repo-id {a.repo_id!r} must look like <user>/<space-name>", file=sys.stderr)
         return 2
     try:
-        items = collect(ROOT, with_weights=not a.model_repo)
+        items = collect(root, with_weights=not a.model_repo)
         if a.dry_run:
             total = sum(it.size for it in items)
             for it in items:
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not a.repo_id:
             raise DeployError("--repo-id is required to deploy (e.g. --repo-id alice/casting-inspection)")
-        digest = local_model_digest(ROOT) if a.model_repo else None
+        digest = local_model_digest(root) if a.model_repo else None
         if a.model_repo and digest is None:
             print("deploy_space.py: note: no local final_best_model.pt.sha256, so INSPECT_MODEL_SHA256 is not set; "
                   "the model repo must hold final_best_model.pt.sha256 or the Space refuses the model",

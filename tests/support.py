@@ -1,0 +1,97 @@
+"""What tests share besides fixtures: paths, skip marks for the real data, small synthetic castings, and a checkpoint
+written by the real save function (``write_checkpoint``, ``add_guard``). Tests import these from here
+(``from tests.support import ...``); the fixtures built on them are in conftest.py. Nothing here downloads
+anything; tests that need the real data skip when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from inspectkit.inference.checkpoint import make_checkpoint, save_checkpoint
+from inspectkit.model import build_model
+from inspectkit.preprocess import default_spec
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CASTING = SHARED / "data" / "casting"
+NEU_DET = SHARED / "data" / "neu-det"
+LOCAL_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet1k.pth"
+COMMITTED_MODEL = REPO / "final_best_model.pt"
+
+needs_casting = pytest.mark.skipif(not (CASTING / "test").is_dir(),
+                                   reason=f"the real casting data is not at {CASTING} (a fresh clone has no ../shared)")
+needs_weights = pytest.mark.skipif(not LOCAL_WEIGHTS.is_file(), reason=f"no local ImageNet weights at {LOCAL_WEIGHTS}")
+
+
+def synthetic_casting(rng: np.random.Generator, defect: bool, size: tuple[int, int] = (96, 96)) -> np.ndarray:
+    """A grainy grey disc on a dark background (an impeller seen from above); a defect adds a dark pit or a scratch."""
+    h, w = size
+    img = np.full((h, w), 40, np.uint8)
+    c = (w // 2 + int(rng.integers(-3, 4)), h // 2 + int(rng.integers(-3, 4)))
+    r = int(min(h, w) * rng.uniform(0.33, 0.42))
+    cv2.circle(img, c, r, int(rng.integers(150, 190)), -1)
+    cv2.circle(img, c, max(r // 4, 2), 80, -1)
+    if defect:
+        a = rng.uniform(0, 2 * np.pi)
+        d = rng.uniform(0.45, 0.8) * r
+        p = (int(c[0] + d * np.cos(a)), int(c[1] + d * np.sin(a)))
+        if rng.random() < 0.5:
+            cv2.circle(img, p, max(2, min(h, w) // 14), 20, -1)
+        else:
+            q = (p[0] + int(rng.integers(-12, 13)), p[1] + int(rng.integers(-12, 13)))
+            cv2.line(img, p, q, 15, max(1, min(h, w) // 30))
+    # every real part has its own surface texture (sand-cast grain); without it all generated parts look alike
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.5)
+    img = img.astype(np.float32) + 150 * grain * (img > 60) + rng.integers(-4, 5, size=img.shape)
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def write_images(folder: Path, rng: np.random.Generator, n: int, defect: bool, prefix: str = "img",
+                 size: tuple[int, int] = (96, 96)) -> list[Path]:
+    """Write n synthetic castings as JPEGs into folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"{prefix}_{i:03d}.jpg"
+        cv2.imwrite(str(p), synthetic_casting(rng, defect, size)[:, :, ::-1])
+        out.append(p)
+    return out
+
+
+def write_checkpoint(path: Path, arch: str = "mobilenet_v2", size: int = 96, seed: int = 0,
+                     class_names=("def_front", "ok_front"), defect_index: int | None = 0,
+                     threshold: float | None = 0.5, train_data: Path | None = None) -> Path:
+    """A checkpoint with random weights, written by the real save function; ``train_data``, when given, is recorded
+    as the data it was trained on (so adaptation's replay finds the parent's line there)."""
+    torch.manual_seed(seed)
+    model = build_model(arch, len(class_names), weights=None).eval()
+    train_config = {"seed": seed, **({"data": str(train_data)} if train_data is not None else {})}
+    ckpt = make_checkpoint(model, arch, list(class_names), defect_index, default_spec(size), threshold,
+                           metrics={"validation": {}}, train_config=train_config, data={"counts": {}})
+    save_checkpoint(ckpt, path)
+    return path
+
+
+def add_guard(path: Path, n_train: int = 48, n_val: int = 24, seed: int = 5) -> Path:
+    """Fit a guard (inspectkit.guard.fit_guard) for the checkpoint at ``path`` on generated castings (both classes,
+    square and not) and save the checkpoint with it by the real save function; returns ``path``."""
+    from inspectkit.engine.guard_fit import fit_on_photos
+    from inspectkit.inference.checkpoint import load_checkpoint, stored_guard
+    from inspectkit.inference.handler import InferenceHandler
+
+    r = np.random.default_rng(seed)
+    sizes = [(96, 96), (96, 120), (120, 96)]
+    train = [synthetic_casting(r, i % 2 == 0, sizes[i % 3]) for i in range(n_train)]
+    val = [synthetic_casting(r, i % 2 == 0, sizes[i % 3]) for i in range(n_val)]
+    labels = np.array([0 if i % 2 == 0 else 1 for i in range(n_train)])
+    guard = fit_on_photos(InferenceHandler(path, backend="torch").pooled_features, train, labels, val,
+                          fitted_on={"lines": ["generated"]})
+    ckpt = load_checkpoint(path)
+    ckpt["guard"] = stored_guard(guard)
+    save_checkpoint(ckpt, path)
+    return path
