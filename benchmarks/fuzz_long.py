@@ -3,7 +3,7 @@
     python -m benchmarks.fuzz_long --cases 10000 --json reports/reliability/fuzz.json
     python -m benchmarks.fuzz_long --cases 2000 --checkpoint path/to/model.pt --backend torch
 
-Same strategies and the same contract as tests/test_fuzz.py (``check_prediction``): every case either returns a
+Same strategies and the same contract as tests/app/test_fuzz.py (``check_prediction``): every case either returns a
 complete, consistent result or raises ValueError with a message. Its verdict is OK or DEFECT by the threshold rule,
 or, for a checkpoint with a guard, UNUSABLE with one of the guard's reasons (``check_verdict``); anything else is a
 violation. Unlike the test, a violation does not stop the

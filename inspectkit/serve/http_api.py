@@ -418,7 +418,7 @@ def create_app(handler: Any, demo: Any, **mount_kwargs):
 
 def calm_queue(demo: Any) -> None:
     """Make Gradio's queue poll every QUEUE_POLL_S (progress every PROGRESS_POLL_S) instead of every 1 ms (10 ms):
-    see QUEUE_POLL_S. The attributes are Gradio internals (checked by tests/test_shift.py for the pinned version);
+    see QUEUE_POLL_S. The attributes are Gradio internals (checked by tests/app/test_inspect_jobs.py for the pinned version);
     a Gradio without them is left as it is."""
     queue = getattr(demo, "_queue", None)
     try:  # INSPECT_QUEUE_POLL_S: another interval (benchmarks/server_forward.py compares 0.001, Gradio's own)

@@ -22,7 +22,7 @@ from inspectkit.engine.adaptation import (
 from inspectkit.engine.training import TrainConfig
 from tests.support import write_images
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVED = 0.7108163230484645  # final_best_model.pt's threshold
 
 

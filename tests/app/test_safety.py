@@ -270,7 +270,7 @@ def test_a_model_from_the_hub_is_checked_the_same_way(tmp_path, monkeypatch, onn
         lazy, handler = _app_load(monkeypatch, onnx_cache)
         r = handler.predict(jpeg_bytes())
         assert judged(r.verdict, r.unusable_reason), (r.verdict, r.unusable_reason)
-        # the graph is asked for too (this repo has none: the handler builds it; tests/test_lean_serving.py has one)
+        # the graph is asked for too (this repo has none: the handler builds it; tests/unit/test_lean_serving.py has one)
         assert {c[1] for c in hub.calls} == {DEFAULT_CHECKPOINT, DEFAULT_CHECKPOINT + ".sha256",
                                              "final_best_model.onnx"}
         return
@@ -482,7 +482,7 @@ SPACE_FILES = {"app.py", "inference_handler.py", "gradcam.py", "requirements.txt
                "examples/cast_def_0_1.jpeg", "examples/ATTRIBUTION.md", "reports/metrics.json",
                "reports/confusion_matrix.png"}
 MUST_STAY = [".env", ".git/config", ".venv/lib/site.py", "data/casting/train/ok_front/a.jpeg", "runs/run1.log",
-             "inspectkit/__pycache__/service.cpython-311.pyc", "tests/test_app.py", ".hypothesis/examples/x",
+             "inspectkit/__pycache__/service.cpython-311.pyc", "tests/app/test_app.py", ".hypothesis/examples/x",
              "artifacts/model.onnx", "examples/.DS_Store", "examples/my_token.md", "examples/secret_notes.md",
              "examples/raw.tiff", "hf_cache/token", "benchmarks/loadtest.py",
              "deploy_space.py", "space/README_front_matter.yml", "examples/passwd.jpeg"]

@@ -694,7 +694,7 @@ def test_a_hub_model_with_no_recorded_digest_is_refused(monkeypatch, tmp_path):
     import huggingface_hub
 
     def fake_download(repo_id, filename, revision=None, repo_type=None):
-        if filename.endswith((".sha256", ".onnx")):  # no digest, and no graph (tests/test_lean_serving.py has those)
+        if filename.endswith((".sha256", ".onnx")):  # no digest, and no graph (tests/unit/test_lean_serving.py has those)
             raise FileNotFoundError(filename)
         return str(tmp_path / filename)
 

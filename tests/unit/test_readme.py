@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 #: every page under docs/, keyed by its path below docs/ without ``.md``: "line_b", "research/adaptation", ...
 DOCS = {p.relative_to(REPO / "docs").with_suffix("").as_posix(): p.read_text(encoding="utf-8")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "inspectkit"
 
 #: Every package's layer: a module may import modules of its own package or of a lower layer, never of a higher
