@@ -292,7 +292,8 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
              + "; no replay: the same without it." + (
                  f" Each seed's models are measured on the same photos: the last {a.eval_fraction:g} of every class "
                  "in the seed's shuffle, never labelled; the photos to label come from the rest." if a.eval_fraction
-                 else ""), "",
+                 else "") + " adapt s: the mean seconds of one adaptation as the run measured it (other jobs may "
+             "have shared the machine; `benchmarks/adapt_time.py` measures the time on a quiet one).", "",
              "| photos per class | seeds | parent | bn | adapted | adapted, casting test | no replay | no replay, casting test | adapt s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
@@ -317,8 +318,10 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
         lines.append(f"| {s['per_class']} | {cell('parent')} | {cell('bn')} | {cell('adapted')} |")
     lines += ["", "Ranking (ROC-AUC, threshold-free) on the unused line-B photos, mean over seeds, and the adapted models' "
               "thresholds (train.py's rule on their own validation part where it holds enough defects to check the recall "
-              "target, else `adapt.py --threshold auto`'s fallback: the parent's threshold until adaptation round 5, "
-              "the lower of it and 0.5 since; the first recipe always took the rule's):", "",
+              "target, else `adapt.py --threshold auto`'s: "
+              + ("the parent's unless the held-out photos contradict it" if a.eval_fraction else
+                 "the parent's threshold until adaptation round 5, the lower of it and 0.5 until issue 28")
+              + "; the first recipe always took the rule's):", "",
               "| photos per class | parent | bn | adapted | adapted thresholds |", "|---:|---:|---:|---:|---:|"]
     for s in summary:
         def auc(m, s=s):
@@ -369,8 +372,9 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
                 continue
             x = [p[0] for p in pts]
             m = [100 * p[1]["accuracy_mean"] for p in pts]
-            lo = [100 * (p[1]["accuracy_mean"] - p[1]["accuracy_min"]) for p in pts]
-            hi = [100 * (p[1]["accuracy_max"] - p[1]["accuracy_mean"]) for p in pts]
+            # max(0, ...): with one seed min = mean = max up to rounding, and errorbar refuses a negative bar
+            lo = [max(0.0, 100 * (p[1]["accuracy_mean"] - p[1]["accuracy_min"])) for p in pts]
+            hi = [max(0.0, 100 * (p[1]["accuracy_max"] - p[1]["accuracy_mean"])) for p in pts]
             ax[k].errorbar(x, m, yerr=[lo, hi], fmt=style, label=label, capsize=3)
     for k, title in enumerate(("line B, photos not used", "casting test split (forgetting)")):
         ax[k].set_xscale("log")

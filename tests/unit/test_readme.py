@@ -291,18 +291,58 @@ def _curve(name: str = "learning_curve", per_class: int = 50, folder: Path = LIN
     return next(x for x in lc["summary"] if x["per_class"] == per_class)
 
 
-def test_readme_adaptation_sentence_is_the_learning_curve():
-    s, t = _curve(), json.loads((LINE_B / "adapt_time.json").read_text())
-    a = s["adapted"]["line_rest"]
+def test_readme_adaptation_sentences_are_the_confirmatory_curve():
+    """The README's adaptation figures are the curve run with seeds fixed before any run (and its protocol says so),
+    with their spread; the time is adapt_time.py's."""
+    s, t = _curve("learning_curve_confirm"), json.loads((LINE_B / "adapt_time.json").read_text())
+    a, c = s["adapted"]["line_rest"], s["adapted"]["casting_test"]
     flat = " ".join(README.split())
-    assert (f"`adapt.py` reached {pct(a['accuracy_mean'])} on the line-B photos it did not use (mean of {s['seeds']} "
-            f"seeds, {pct(a['accuracy_min'])} to {pct(a['accuracy_max'])}; J as it is: "
-            f"{pct(s['parent']['line_rest']['accuracy_mean'])}), with the casting test split at "
-            f"{pct(s['adapted']['casting_test']['accuracy_mean'])}") in flat
+    assert (f"`adapt.py` reached {pct(a['accuracy_mean'])} on line-B photos no run used (mean of {s['seeds']} seeds "
+            f"fixed before the runs, {pct(a['accuracy_min'])} to {pct(a['accuracy_max'])}, standard deviation "
+            f"{100 * a['accuracy_sd']:.2f} points; J as it is: {pct(s['parent']['line_rest']['accuracy_mean'])}), with "
+            f"the casting test split at {pct(c['accuracy_mean'])} (J: {pct(s['parent']['casting_test']['accuracy_mean'])}"
+            ) in flat
+    u, unc = s["uncertain_minus_random"], s["adapted_uncertain"]["line_rest"]
+    assert (f"the same 100 labels spent on the photos the app lists under *Label these next* gave "
+            f"{pct(unc['accuracy_mean'])} ({100 * u['mean']:+.2f} points; better on {u['better']} of {u['seeds']} "
+            f"seeds, worse on {u['worse']})") in flat
     assert f"took {t['seconds_max']:.0f} s at most for those {sum(t['photos'].values())} photos" in flat
-    s100 = _curve(per_class=100)["adapted"]
-    assert (f"with 100 photos per class, {pct(s100['line_rest']['accuracy_mean'])} and "
-            f"{pct(s100['casting_test']['accuracy_mean'])}") in flat
+    protocol = (LINE_B / "learning_curve_confirm_protocol.md").read_text()
+    seeds = sorted(r["seed"] for r in json.loads((LINE_B / "learning_curve_confirm.json").read_text())["runs"]
+                   if r["per_class"] == 50)
+    assert seeds == list(range(200, 208)) and "fixed before any run" in protocol
+
+
+def test_line_b_page_states_the_confirmatory_curve_and_how_sure_it_is():
+    """Every row of the confirmatory curve's tables is on the user page, and the bullets' figures are the report's:
+    the goal size with its spread and the seeds below 94 %, and what uncertainty-picked labels bought."""
+    page = DOCS["line_b"]
+    flat = " ".join(page.split())
+    for ln in (LINE_B / "learning_curve_confirm.md").read_text().splitlines():
+        if ln.startswith("| ") and not ln.startswith("| photos per class"):
+            assert ln in page, ln
+    lc = json.loads((LINE_B / "learning_curve_confirm.json").read_text())
+    s = _curve("learning_curve_confirm")
+    a, c = s["adapted"]["line_rest"], s["adapted"]["casting_test"]
+    assert (f"**50 photos per class** ({s['seeds']} seeds fixed in advance): {pct(a['accuracy_mean'])} on the unused "
+            f"line-B photos ({pct(a['accuracy_min'])} to {pct(a['accuracy_max'])}, standard deviation "
+            f"{100 * a['accuracy_sd']:.2f} points), casting test {pct(c['accuracy_mean'])} "
+            f"(J: {pct(s['parent']['casting_test']['accuracy_mean'])})") in flat
+    low = sorted((r for r in lc["runs"] if r["per_class"] == 50 and r["adapted"]["line_rest"]["accuracy"] < 0.94),
+                 key=lambda r: r["adapted"]["line_rest"]["missed_defects"])
+    assert len(low) == 2
+    assert (f"two seeds at {pct(low[0]['adapted']['line_rest']['accuracy'])} "
+            f"({low[0]['adapted']['line_rest']['missed_defects']} and {low[1]['adapted']['line_rest']['missed_defects']} "
+            f"of 156 defects missed") in flat
+    assert f"{100 * (0.955 - a['accuracy_mean']):.2f} points short on the mean" in flat
+    u = s["adapted_uncertain"]["line_rest"]
+    assert (f"gave {pct(u['accuracy_mean'])} at 50 per class ({pct(u['accuracy_min'])} to {pct(u['accuracy_max'])}, "
+            f"no seed below 94 %)") in flat and u["accuracy_min"] >= 0.94
+    diffs = {x["per_class"]: x["uncertain_minus_random"] for x in lc["summary"]}
+    assert (f"+{100 * diffs[10]['mean']:.2f} points at 10 per class, +{100 * diffs[25]['mean']:.2f} at 25, "
+            f"+{100 * diffs[50]['mean']:.2f} at 50 ({diffs[50]['better']} seeds better, {diffs[50]['worse']} worse), "
+            f"+{100 * diffs[100]['mean']:.2f} at 100 (one seed)") in flat
+    assert f"about {diffs[50]['defects_picked_mean']:.0f} defects in 100 labels" in flat
 
 
 def test_line_b_page_states_the_curve_and_the_timing():
