@@ -599,3 +599,14 @@ def test_line_b_page_states_round_8_by_its_rule():
         assert b == f"{s['line_b_errors']} of {s['line_b_photos']:,}" and a == f"{s['line_a_errors']} of {s['line_a_photos']:,}"
     assert not r["adopted"] and "**The third recipe stays**" in ADAPTATION
     assert list(r["checks"].values()) == [True, True, False]  # adopted only if all three held: time did not
+
+
+def test_the_move_changed_nothing_users_see():
+    """The architecture page states the before/after comparison of every verdict, probability and heat map."""
+    r = json.loads((REPO / "reports" / "same_outputs.json").read_text())
+    assert r["differ"] == 0 and not r["differing"] and r["backends"] == ["onnx", "torch"]
+    assert r["checkpoint_sha256"] == (REPO / "final_best_model.pt.sha256").read_text().split()[0]
+    flat = " ".join(DOCS["architecture"].split())
+    assert (f"({r['photos']:,} photos, ONNX and torch: {r['records']:,} records)" in flat
+            and f"{r['differ']} of {r['records']:,} records differ" in flat)
+
