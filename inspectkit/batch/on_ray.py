@@ -32,14 +32,11 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from inspectkit.batch.inputs import UsageError, is_uri
 from inspectkit.batch.rows import REPO, Job, inspect_paths
 from inspectkit.batch.writers import RowWriter, parquet_schema
-
-#: The package's folder, shipped to a local Ray's workers.
-PACKAGE = Path(__file__).resolve().parents[1]
+from inspectkit.paths import PACKAGE
 
 #: Left out of the working_dir shipped to a remote cluster: environments, history, data, outputs.
 SHIP_EXCLUDES = [".venv", ".git", "runs", "test-artifacts", "**/__pycache__", "*.parquet", "*.csv", "*.jsonl",

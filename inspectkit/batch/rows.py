@@ -15,8 +15,9 @@ from typing import Any
 
 from inspectkit.batch.inputs import heatmap_target, is_uri
 from inspectkit.batch.writers import COLUMNS
+from inspectkit.paths import CHECKOUT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = CHECKOUT
 
 #: Photos per chunk: rows reach the disk every ~0.5 s on two cores, and an interruption loses at most one chunk.
 DEFAULT_CHUNK = 64

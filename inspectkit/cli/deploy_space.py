@@ -27,7 +27,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout
+from inspectkit.paths import CHECKOUT
+
+ROOT = CHECKOUT
 FRONT_MATTER = ROOT / "space" / "README_front_matter.yml"
 
 #: The files the Space runs from. Folders contribute only the listed suffixes; nothing else is ever uploaded.

@@ -67,6 +67,7 @@ from inspectkit.imageio import load_rgb, source_name
 from inspectkit.inference import fast
 from inspectkit.labels import display_names_for
 from inspectkit.metrics import predict_labels, softmax
+from inspectkit.paths import CHECKOUT
 from inspectkit.preprocess import preprocess, validate_spec
 from inspectkit.review import band_at, band_for_checkpoint, check_band, in_band, symmetric_band
 from inspectkit.verdicts import UNUSABLE
@@ -258,7 +259,7 @@ class InferenceHandler:
             raise ValueError(f"checkpoint must be a path to a .pt file, got {checkpoint!r}")
         path = Path(checkpoint)
         if not path.is_file() and not path.is_absolute():
-            beside = Path(__file__).resolve().parents[2] / path  # the app may start from another folder
+            beside = CHECKOUT / path  # the app may start from another folder
             if beside.is_file():
                 return beside
         if not path.is_file():

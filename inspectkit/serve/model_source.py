@@ -20,11 +20,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from inspectkit.limits import MODEL_WAIT_S
+from inspectkit.paths import CHECKOUT
 
 log = logging.getLogger("inspect.service")
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = CHECKOUT
 
 
 DEFAULT_CHECKPOINT = "final_best_model.pt"

@@ -20,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from inspectkit.limits import MAX_UPLOAD_MB
+from inspectkit.paths import CHECKOUT
 from inspectkit.serve.http_api import serve
 from inspectkit.ui import api_tab, inspect_tab, model_tab
 from inspectkit.ui.adapt import layout as adapt_tab
@@ -28,7 +29,7 @@ from inspectkit.ui.common.job import MAX_JOB_PHOTOS
 from inspectkit.ui.common.page import Page
 from inspectkit.ui.common.report_view import initial_status, load_report
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: examples/ and reports/ beside the package
+ROOT = CHECKOUT  # examples/ and reports/ beside the package
 EXAMPLES_DIR = ROOT / "examples"
 REPORTS_DIR = ROOT / "reports"
 MAX_EXAMPLES = 8
