@@ -99,6 +99,40 @@ def uncertain_pick(pool: list[int], labels: np.ndarray, p_defect: np.ndarray, th
     return sorted(picked)
 
 
+def parent_errors(labels: np.ndarray, p_line: np.ndarray, idx: list[int], names: list[str], d: int,
+                  threshold: float) -> int:
+    """The parent's errors on the photos ``idx`` given to adapt.py: with none, adapt.py keeps the parent
+    (:func:`inspectkit.engine.adaptation.nothing_to_learn`) unless forced."""
+    r = classification_report(labels[idx], p_line[idx], names, d, threshold)
+    return int(round((1 - r["accuracy"]) * r["n"]))
+
+
+def gate_check(a, parent: dict, line: D.Dataset, p_line: np.ndarray) -> int:
+    """``--parent-errors``: the parent's errors on every labelled set the given seeds and sizes draw (random and,
+    at ``--uncertain-at``, uncertainty-picked), without adapting; written to OUT.json. A run of an earlier curve
+    whose set holds an error is unchanged by adapt.py's nothing-to-learn check."""
+    names, d, thr = parent["class_names"], parent["defect_index"], parent["threshold"]
+    rows = []
+    for seed in a.seeds:
+        order, _ = split_pool(class_order(line.labels, len(names), seed), a.eval_fraction)
+        pool = sorted(i for c in order for i in order[c])
+        for n in a.sizes:
+            used = sorted(i for c in order for i in order[c][:n])
+            row = {"seed": seed, "per_class": n, "random": parent_errors(line.labels, p_line, used, names, d, thr)}
+            if n in a.uncertain_at:
+                picked = uncertain_pick(pool, line.labels, p_line[:, d], thr, 2 * n, MIN_PHOTOS_PER_CLASS)
+                row["uncertain"] = parent_errors(line.labels, p_line, picked, names, d, thr)
+            rows.append(row)
+    least = min(min(v for k, v in r.items() if k in ("random", "uncertain")) for r in rows)
+    out = {"command": "python -m benchmarks.learning_curve " + " ".join(sys.argv[1:]), "checkpoint": a.checkpoint,
+           "eval_fraction": a.eval_fraction, "rows": rows, "fewest_errors": least,
+           "nothing_to_learn_runs": sum(1 for r in rows for k in ("random", "uncertain") if r.get(k) == 0)}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{a.out}.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out))
+    return 0
+
+
 def _link_subset(ds: D.Dataset, idx: list[int], folder: Path) -> Path:
     for i in idx:
         cls = ds.class_names[ds.labels[i]]
@@ -132,6 +166,9 @@ def main(argv=None) -> int:
                    help="adapt.py's --size (0: the parent's input size)")
     p.add_argument("--work", default="runs/learning-curve", help="folder for the per-run photo subsets")
     p.add_argument("--out", default="reports/line-b/learning_curve", help="writes OUT.json, OUT.md and OUT.png")
+    p.add_argument("--parent-errors", action="store_true",
+                   help="instead of adapting: the parent's errors on each labelled set the seeds and sizes draw "
+                        "(adapt.py keeps the parent when there are none), written to OUT.json")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="instead of running: join the runs of these outputs (e.g. seeds run as parallel jobs) into OUT")
     a = p.parse_args(argv)
@@ -153,6 +190,8 @@ def main(argv=None) -> int:
     base_model = model_from_checkpoint(parent)
     spec = parent["preprocessing"]
     p_line = predict_probs(base_model, line_images, spec)
+    if a.parent_errors:
+        return gate_check(a, parent, line, p_line)
     base_test = _measure(parent, base_model, {"casting_test": (test_images, test.labels)})["casting_test"]
     rows = []
     t_all = time.perf_counter()
@@ -167,7 +206,8 @@ def main(argv=None) -> int:
                 used, rest = draw(order, n, len(line))
             rest_images, rest_labels = [line_images[i] for i in rest], line.labels[rest]
             sets = {"line_rest": (rest_images, rest_labels), "casting_test": (test_images, test.labels)}
-            row = {"seed": seed, "per_class": n, "used": len(used)}
+            row = {"seed": seed, "per_class": n, "used": len(used),
+                   "parent_errors_used": parent_errors(line.labels, p_line, used, names, d, parent["threshold"])}
             row["parent"] = {"line_rest": _short(classification_report(
                 rest_labels, p_line[rest], names, parent["defect_index"], parent["threshold"])),
                 "casting_test": base_test}

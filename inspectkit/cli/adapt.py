@@ -81,6 +81,10 @@ def parse_args(argv=None) -> AdaptConfig:
     p.add_argument("--replay-per-class", type=int, default=d.replay_per_class)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
     p.add_argument("--limit", type=int, default=d.limit, help="use at most this many new photos per class")
+    p.add_argument("--force", action="store_true", default=d.force,
+                   help="adapt even when the parent already classifies every new photo correctly (by default it "
+                        "is then written unchanged: there is nothing to correct, and adapting would only move what "
+                        "it knows of its own line)")
     a = p.parse_args(argv)
     return AdaptConfig(**{f.name: getattr(a, f.name) for f in fields(AdaptConfig) if hasattr(a, f.name)})
 
@@ -111,6 +115,10 @@ def report(ckpt: dict, out: str) -> str:
     where = "held-out photos of the new line" if a["mode"] == "held-out" else \
         "the training photos themselves (too few photos to hold any out)"
     thr = "none (no defect class)" if ckpt["threshold"] is None else f"{ckpt['threshold']:.4f}"
+    if a.get("outcome") == "kept the parent":
+        seen = a["all_new_photos"]
+        return "\n".join([f"wrote {out}: the parent unchanged (threshold {thr}), not adapted", f"why: {a['why']}",
+                           f"parent on all {seen['n']} new photos: {_cell(seen, 'accuracy')}"])
     lines = [f"wrote {out} (threshold {thr}; {a['mode']}; before/after on {where})"]
     if tc.get("why"):
         lines.append(f"threshold: {tc.get('applied', 'chosen')}: {tc['why']}")
@@ -147,7 +155,8 @@ def main(argv=None) -> int:
         print(f"\nskipped {a['data']['n_skipped']} unreadable photo(s):")
         for path, why in a["data"]["skipped"]:
             print(f"  {path}: {why}")
-    print(json.dumps({"seconds": ckpt["metrics"]["timing"]["total_s"], "mode": a["mode"]}))
+    print(json.dumps({"seconds": ckpt["metrics"]["timing"]["total_s"], "mode": a["mode"],
+                      "outcome": a.get("outcome", "adapted")}))
     return 0
 
 

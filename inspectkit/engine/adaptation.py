@@ -109,6 +109,8 @@ class AdaptConfig:
     replay_per_class: int = 100
     threads: int = 0
     limit: int = 0  # >0: use at most this many new photos per class (learning curves)
+    # adapt even when the parent already classifies every new photo correctly (see nothing_to_learn)
+    force: bool = False
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
@@ -224,6 +226,19 @@ def evidence_threshold(is_defect, scores, parent_threshold: float, alpha: float 
     out["why"] = (f"the held-out photos contradict it: {said} <= {alpha}" if moved else
                   f"the held-out photos do not contradict it enough: {said} > {alpha}")
     return out
+
+
+def nothing_to_learn(report: dict) -> bool:
+    """True when the parent makes no error on the new photos (``report``: its classification report on all of
+    them, training and held-out part alike), so adaptation has nothing to correct.
+
+    Adapting then can only move what the parent knew: on 100 line-B photos the served model already classified
+    perfectly, the recipe kept the threshold but changed 3 of the 715 casting-test verdicts
+    (reports/line-b/adapt_no_harm_forced.md). Photos the parent gets right, however close to its threshold, give no
+    evidence that another model would do better, and the held-out part cannot show one: its errors are already 0.
+    ``AdaptConfig.force`` adapts anyway.
+    """
+    return bool(report) and report["n"] > 0 and round(report["accuracy"] * report["n"]) == report["n"]
 
 
 def checkable_defects(target_recall: float) -> int:
@@ -416,6 +431,13 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
         log.warning("only %d photos in the smallest class: no held-out validation (needs %d per class); training on "
                     "all, the threshold not chosen on the line, before/after measured on the training photos",
                     per_class, math.ceil(cfg.min_val_per_class / cfg.val_fraction))
+    model = model_from_checkpoint(parent)
+    if not cfg.force:
+        say(0.04, "checking what the current model gets wrong")
+        seen = _report(model, new_images, new.labels, names, d, parent["threshold"], p_spec)
+        if nothing_to_learn(seen):
+            return _keep_parent(parent, cfg, new, tr, va, hashes, mode, seen, model, new_images, p_spec, t_start,
+                                save, say)
     say(0.05, "reading replay photos")
     rep = replay_pool(parent, cfg)
     r_images, r_tr, r_va = [], np.zeros(0, int), np.zeros(0, int)
@@ -428,7 +450,6 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     y_va = np.concatenate([new.labels[va], rep.labels[r_va] if rep is not None else np.zeros(0, int)])
     n_new_va = len(va)
 
-    model = model_from_checkpoint(parent)
     before_new = _report(model, val_images[:n_new_va], y_va[:n_new_va], names, d, parent["threshold"], p_spec)
     before_rep = _report(model, val_images[n_new_va:], y_va[n_new_va:], names, d, parent["threshold"], p_spec)
     fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, stage1_epochs=cfg.stage1_epochs,
@@ -502,6 +523,44 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     say(1.0, "done")
     log.info("adapted in %.0fs (%s): new-line validation accuracy %.4f -> %.4f", metrics["timing"]["total_s"], mode,
              before_new.get("accuracy", float("nan")), after_new.get("accuracy", float("nan")))
+    return ckpt
+
+
+def _keep_parent(parent: dict, cfg: AdaptConfig, new: D.Dataset, tr, va, hashes: list[str], mode: str, seen: dict,
+                 model, new_images: list, spec: dict, t_start: float, save: bool,
+                 say: Callable[[float, str], None]) -> dict:
+    """The checkpoint :func:`adapt` returns when there is :func:`nothing_to_learn`: the parent's network, threshold,
+    guard and scales unchanged, with an adaptation record that says so (``outcome``) and why."""
+    names, d, thr = parent["class_names"], parent["defect_index"], parent["threshold"]
+    held = _report(model, [new_images[i] for i in va], new.labels[va], names, d, thr, spec)
+    why = (f"the current model already classifies all {seen['n']} new photos correctly at its threshold"
+           + (f" {thr:.4g}" if thr is not None else "") + ": there is nothing to correct, and adapting would only "
+           "move what it knows of its own line, so it is kept unchanged (force adapts anyway)")
+    new_fp = content_fingerprint(new, hashes)
+    adaptation = {
+        "kind": KIND, "mode": mode, "outcome": "kept the parent", "why": why,
+        "parent": {"path": str(cfg.checkpoint), "weights_sha256": weights_digest(parent["state_dict"]),
+                   "threshold": thr},
+        "data": {"root": str(cfg.data), **new_fp, "skipped": new.skipped, "n_skipped": len(new.skipped)},
+        "split": {"train": new.subset(tr).counts(), "validation": new.subset(va).counts(),
+                  "validation_files": sorted(f"{names[new.labels[i]]}/{new.paths[i].name}" for i in va)},
+        "replay": None,
+        "all_new_photos": _short(seen, d),
+        "before": {"new_line": _short(held, d), "replay": {}},
+        "after": {"new_line": _short(held, d), "replay": {}},
+        "validation_scores": None,
+        "config": asdict(cfg),
+    }
+    metrics = {**(parent.get("metrics") or {}), "adaptation": adaptation,
+               "threshold_choice": {"threshold": thr, "applied": "parent: nothing to learn", "why": why,
+                                    "kept_from_parent": True, "parent_threshold": thr},
+               "timing": {"total_s": round(time.perf_counter() - t_start, 1)}}
+    ckpt = {**parent, "metrics": metrics,
+            "train_config": {**(parent.get("train_config") or {}), "adaptation": asdict(cfg)}}
+    if save:
+        save_with_graph(ckpt, cfg.out, graph=True)
+    say(1.0, "done: nothing to learn, the current model kept")
+    log.info("nothing to learn: %s", why)
     return ckpt
 
 

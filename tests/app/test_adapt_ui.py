@@ -306,6 +306,20 @@ def test_a_threshold_moved_by_the_held_out_photos_is_said_so():
     assert "The threshold was not chosen on them: 0.500" in adaptation_html(_fake_adapted(lower, 0.5), RESULT)
 
 
+def test_nothing_to_learn_says_the_current_model_was_kept():
+    from inspectkit.intervals import report_intervals
+
+    seen = {"n": 100, "accuracy": 1.0, "missed_defects": 0, "false_alarms": 0, "confusion_matrix": [[50, 0], [0, 50]]}
+    ckpt = _fake_adapted({"threshold": 0.7108, "kept_from_parent": True}, 0.7108)
+    ckpt["metrics"]["adaptation"].update(outcome="kept the parent", all_new_photos={
+        **seen, "intervals": report_intervals(seen, 0)}, why="the current model already classifies all 100 new "
+        "photos correctly at its threshold 0.7108: there is nothing to correct")
+    out = adaptation_html(ckpt, RESULT)
+    assert "Nothing to learn" in out and "all 100 new photos correctly" in out
+    assert "90 % CI 97.4\u2013100, n=100" in out  # 100 of 100 right: at least n / (n + z²) = 97.4 %
+    assert "After: the adapted model" not in out and "adapt.py --force" in out
+
+
 @pytest.mark.slow
 def test_in_sample_is_said_plainly(parent_handler, tmp_path):
     result, html_out, _ = aui.run_adaptation(parent_handler, None, TINY, None, zones_of(tmp_path, 5, 5))

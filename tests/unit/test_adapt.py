@@ -355,3 +355,72 @@ def test_cli_names_a_bad_path(parent, tmp_path, capsys, args, message):
     argv = [x for kv in base.items() for x in kv] + ["--replay", "none"]
     assert adapt_cli.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def labelled_by_the_parent(tmp_path: Path, n: int = 24) -> tuple[Path, Path]:
+    """(parent, data): generated photos filed under the class a trained tiny parent itself gives them, at a threshold
+    set in the widest gap between its scores, so the parent classifies every photo correctly."""
+    from inspectkit.data.folders import decode_all, load_folder
+    from inspectkit.inference.checkpoint import save_checkpoint
+    from tests.trained_tiny import train_tiny
+
+    pool = tmp_path / "pool"
+    r = np.random.default_rng(11)
+    write_images(pool / "x", r, n // 2, True, prefix="d", size=(120, 100))
+    write_images(pool / "x", r, n - n // 2, False, prefix="o")
+    ck = load_checkpoint(train_tiny(tmp_path / "trained"))
+    ds, images = decode_all(load_folder(pool, None, None, ["x"]))
+    scores = predict_probs(model_from_checkpoint(ck), images, ck["preprocessing"])[:, ck["defect_index"]]
+    s = np.sort(scores)
+    k = MIN_PHOTOS_PER_CLASS + int(np.argmax(np.diff(s)[MIN_PHOTOS_PER_CLASS - 1:n - MIN_PHOTOS_PER_CLASS]))
+    threshold = float((s[k - 1] + s[k]) / 2)  # in the widest gap that leaves enough photos in each class
+    assert s[k - 1] < threshold < s[k]
+    parent = tmp_path / "parent.pt"
+    save_checkpoint({**ck, "threshold": threshold}, parent)
+    for path, score in zip(ds.paths, scores):
+        dst = tmp_path / "data" / ck["class_names"][ck["defect_index"] if score >= threshold else 1 - ck["defect_index"]]
+        dst.mkdir(parents=True, exist_ok=True)
+        (dst / path.name).write_bytes(path.read_bytes())
+    return parent, tmp_path / "data"
+
+
+@pytest.mark.parametrize("n, errors, nothing", [(30, 0, True), (30, 1, False), (5, 0, True), (0, 0, False)])
+def test_nothing_to_learn_is_a_parent_without_an_error_on_the_new_photos(n, errors, nothing):
+    from inspectkit.engine.adaptation import nothing_to_learn
+
+    report = {"n": n, "accuracy": (n - errors) / n if n else float("nan")}
+    assert nothing_to_learn(report) is nothing
+    assert nothing_to_learn({}) is False
+
+
+def test_photos_the_parent_already_classifies_keep_it_unchanged(tmp_path):
+    parent, data = labelled_by_the_parent(tmp_path)
+    out = tmp_path / "kept.pt"
+    ckpt = run(parent, data, out)
+    p, saved = load_checkpoint(parent), load_checkpoint(out)  # written, with its digest, weights-only
+    assert weights_digest(saved["state_dict"]) == weights_digest(p["state_dict"]) == weights_digest(ckpt["state_dict"])
+    assert saved["threshold"] == p["threshold"] and saved.get("guard") == p.get("guard")
+    a = saved["metrics"]["adaptation"]
+    assert a["outcome"] == "kept the parent" and "all 24 new photos correctly" in a["why"]
+    assert sorted(a["split"]["train"]) == ["def_front", "ok_front"]
+    assert a["all_new_photos"]["n"] == 24 and a["all_new_photos"]["accuracy"] == 1.0
+    assert a["before"] == a["after"] and a["before"]["new_line"]["n"] == sum(a["split"]["validation"].values())
+    assert saved["metrics"]["threshold_choice"]["kept_from_parent"] is True
+    assert out.with_suffix(".onnx").is_file()  # servable without torch, like any adapted model
+
+
+def test_force_adapts_even_when_there_is_nothing_to_learn(tmp_path):
+    parent, data = labelled_by_the_parent(tmp_path)
+    ckpt = run(parent, data, tmp_path / "forced.pt", force=True)
+    assert "outcome" not in ckpt["metrics"]["adaptation"]
+    assert weights_digest(ckpt["state_dict"]) != weights_digest(load_checkpoint(parent)["state_dict"])
+
+
+def test_cli_says_when_it_kept_the_parent(tmp_path, capsys):
+    parent, data = labelled_by_the_parent(tmp_path)
+    out = tmp_path / "kept.pt"
+    assert adapt_cli.main(["--checkpoint", str(parent), "--data", str(data), "--out", str(out), "--threads", "1",
+                           "--replay", "none"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}: the parent unchanged" in text and "not adapted" in text
+    assert "all 24 new photos correctly" in text and '"outcome": "kept the parent"' in text

@@ -19,7 +19,7 @@ CSS = """
 .status.session {background:#dbeafe}
 .adapt-cols {display:flex; gap:18px; flex-wrap:wrap} .adapt-col {flex:1 1 300px; min-width:280px}
 .adapt-mode {padding:6px 10px; border-radius:8px; margin:4px 0 8px 0}
-.adapt-mode.heldout {background:#dcfce7} .adapt-mode.insample {background:#fde68a; border:1px solid #d97706}
+.adapt-mode.heldout {background:#dcfce7} .adapt-mode.kept {background:#e0f2fe; border:1px solid #0284c7} .adapt-mode.insample {background:#fde68a; border:1px solid #d97706}
 table.adapt-metrics, table.cm {border-collapse:collapse; font-size:.9em; margin:6px 0}
 table.adapt-metrics th, table.adapt-metrics td, table.cm th, table.cm td {border:1px solid #d1d5db; padding:3px 8px;
   text-align:right}

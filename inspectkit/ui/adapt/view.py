@@ -97,6 +97,8 @@ def adaptation_html(ckpt: dict, result: dict, ignored: list[str] | None = None) 
     """Before and after side by side (confusion matrices, missed defects, false alarms) on the held-out part,
     or on the training photos with a plain warning in in-sample mode; the replayed line when there was one."""
     a = ckpt["metrics"]["adaptation"]
+    if a.get("outcome") == "kept the parent":
+        return _kept_html(a, result)
     names = list(ckpt["class_names"])
     held = sum((a["split"].get("validation") or {}).values())
     trained = sum((a["split"].get("train") or {}).values())
@@ -131,6 +133,16 @@ def adaptation_html(ckpt: dict, result: dict, ignored: list[str] | None = None) 
     if ignored:
         notes.append(f"<p class='muted'>Not photos, left out: {_esc('; '.join(ignored[:MAX_LISTED]))}</p>")
     return (f"<div class='adapt-result'>{banner}<div class='adapt-cols'>{''.join(cols)}</div>{''.join(notes)}</div>")
+
+
+def _kept_html(a: dict, result: dict) -> str:
+    """The result when there was nothing to learn: the current model kept unchanged, and why."""
+    seen = a.get("all_new_photos") or {}
+    return (f"<div class='adapt-result'><div class='adapt-mode kept' id='adapt-kept'><b>Nothing to learn</b>: "
+            f"{_esc(a.get('why', ''))}.</div>"
+            f"{_metrics_columns([('all new photos, current model', seen)])}"
+            f"<p>Checked in {result.get('seconds', 'n/a')} s. Switching to this file changes nothing; to adapt "
+            f"anyway, use <code>adapt.py --force</code>. File SHA-256 <code>{_esc(result['sha256'])}</code>.</p></div>")
 
 
 def _threshold_note(tc: dict) -> str:
