@@ -68,6 +68,7 @@ from inspectkit.batch.writers import (
     summary_path,
     write_json_atomic,
 )
+from inspectkit.command import error
 from inspectkit.verdicts import UNUSABLE
 
 
@@ -481,12 +482,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.inputs:
         parser.print_usage(sys.stderr)
-        print("batch_inspect.py: error: no INPUT given; name photos, folders or lists of paths", file=sys.stderr)
+        error("batch_inspect.py", "no INPUT given; name photos, folders or lists of paths")
         return 2
     for name in ("chunk_size", "threads", "ray_actors", "ray_cpus"):
         v = getattr(args, name)
         if v is not None and v < 1:
-            print(f"batch_inspect.py: error: --{name.replace('_', '-')} {v} must be at least 1", file=sys.stderr)
+            error("batch_inspect.py", f"--{name.replace('_', '-')} {v} must be at least 1")
             return 2
     job = Job(inputs=args.inputs, out=Path(args.out), engine=args.engine, checkpoint=args.checkpoint,
               backend=args.backend, threshold=args.threshold, heatmaps=args.heatmaps, chunk_size=args.chunk_size,
@@ -495,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = run(job)
     except UsageError as exc:
-        print(f"batch_inspect.py: error: {exc}", file=sys.stderr)
+        error("batch_inspect.py", str(exc))
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: every finished chunk is in {args.out}; rerun the same command to resume",

@@ -22,6 +22,7 @@ import logging
 import sys
 from dataclasses import fields
 
+from inspectkit.command import error
 from inspectkit.inference.fast import torch_missing
 
 if torch_missing('adapt.py (fine-tuning)'):  # the serving install (requirements.txt) has no torch: say what to install
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
         parent = load_checkpoint(cfg.checkpoint)
         ckpt = adapt(parent, cfg)
     except ValueError as exc:
-        print(f"adapt.py: error: {exc}", file=sys.stderr)
+        error("adapt.py", str(exc))
         return 2
     a = ckpt["metrics"]["adaptation"]
     print("\n" + report(ckpt, cfg.out))

@@ -13,6 +13,8 @@ import csv
 import sys
 from pathlib import Path
 
+from inspectkit.command import error
+
 
 def main(argv=None) -> int:
     from inspectkit.data import folders as D
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
         train, train_images = D.decode_all(train)
         test, test_images = D.decode_all(test)
     except ValueError as exc:
-        print(f"audit.py: error: {exc}", file=sys.stderr)
+        error("audit.py", str(exc))
         return 2
     rows = D.audit(train, train_images, test, test_images, a.threshold)
     exact = sum(r["kind"] == "exact" for r in rows)

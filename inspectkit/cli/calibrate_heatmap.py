@@ -19,6 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
+from inspectkit.command import error
+
 
 def calibrate_checkpoint(checkpoint: str, data_root: str, out: str | None = None,
                          display_names: dict | None = None) -> dict:
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
     from inspectkit.inference.fast import torch_missing
 
     if torch_missing("calibrate_heatmap.py"):
-        print(f"calibrate_heatmap.py: error: {torch_missing('calibrate_heatmap.py')}", file=sys.stderr)
+        error("calibrate_heatmap.py", f"{torch_missing('calibrate_heatmap.py')}")
         return 2
     import torch
 
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
         names = None if a.display_names is None else parse_display_names(a.display_names)
         res = calibrate_checkpoint(a.checkpoint, a.data, a.out, names)
     except ValueError as exc:
-        print(f"calibrate_heatmap.py: error: {exc}", file=sys.stderr)
+        error("calibrate_heatmap.py", str(exc))
         return 2
     print(json.dumps(res, indent=1))
     return 0

@@ -15,6 +15,8 @@ import json
 import logging
 import sys
 
+from inspectkit.command import error
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,7 +43,7 @@ def main(argv=None) -> int:
         else:
             res = compare_on_validation(a.checkpoints, a.data, robustness=a.robustness, rule=a.rule)
     except ValueError as exc:
-        print(f"compare_models.py: error: {exc}", file=sys.stderr)
+        error("compare_models.py", str(exc))
         return 2
     if a.json:
         save_json(res, a.json)

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from inspectkit.command import error
 from inspectkit.paths import CHECKOUT
 
 ROOT = CHECKOUT
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     root = a.root if a.root is not None else ROOT
     if a.repo_id is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", a.repo_id):
-        print(f"deploy_space.py: error: --repo-id {a.repo_id!r} must look like <user>/<space-name>", file=sys.stderr)
+        error("deploy_space.py", f"--repo-id {a.repo_id!r} must look like <user>/<space-name>")
         return 2
     try:
         items = collect(root, with_weights=not a.model_repo)
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         url = deploy(a.repo_id, items, get_token(), private=a.private, model_repo=a.model_repo,
                      keep_remote=a.keep_remote, model_sha256=digest)
     except DeployError as exc:
-        print(f"deploy_space.py: error: {exc}", file=sys.stderr)
+        error("deploy_space.py", str(exc))
         return 2
     print(f"Deployed {len(items)} files to {url}")
     return 0

@@ -24,6 +24,8 @@ import json
 import logging
 import sys
 
+from inspectkit.command import error
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,12 +48,12 @@ def main(argv=None) -> int:
     from inspectkit.engine.evaluation import run_evaluation, run_folder_evaluation
 
     if a.split == "test" and (a.train_data or a.misclassified_images):
-        print("evaluate.py: error: --train-data and --misclassified-images go with --split all (the test split "
-              "always finds twins in train and writes misclassified.png)", file=sys.stderr)
+        error("evaluate.py", "--train-data and --misclassified-images go with --split all (the test split "
+              "always finds twins in train and writes misclassified.png)")
         return 2
     if a.split == "all" and a.update_checkpoint:
         # the checkpoint's stored test metrics describe its own test split; another set's must not replace them
-        print("evaluate.py: error: --update-checkpoint goes with --split test only", file=sys.stderr)
+        error("evaluate.py", "--update-checkpoint goes with --split test only")
         return 2
     try:
         if a.split == "all":
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
         else:
             res = run_evaluation(a.checkpoint, a.data, a.reports, a.update_checkpoint, not a.no_robustness)
     except ValueError as exc:
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
+        error("evaluate.py", str(exc))
         return 2
     summary = {k: {m: r.get(m) for m in ("n", "accuracy", "roc_auc", "missed_defects", "false_alarms")}
                for k, r in res["test"].items()}

@@ -18,6 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
+from inspectkit.command import error
+
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 the graph does not match, 2 a usage problem)."""
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         digest = fast.verified_digest(ckpt)
     except ValueError as exc:
-        print(f"export_onnx.py: error: {exc}", file=sys.stderr)
+        error("export_onnx.py", str(exc))
         return 2
     graph = Path(a.out) if a.out else fast.graph_path(ckpt)
     if a.check:
@@ -50,12 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     missing = fast.torch_missing("export_onnx.py (writing the graph)")
     if missing:
-        print(f"export_onnx.py: error: {missing}", file=sys.stderr)
+        error("export_onnx.py", f"{missing}")
         return 2
     try:
         out = fast.export_graph(ckpt, graph)
     except (ValueError, RuntimeError) as exc:
-        print(f"export_onnx.py: error: {exc}", file=sys.stderr)
+        error("export_onnx.py", str(exc))
         return 2
     meta = fast.graph_metadata(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {out.name}.sha256 for {ckpt} (SHA-256 {digest}); "

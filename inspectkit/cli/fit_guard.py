@@ -17,6 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
+from inspectkit.command import error
+
 
 def fit_checkpoint_guard(checkpoint: str | Path, out: str | Path | None = None,
                          data_root: str | Path | None = None) -> dict:
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         guard = fit_checkpoint_guard(a.checkpoint, a.out, a.data)
     except ValueError as exc:
-        print(f"fit_guard.py: error: {exc}", file=sys.stderr)
+        error("fit_guard.py", str(exc))
         return 2
     print(f"guard fitted: novelty threshold {guard['novelty_threshold']:.4f}, "
           f"{guard['fitted_on']['train_photos']} training and {guard['fitted_on']['validation_photos']} validation "

@@ -15,6 +15,8 @@ import json
 import logging
 import sys
 
+from inspectkit.command import error
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
     try:
         new = rethreshold(load_checkpoint(a.checkpoint), a.data, a.target_recall)
     except ValueError as exc:
-        print(f"set_threshold.py: error: {exc}", file=sys.stderr)
+        error("set_threshold.py", str(exc))
         return 2
     save_with_graph(new, a.out or a.checkpoint)
     val = new["metrics"]["validation"]

@@ -14,6 +14,7 @@ import logging
 import sys
 from dataclasses import fields
 
+from inspectkit.command import error
 from inspectkit.inference.fast import torch_missing
 from inspectkit.labels import parse_display_names
 
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     try:
         train(cfg)
     except (ValueError, RuntimeError) as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
+        error("train.py", str(exc))
         return 2
     if not a.no_eval:
         from inspectkit.engine.evaluation import run_evaluation

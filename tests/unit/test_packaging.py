@@ -66,3 +66,18 @@ def test_a_top_level_script_is_a_door_that_still_runs(script):
     out = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "usage:" in out.stdout
+
+
+@pytest.mark.parametrize("through_inspectkit", [True, False])
+def test_an_error_names_the_command_as_it_was_typed(tmp_path, monkeypatch, capsys, through_inspectkit):
+    from inspectkit.cli import set_threshold
+
+    missing = tmp_path / "missing.pt"
+    monkeypatch.setattr(sys, "argv", ["set_threshold.py"])  # as the door script runs
+    if through_inspectkit:
+        assert main(["set-threshold", "--checkpoint", str(missing)]) == 2
+    else:
+        assert set_threshold.main(["--checkpoint", str(missing)]) == 2
+    err = capsys.readouterr().err
+    said = "inspectkit set-threshold: error: " if through_inspectkit else "set_threshold.py: error: "
+    assert err.startswith(said) and str(missing) in err
