@@ -19,6 +19,7 @@ import torch
 
 import app
 from inspectkit.digest import sha256_file
+from inspectkit.inference.checkpoint import weights_digest
 from inspectkit.ui.adapt import intake
 from inspectkit.ui.adapt import tab as aui
 from inspectkit.ui.adapt.settings import BACKENDS, AdaptSettings
@@ -318,6 +319,23 @@ def test_nothing_to_learn_says_the_current_model_was_kept():
     assert "Nothing to learn" in out and "all 100 new photos correctly" in out
     assert "90 % CI 97.4\u2013100, n=100" in out  # 100 of 100 right: at least n / (n + z²) = 97.4 %
     assert "After: the adapted model" not in out and "adapt.py --force" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("force", [False, True])
+def test_the_tab_keeps_a_model_that_gets_every_photo_right_unless_told_to_adapt(tmp_path, force):
+    from inspectkit.inference.handler import InferenceHandler
+    from tests.support import labelled_by_the_parent
+
+    parent, data = labelled_by_the_parent(tmp_path)
+    zones = [sorted(str(x) for x in (data / c).iterdir()) for c in CLASSES] + [[], []]
+    h = InferenceHandler(str(parent), backend="torch")
+    result, html_out, files = aui.run_adaptation(h, None, TINY, None, zones, None, force)
+    kept = torch.load(files[0], weights_only=True)
+    assert ("Nothing to learn" in html_out) is not force and ("After: the adapted model" in html_out) is force
+    assert (result["weights_sha256"] == weights_digest(torch.load(parent, weights_only=True)["state_dict"])) \
+        is not force
+    assert kept["threshold"] == h.threshold
 
 
 @pytest.mark.slow

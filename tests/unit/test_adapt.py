@@ -27,7 +27,7 @@ from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoi
 from inspectkit.inference.handler import InferenceHandler
 from inspectkit.metrics import choose_threshold
 from inspectkit.model import predict_probs
-from tests.support import write_checkpoint, write_images
+from tests.support import labelled_by_the_parent, write_checkpoint, write_images
 
 TINY = dict(views=2, stage1_epochs=2, stage2_epochs=2, patience=2, threads=1, replay="none")
 
@@ -355,33 +355,6 @@ def test_cli_names_a_bad_path(parent, tmp_path, capsys, args, message):
     argv = [x for kv in base.items() for x in kv] + ["--replay", "none"]
     assert adapt_cli.main(argv) == 2
     assert message in capsys.readouterr().err
-
-
-def labelled_by_the_parent(tmp_path: Path, n: int = 24) -> tuple[Path, Path]:
-    """(parent, data): generated photos filed under the class a trained tiny parent itself gives them, at a threshold
-    set in the widest gap between its scores, so the parent classifies every photo correctly."""
-    from inspectkit.data.folders import decode_all, load_folder
-    from inspectkit.inference.checkpoint import save_checkpoint
-    from tests.trained_tiny import train_tiny
-
-    pool = tmp_path / "pool"
-    r = np.random.default_rng(11)
-    write_images(pool / "x", r, n // 2, True, prefix="d", size=(120, 100))
-    write_images(pool / "x", r, n - n // 2, False, prefix="o")
-    ck = load_checkpoint(train_tiny(tmp_path / "trained"))
-    ds, images = decode_all(load_folder(pool, None, None, ["x"]))
-    scores = predict_probs(model_from_checkpoint(ck), images, ck["preprocessing"])[:, ck["defect_index"]]
-    s = np.sort(scores)
-    k = MIN_PHOTOS_PER_CLASS + int(np.argmax(np.diff(s)[MIN_PHOTOS_PER_CLASS - 1:n - MIN_PHOTOS_PER_CLASS]))
-    threshold = float((s[k - 1] + s[k]) / 2)  # in the widest gap that leaves enough photos in each class
-    assert s[k - 1] < threshold < s[k]
-    parent = tmp_path / "parent.pt"
-    save_checkpoint({**ck, "threshold": threshold}, parent)
-    for path, score in zip(ds.paths, scores):
-        dst = tmp_path / "data" / ck["class_names"][ck["defect_index"] if score >= threshold else 1 - ck["defect_index"]]
-        dst.mkdir(parents=True, exist_ok=True)
-        (dst / path.name).write_bytes(path.read_bytes())
-    return parent, tmp_path / "data"
 
 
 @pytest.mark.parametrize("n, errors, nothing", [(30, 0, True), (30, 1, False), (5, 0, True), (0, 0, False)])

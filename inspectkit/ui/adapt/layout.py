@@ -52,9 +52,9 @@ def build(handler: Any, page: Page, settings: AdaptSettings, send_btn: Any, insp
         """Check the labelled photos and score the session's model on them."""
         return at.adapt_call(at.score, handler, model, zips, zones, progress)
 
-    def run(model, zips, progress=gr.Progress(), *zones):
+    def run(model, zips, force, progress=gr.Progress(), *zones):
         """Adapt the session's model to the labelled photos (one adaptation at a time on the server)."""
-        return at.adapt_call(at.run_adaptation, handler, model, settings, zips, zones, progress)
+        return at.adapt_call(at.run_adaptation, handler, model, settings, zips, zones, progress, force)
 
     def use(model, result):
         """Switch this session to the model just adapted."""
@@ -92,6 +92,8 @@ def build(handler: Any, page: Page, settings: AdaptSettings, send_btn: Any, insp
                 gr.Markdown("### 2. Score, then adapt")
                 score_btn = gr.Button("Score the current model on these photos", elem_id="adapt-score-btn")
                 adapt_btn = gr.Button("Adapt", variant="primary", elem_id="adapt-run-btn")
+                force = gr.Checkbox(False, label="Adapt even if the current model gets every photo right (by default "
+                                    "it is then kept: there is nothing to correct)", elem_id="adapt-force")
             with gr.Column(scale=5):
                 before = gr.HTML(elem_id="adapt-score")
                 result = gr.HTML(elem_id="adapt-results")
@@ -123,7 +125,7 @@ def build(handler: Any, page: Page, settings: AdaptSettings, send_btn: Any, insp
     score_btn.click(score, [model, zips, *zones], before, api_name="adapt_score", **HIDDEN)
     # concurrency_limit=None: a second adaptation is refused at once by the tab's lock, not queued behind the first
     # (which could take minutes)
-    adapt_btn.click(run, [model, zips, *zones], [adapted, result, download], api_name="adapt_run",
+    adapt_btn.click(run, [model, zips, force, *zones], [adapted, result, download], api_name="adapt_run",
                     concurrency_limit=None, **HIDDEN)
     use_btn.click(use, [model, adapted], switch, **LIGHT)
     default_btn.click(default, [model], switch, **LIGHT)

@@ -173,9 +173,10 @@ def adaptation_status() -> str | None:
 
 
 def run_adaptation(shared: Any, choice: dict | None, settings: AdaptSettings, zips: Any, zones: list,
-                   progress: Callable | None = None) -> tuple[dict, str, list[str]]:
+                   progress: Callable | None = None, force: bool = False) -> tuple[dict, str, list[str]]:
     """Adapt the session's model to the photos; returns (the result for :func:`use_adapted`, the before/after
-    HTML, [checkpoint, its .sha256]).
+    HTML, [checkpoint, its .sha256]). Where the model already gets every photo right it is kept unchanged unless
+    ``force`` (AdaptConfig.force).
 
     Raises AdaptationBusy at once when another adaptation is running, ValueError for photos that do not fit
     (wrong classes, too few, over the limits) or a model without a checkpoint file.
@@ -186,13 +187,13 @@ def run_adaptation(shared: Any, choice: dict | None, settings: AdaptSettings, zi
                              "; one runs at a time so inspection keeps its CPU. Try again when it has finished")
     try:
         _RUNNING.update(since=time.time(), fraction=0.0, text="preparing")
-        return _adapt_locked(shared, choice, settings, zips, zones, progress)
+        return _adapt_locked(shared, choice, settings, zips, zones, progress, bool(force))
     finally:
         _RUNNING.update(since=None, fraction=0.0, text="")
         ADAPT_LOCK.release()
 
 
-def _adapt_locked(shared, choice, settings, zips, zones, progress):
+def _adapt_locked(shared, choice, settings, zips, zones, progress, force):
     import torch
 
     from inspectkit.engine.adaptation import AdaptConfig, adapt
@@ -218,7 +219,7 @@ def _adapt_locked(shared, choice, settings, zips, zones, progress):
         cfg = AdaptConfig(data=str(photos.folder), checkpoint=Path(str(parent_path)).name, out=str(out),
                           seed=settings.seed, replay=settings.replay, views=settings.views,
                           stage1_epochs=settings.stage1_epochs, stage2_epochs=settings.stage2_epochs,
-                          threads=settings.threads)
+                          threads=settings.threads, force=force)
         t0 = time.perf_counter()
         ckpt = adapt(parent, cfg, progress=say, save=True)
         seconds = time.perf_counter() - t0

@@ -142,7 +142,7 @@ def _kept_html(a: dict, result: dict) -> str:
             f"{_esc(a.get('why', ''))}.</div>"
             f"{_metrics_columns([('all new photos, current model', seen)])}"
             f"<p>Checked in {result.get('seconds', 'n/a')} s. Switching to this file changes nothing; to adapt "
-            f"anyway, use <code>adapt.py --force</code>. File SHA-256 <code>{_esc(result['sha256'])}</code>.</p></div>")
+            f"anyway, tick <i>Adapt even if the current model gets every photo right</i> (<code>adapt.py --force</code>). File SHA-256 <code>{_esc(result['sha256'])}</code>.</p></div>")
 
 
 def _threshold_note(tc: dict) -> str:
