@@ -610,3 +610,31 @@ def test_the_move_changed_nothing_users_see():
     assert (f"({r['photos']:,} photos, ONNX and torch: {r['records']:,} records)" in flat
             and f"{r['differ']} of {r['records']:,} records differ" in flat)
 
+
+
+def test_nothing_to_learn_figures_are_the_no_harm_reports():
+    """README, the user page and the record state what adapt.py did with 100 photos the served model already
+    classified correctly, by default (kept) and with --force (adapted), as the two reports of adapt_no_harm say;
+    and that the confirmatory curve's labelled sets each held an error of J's (so the check changed none of it)."""
+    kept = json.loads((LINE_B / "adapt_no_harm.json").read_text())
+    forced = json.loads((LINE_B / "adapt_no_harm_forced.json").read_text())
+    assert kept["outcome"] == "kept the parent" and not kept["force"] and kept["threshold_unchanged"]
+    assert forced["outcome"] == "adapted" and forced["force"] and forced["photos"] == kept["photos"] == 100
+    for r in (kept, forced):
+        assert r["parent_sha256"] == (REPO / "final_best_model.pt.sha256").read_text().split()[0]
+    k, f = kept["casting_test"], forced["casting_test"]
+    readme = " ".join(README.split())
+    assert (f"that left all {k['n']} casting-test verdicts as they were, where adapting moved "
+            f"{f['verdicts_changed']}") in readme and k["verdicts_changed"] == 0
+    page, record = " ".join(DOCS["line_b"].split()), " ".join(ADAPTATION.split())
+    moved = (f"changed {f['verdicts_changed']} verdicts on the casting test split "
+             f"({pct(f['accuracy_before'])} to {pct(f['accuracy_after'])}")
+    stayed = (f"{k['verdicts_changed']} verdicts changed, threshold {kept['adapted_threshold']:.4f}, "
+              f"checked in {kept['adapt_seconds']} s")
+    assert moved in page and stayed in page
+    assert moved in record and stayed.replace("checked in", "in") in record
+    assert f"The run took {forced['adapt_seconds']} s" in record
+    pe = json.loads((LINE_B / "learning_curve_confirm_parent_errors.json").read_text())
+    counts = [r[k] for r in pe["rows"] for k in ("random", "uncertain") if k in r]
+    assert pe["nothing_to_learn_runs"] == 0 and min(counts) == pe["fewest_errors"] > 0
+    assert f"({min(counts)} to {max(counts)} errors a set;" in record
