@@ -6,12 +6,12 @@
 part of it is held out for validation (before/after are measured there, and it moves the parent's threshold
 only where it contradicts it); the rest is trained on with the two-stage machinery, beside a replayed sample of
 the parent's own training photos (by default from the parent's recorded data folder, when it is on disk) so the
-model keeps what it knew. The new
-checkpoint records the parent's weights digest, the data fingerprint and the before/after validation figures;
-the app and the handler load it like any other. The printed before/after table gives accuracy, missed defects (of
-the defects) and false alarms (of the OK parts) with a 90 % Wilson interval and the number of photos behind each:
-on a few dozen held-out photos a perfect score still allows several percent of errors. See
-inspectkit/engine/adaptation.py for the design.
+model keeps what it knew. The new checkpoint records the parent's weights digest, the data fingerprint and the
+before/after validation figures; the app and the handler load it like any other. If the parent already classifies
+every new photo correctly it is written unchanged (there is nothing to correct; ``--force`` adapts anyway). The
+printed before/after table gives accuracy, missed defects (of the defects) and false alarms (of the OK parts) with
+a 90 % Wilson interval and the number of photos behind each: on a few dozen held-out photos a perfect score still
+allows several percent of errors. See inspectkit/engine/adaptation.py for the design.
 """
 
 from __future__ import annotations

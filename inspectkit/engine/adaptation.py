@@ -23,6 +23,10 @@ trained on beside the new photos and has its own validation part, so the before/
 lines. Without replay data (e.g. a Space without the training set) the model adapts to the new line alone and
 may forget the old one; the checkpoint records which kind ran.
 
+First the parent inspects every new photo: where it makes no error there is nothing to correct, and adapting could
+only move what it knows of its own line, so the parent is returned (and saved) unchanged with a record that says so
+(:func:`nothing_to_learn`; ``force`` adapts anyway).
+
 The before/after figures carry 90 % Wilson intervals and their photo counts (:mod:`inspectkit.intervals`): on a
 few dozen held-out photos "100 %" means "probably above 92 %", and the report says so.
 
