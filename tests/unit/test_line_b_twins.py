@@ -1,0 +1,113 @@
+"""benchmarks/line_b_twins.py on generated "impellers": every part has the same design (disc, blade ring, hub, hole),
+only its grain and pinholes differ, as on the real line. The measure must find a part's augmented copy under any
+turn, zoom and mirror, and must not take another part of the same design for it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks import line_b_twins as T
+
+SIZE = 512  # as line B
+GRAIN = 8.0  # grey levels (s.d.) of the grain on the part
+
+
+def impeller(seed: int) -> np.ndarray:
+    """A 512 px grey photo of a part: one design for every seed; the grain (blurred seeded noise) and a few
+    pinholes are the seed's own."""
+    rng = np.random.default_rng(seed)
+    c = SIZE // 2
+    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
+    r = np.hypot(xx - c, yy - c)
+    theta = np.arctan2(yy - c, xx - c)
+    img = np.full((SIZE, SIZE), 150.0, np.float32)
+    img[r < 200] = 190.0  # the disc
+    img[r < 125] = 40.0  # the dark blade ring
+    blades = np.cos(7 * (theta + r / 60.0)) > 0.85  # seven curved blades
+    img[(r < 120) & (r > 65) & blades] = 90.0
+    img[r < 65] = 200.0  # the hub
+    img[r < 38] = 120.0  # the hole
+    # the grain: faint (a few grey levels) beside the design's edges of 50 to 150
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (SIZE, SIZE)).astype(np.float32), (0, 0), 1.6)
+    img += np.where(r < 200, GRAIN, 3.0) * grain / grain.std()
+    for _ in range(4):  # pinholes on the disc
+        a, rad = rng.uniform(0, 2 * np.pi), rng.uniform(135, 190)
+        cv2.circle(img, (int(c + rad * np.cos(a)), int(c + rad * np.sin(a))), int(rng.integers(3, 6)), 60.0, -1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def copy_of(grey: np.ndarray, angle: float, zoom: tuple[float, float], mirrored: bool) -> np.ndarray:
+    """``grey`` turned by ``angle`` (degrees, counter-clockwise on screen), zoomed by ``zoom`` along x and y, shifted a
+    little, mirrored or not, then resized to 300 px, blurred a little and JPEG-encoded at quality 75 (as
+    :func:`T.augment`, with the geometry fixed)."""
+    t = np.radians(angle)
+    a = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]) @ np.diag(zoom)
+    c = np.array([SIZE / 2, SIZE / 2])
+    m = np.hstack([a, (c - a @ c + (9, -7))[:, None]])
+    out = cv2.warpAffine(grey, m, (SIZE, SIZE), borderMode=cv2.BORDER_REPLICATE)
+    out = np.ascontiguousarray(out[:, ::-1]) if mirrored else out
+    out = cv2.GaussianBlur(T.to_grey(out), (0, 0), 0.5)
+    ok, enc = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    return cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE)
+
+
+@pytest.fixture(scope="module")
+def parts() -> dict[int, np.ndarray]:
+    return {s: impeller(s) for s in range(5)}
+
+
+@pytest.fixture(scope="module")
+def queries(parts) -> dict[int, dict]:
+    return {s: T.describe(T.to_grey(g)) for s, g in parts.items()}
+
+
+def test_parts_share_the_design(parts):
+    # the premise: two parts are far more alike than unlike at low resolution (global correlation cannot tell them)
+    a, b = (cv2.resize(parts[s], (64, 64), interpolation=cv2.INTER_AREA).astype(float).ravel() for s in (0, 1))
+    assert np.corrcoef(a, b)[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("angle, zoom, mirrored", [(0, (1.0, 1.0), False), (37, (0.9, 0.9), False),
+                                                   (143, (1.12, 1.12), True), (270, (0.88, 1.1), True),
+                                                   (301, (1.1, 0.95), False)])
+def test_a_copy_verifies_and_another_part_does_not(parts, queries, angle, zoom, mirrored):
+    same = T.verify(queries[0][False], T.features(copy_of(parts[0], angle, zoom, mirrored)), queries[0][True])
+    other = T.verify(queries[0][False], T.features(copy_of(parts[1], angle, zoom, mirrored)), queries[0][True])
+    assert same["score"] >= T.DEFAULT_THRESHOLD, same
+    assert other["score"] < T.DEFAULT_THRESHOLD, other
+    assert same["score"] >= 3 * max(other["score"], 1)
+    # and the map found is the one applied: line B's 512 px at 300 px, then the zoom and the turn
+    assert same["mirrored"] is mirrored
+    assert same["scale"] == pytest.approx(np.sqrt(zoom[0] * zoom[1]), rel=0.03)
+    assert same["anisotropy"] == pytest.approx(max(zoom) / min(zoom), rel=0.03)
+    if zoom[0] == zoom[1]:  # (with unequal zooms the polar rotation is not the turn applied)
+        turn = -angle if mirrored else angle  # a mirror image turns the other way
+        assert (same["angle"] - turn + 180) % 360 - 180 == pytest.approx(0, abs=2)
+
+
+def test_find_twins_picks_the_right_reference(parts, queries):
+    rng = np.random.default_rng(3)
+    # references: augmented copies of parts 1..4 (two of part 2), not of part 0
+    ref_parts = [1, 2, 2, 3, 4]
+    refs = [T.features(T.augment(parts[s], rng)[0]) for s in ref_parts]
+    found = T.find_twins([queries[s] for s in (0, 1, 2, 3, 4)], refs, candidates=3, threshold=T.DEFAULT_THRESHOLD)
+    assert not found[0]["twin"], found[0]  # part 0 has no copy among the references
+    for s, r in zip((1, 2, 3, 4), found[1:]):
+        assert r["twin"], (s, r)
+        assert ref_parts[r["ref"]] == s, (s, r)
+        assert r["score"] >= 3 * max(found[0]["score"], 1)
+
+
+def test_votes_ignore_the_crowd():
+    # a descriptor with many near-equal neighbours (the design) votes for nobody; a unique one votes for its owner
+    owners = np.array([[0, 1, 2, 3], [4, 1, 2, 3]])
+    d2 = np.array([[0.10, 0.11, 0.11, 0.12], [0.01, 0.30, 0.31, 0.32]], np.float32)
+    votes = T.crowd_votes(owners, d2, n=5, ratio=0.8)
+    assert votes.tolist() == [0, 0, 0, 0, 1]
+    # an extra photo merged in takes its place among the neighbours as a tree holding it would
+    desc = np.eye(2, 4, dtype=np.float32)
+    extra = [np.eye(1, 4, dtype=np.float32)]  # identical to the first descriptor: distance 0
+    votes = T.crowd_votes(owners, d2, n=5, ratio=0.8, desc=desc, extra=extra)
+    assert votes[5] == 1 and votes[0] == 0
