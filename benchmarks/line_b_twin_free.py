@@ -29,13 +29,14 @@ import numpy as np
 
 from benchmarks.learning_curve import class_order, split_pool
 from inspectkit.intervals import interval_text, rate
+from inspectkit.metrics import roc_auc
 
 GROUPS = ("all", "twin", "twin-free")
 
 
 def figures(y_defect: np.ndarray, s: np.ndarray, threshold: float) -> dict:
     """n, accuracy with its 90 % Wilson interval, missed defects (of the defects) and false alarms (of the OK parts)
-    at ``threshold`` (a defect when p(defect) >= threshold)."""
+    at ``threshold`` (a defect when p(defect) >= threshold), and ROC-AUC where both classes are present."""
     y, pred = np.asarray(y_defect, bool), np.asarray(s, float) >= threshold
     right = int((y == pred).sum())
     out = {"n": int(len(y)), "defects": int(y.sum()), "right": right, "missed_defects": int((y & ~pred).sum()),
@@ -43,6 +44,8 @@ def figures(y_defect: np.ndarray, s: np.ndarray, threshold: float) -> dict:
     if len(y):
         out["accuracy"] = right / len(y)
         out["accuracy_interval"] = rate(right, len(y))
+    if 0 < y.sum() < len(y):
+        out["roc_auc"] = float(roc_auc(y, np.asarray(s, float)))
     return out
 
 
@@ -146,15 +149,17 @@ def main(argv=None) -> int:
 
 def _row(label: str, r: dict) -> str:
     if not r["n"]:
-        return f"| {label} | 0 | - | - | - |"
-    return (f"| {label} | {r['n']} | {100 * r['accuracy']:.2f} % ({interval_text(r['accuracy_interval'])}) | "
+        return f"| {label} | 0 | - | - | - | - |"
+    auc = f"{r['roc_auc']:.4f}" if "roc_auc" in r else "-"
+    return (f"| {label} | {r['n']} | {100 * r['accuracy']:.2f} % ({interval_text(r['accuracy_interval'])}) | {auc} | "
             f"{r['missed_defects']} of {r['defects']} | {r['false_alarms']} of {r['n'] - r['defects']} |")
 
 
 def markdown(out: dict) -> str:
     """The report: the three tables, all / twin / twin-free."""
     t = out["twins"]
-    head = ["| photos | n | accuracy (90 % CI) | missed defects | false alarms |", "|---|---:|---:|---:|---:|"]
+    head = ["| photos | n | accuracy (90 % CI) | ROC-AUC | missed defects | false alarms |",
+            "|---|---:|---:|---:|---:|---:|"]
     lines = ["# Line B without the parts line A already holds", "",
              f"Written by `{out['command']}`. {t['with_twin']} of the {t['photos']} line-B photos have a twin in line A "
              f"by [`{t['report']}`]({Path(t['report']).name.replace('.json', '.md')}); the rest are twin-free.", "",

@@ -34,3 +34,9 @@ def test_by_twin_splits_the_same_photos_into_two_parts():
 def test_no_photo_in_a_group_gives_no_accuracy():
     r = figures(np.zeros(0, bool), np.zeros(0), 0.5)
     assert r["n"] == 0 and "accuracy" not in r
+
+
+def test_auc_is_given_only_where_both_classes_are():
+    both = figures(np.array([True, False, True]), np.array([0.9, 0.2, 0.4]), 0.5)
+    assert both["roc_auc"] == pytest.approx(1.0)
+    assert "roc_auc" not in figures(np.array([True, True]), np.array([0.9, 0.2]), 0.5)
