@@ -299,9 +299,9 @@ def test_readme_adaptation_sentences_are_the_confirmatory_curve():
     flat = " ".join(README.split())
     assert (f"`adapt.py` reached {pct(a['accuracy_mean'])} on line-B photos no run used (mean of {s['seeds']} seeds "
             f"fixed before the runs, {pct(a['accuracy_min'])} to {pct(a['accuracy_max'])}, standard deviation "
-            f"{100 * a['accuracy_sd']:.2f} points; J as it is: {pct(s['parent']['line_rest']['accuracy_mean'])}), with "
-            f"the casting test split at {pct(c['accuracy_mean'])} (J: {pct(s['parent']['casting_test']['accuracy_mean'])}"
-            ) in flat
+            f"{100 * a['accuracy_sd']:.2f} points; J as it is: {pct(s['parent']['line_rest']['accuracy_mean'])})") in flat
+    assert (f"with the casting test split at {pct(c['accuracy_mean'])} "
+            f"(J: {pct(s['parent']['casting_test']['accuracy_mean'])}") in flat
     u, unc = s["uncertain_minus_random"], s["adapted_uncertain"]["line_rest"]
     assert (f"the same 100 labels spent on the photos the app lists under *Label these next* gave "
             f"{pct(unc['accuracy_mean'])} ({100 * u['mean']:+.2f} points; better on {u['better']} of {u['seeds']} "
@@ -506,7 +506,7 @@ def test_recipe_comparison_tables_are_the_scripts_output(report, n_rows):
 def test_readme_twin_and_validation_counts_are_the_reports():
     tw = EVALUATION["test_data"]["twins"]
     flat = " ".join(README.split())
-    assert f"({tw['exact'] + tw['near']} of its {EVALUATION['test']['all']['n']} photos have a twin there)" in flat
+    assert f"({tw['exact'] + tw['near']} of its {EVALUATION['test']['all']['n']} photos have a twin there;" in flat
     served = _served_row()
     from inspectkit.inference.checkpoint import load_checkpoint
 
@@ -638,3 +638,50 @@ def test_nothing_to_learn_figures_are_the_no_harm_reports():
     counts = [r[k] for r in pe["rows"] for k in ("random", "uncertain") if k in r]
     assert pe["nothing_to_learn_runs"] == 0 and min(counts) == pe["fewest_errors"] > 0
     assert f"({min(counts)} to {max(counts)} errors a set;" in record
+
+
+def test_twin_free_figures_are_the_reports():
+    """README, the user page and the model card state line B's twin counts and the figures without a twin as
+    benchmarks/line_b_twins.py and benchmarks/line_b_twin_free.py wrote them."""
+    tw = json.loads((LINE_B / "twins.json").read_text())
+    tf = json.loads((LINE_B / "twin_free.json").read_text())
+    c, cal = tw["counts"], tw["calibration"]
+    assert tf["twins"]["with_twin"] == c["all"]["with_twin"] and tf["twins"]["photos"] == c["all"]["photos"]
+    j, sv = tf["parent"], tf["served_validation"]
+    assert j["all"]["accuracy"] == LINE_B_J["test"]["all"]["accuracy"]  # the same J, the same photos
+    table = table_after("Decision threshold **")
+    for label, r in (("line B: validation, its photos without a twin in line A", sv["twin-free"]),
+                     ("before: J on the line-B photos without a twin in line A", j["twin-free"])):
+        n, acc, auc, missed, alarms = table[label]
+        assert (int(n), acc, int(missed), int(alarms)) == (r["n"], pct(r["accuracy"]), r["missed_defects"],
+                                                           r["false_alarms"]), label
+        assert float(auc) == pytest.approx(r["roc_auc"], abs=5e-6), label
+    readme, page = " ".join(README.split()), " ".join(DOCS["line_b"].split())
+    card = " ".join(DOCS["model_card"].split())
+    free, ci = j["twin-free"], j["twin-free"]["accuracy_interval"]
+    assert (f"{c['all']['with_twin']} of the {c['all']['photos']} line-B photos show a part that line A holds "
+            f"augmented. J scores {pct(j['twin']['accuracy'])} on those and **{pct(free['accuracy'])}** on the "
+            f"{free['n']} without such a twin (90 % CI {100 * ci['low']:.1f}–{100 * ci['high']:.1f}, ROC-AUC "
+            f"{free['roc_auc']:.4f})") in readme
+    sci = sv["twin-free"]["accuracy_interval"]
+    assert (f"rests on {sv['twin-free']['n']} of its validation photos ({pct(sv['twin-free']['accuracy'])}, 90 % CI "
+            f"{100 * sci['low']:.1f}–{100 * sci['high']:.1f})") in readme
+    sanity = cal["line_a_test_vs_train"]
+    assert f"{sanity['found']} of {sanity['photos']} sampled by the measure below" in readme
+    assert (f"hidden among line A scores {cal['same_part']['min']} to {cal['same_part']['max']} (median "
+            f"{cal['same_part']['median']:.0f})") in page
+    assert f"score at most {cal['different_part_max']}; the threshold is {tw['threshold']} " in page
+    s = tf["curve"]["summary"]
+    a, p = s["adapted"]["twin-free"], s["parent"]["twin-free"]
+    assert (f"and {pct(a['mean'])} on those of them without a twin in line A ({pct(a['min'])} to {pct(a['max'])}; "
+            f"J: {pct(p['mean'])})") in readme
+    assert (f"the adapted models scored {pct(a['mean'])} ({pct(a['min'])} to {pct(a['max'])}, standard deviation "
+            f"{100 * a['sd']:.2f} points) against J's {pct(p['mean'])}") in page
+    assert (f"**{c['all']['with_twin']} of the {c['all']['photos']} line-B photos have a twin in line A** "
+            f"({c['def_front']['with_twin']} of {c['def_front']['photos']} defects, {c['ok_front']['with_twin']} of "
+            f"{c['ok_front']['photos']} OK parts)") in page
+    for ln in (LINE_B / "twin_free.md").read_text().splitlines()[:20]:
+        if ln.startswith(("| all |", "| twin |", "| twin-free |")):
+            assert ln in DOCS["line_b"], ln
+    assert f"On the {free['n']} without, J scored {pct(free['accuracy'])} (ROC-AUC {free['roc_auc']:.4f})" in card
+    assert f"29 of the 97): {pct(sv['twin-free']['accuracy'])}" in card
