@@ -10,7 +10,10 @@ photos, on those with a twin and on those without, with accuracy's 90 % Wilson i
 
 1. **J on all of line B** (``--parent``, the casting-only model; it never saw line B itself).
 2. **The served model on its line-B validation part** (``--served``; the split re-derived from its train config and
-   checked against the files hash it records; it trained on the rest of line B).
+   checked against the files hash it records; it trained on the rest of line B). Line B holds several photos of
+   some parts, which that split (by near-duplicate thumbnails) does not group, so the validation photos are also
+   matched against the model's line-B training photos by the same measure and threshold (``new part``: no twin in
+   line A and none among those).
 3. **The confirmatory learning curve** (``--curve``) at ``--per-class`` photos per class: every seed's adapted model,
    from the per-photo scores the curve kept for its evaluation photos, at the adapted model's threshold; and J on the
    same photos. The seed's evaluation photos are re-derived as the curve drew them (``class_order``/``split_pool``).
@@ -31,7 +34,7 @@ from benchmarks.learning_curve import class_order, split_pool
 from inspectkit.intervals import interval_text, rate
 from inspectkit.metrics import roc_auc
 
-GROUPS = ("all", "twin", "twin-free")
+GROUPS = ("all", "twin", "twin-free", "new part")
 
 
 def figures(y_defect: np.ndarray, s: np.ndarray, threshold: float) -> dict:
@@ -63,6 +66,19 @@ def _scores(checkpoint: str | Path, images: list) -> tuple[dict, np.ndarray]:
     ck = load_checkpoint(checkpoint)
     p = predict_probs(model_from_checkpoint(ck), images, ck["preprocessing"])
     return ck, p[:, ck["defect_index"]]
+
+
+def part_groups(paths: list[Path], threshold: float, parameters: dict | None) -> np.ndarray:
+    """Line B's photos grouped by part (benchmarks/line_b_twins.py's ``same_part_groups`` at ``threshold``);
+    ``parameters`` (the twins report's) must be the measure's defaults, so its calibration holds."""
+    from dataclasses import asdict
+
+    from benchmarks.line_b_twins import DEFAULT, describe, load_grey, same_part_groups
+
+    mine = {k: v for k, v in asdict(DEFAULT).items() if parameters is None or k in parameters}
+    if parameters is not None and {k: parameters[k] for k in mine} != mine:
+        raise SystemExit(f"the twins report used other parameters than the measure's defaults: {parameters}")
+    return same_part_groups([describe(load_grey(q)) for q in paths], threshold, threads=2)
 
 
 def _mean_sd(xs: list[float]) -> dict:
@@ -97,14 +113,23 @@ def main(argv=None) -> int:
     if missing:
         raise SystemExit(f"{a.twins} does not cover {len(missing)} line-B photos, e.g. {missing[:3]}")
     y = line.labels == 0
+    group = part_groups(line.paths, tw["threshold"], tw.get("parameters"))
+    # a part is new to line A when none of its line-B photos has a twin there
+    seen_in_a = {g for g, f in zip(group, files) if twin[f]}
+    new_to_a = np.array([g not in seen_in_a for g in group], bool)
+    part_of = dict(zip(files, group))
     out: dict = {"command": "python -m benchmarks.line_b_twin_free " + " ".join(sys.argv[1:] if argv is None else argv),
                  "twins": {"report": a.twins, "threshold": tw.get("threshold"),
-                           "with_twin": int(sum(twin[f] for f in files)), "photos": len(files)}}
+                           "with_twin": int(sum(twin[f] for f in files)), "photos": len(files)},
+                 "parts": {"groups": int(group.max() + 1), "photos_in_groups_of_2_or_more": int(
+                     sum(np.bincount(group)[group] > 1)), "largest_group": int(np.bincount(group).max()),
+                           "photos_of_parts_new_to_line_a": int(new_to_a.sum())}}
 
     # 1. J on all of line B
     j, s_j = _scores(a.parent, images)
     out["parent"] = {"checkpoint": a.parent, "weights_sha256": weights_digest(j["state_dict"]),
-                     "threshold": j["threshold"], **by_twin(files, y, s_j, j["threshold"], twin)}
+                     "threshold": j["threshold"], **by_twin(files, y, s_j, j["threshold"], twin),
+                     "new part": figures(y[new_to_a], s_j[new_to_a], j["threshold"])}
 
     # 2. the served model on its line-B validation part
     served = load_checkpoint(a.served)
@@ -117,9 +142,14 @@ def main(argv=None) -> int:
     v_files = [f"{full.class_names[int(full.labels[i])]}/{full.paths[i].name}" for i in ln["val_idx"]]
     v_images = [prep["images"][i] for i in ln["val_idx"]]
     _, s_v = _scores(a.served, v_images)
+    y_v = full.labels[ln["val_idx"]] == served["defect_index"]
+    trained_parts = {part_of[f"{full.class_names[int(full.labels[i])]}/{full.paths[i].name}"] for i in ln["train_idx"]}
+    sibling = [part_of[f] in trained_parts for f in v_files]
+    new_part = np.array([new_to_a[files.index(f)] and not sib for f, sib in zip(v_files, sibling)], bool)
     out["served_validation"] = {"checkpoint": a.served, "threshold": served["threshold"],
-                                **by_twin(v_files, full.labels[ln["val_idx"]] == served["defect_index"], s_v,
-                                          served["threshold"], twin)}
+                                **by_twin(v_files, y_v, s_v, served["threshold"], twin),
+                                "new part": figures(y_v[new_part], s_v[new_part], served["threshold"]),
+                                "with_line_b_train_twin": int(sum(sibling))}
 
     # 3. the confirmatory curve, split by twin
     curve = json.loads(Path(a.curve).read_text())
@@ -127,17 +157,23 @@ def main(argv=None) -> int:
         raise SystemExit(f"{a.curve} adapted another parent than {a.parent}")
     seeds = []
     for r in sorted((r for r in curve["runs"] if r["per_class"] == a.per_class), key=lambda r: r["seed"]):
-        _, held = split_pool(class_order(line.labels, len(names), r["seed"]), curve["eval_fraction"])
+        order, held = split_pool(class_order(line.labels, len(names), r["seed"]), curve["eval_fraction"])
         s = np.asarray(r["adapted"]["scores"]["line_rest"], float)
         if len(s) != len(held):
             raise SystemExit(f"seed {r['seed']}: {len(s)} stored scores for {len(held)} evaluation photos")
         f_h = [files[i] for i in held]
+        labelled = {group[i] for c in order for i in order[c][:a.per_class]}
+        new = np.array([new_to_a[i] and group[i] not in labelled for i in held], bool)
         seeds.append({"seed": r["seed"], "adapted_threshold": r["adapted"]["threshold"],
-                      "adapted": by_twin(f_h, y[held], s, r["adapted"]["threshold"], twin),
-                      "parent": by_twin(f_h, y[held], s_j[held], j["threshold"], twin)})
+                      "adapted": {**by_twin(f_h, y[held], s, r["adapted"]["threshold"], twin),
+                                  "new part": figures(y[held][new], s[new], r["adapted"]["threshold"])},
+                      "parent": {**by_twin(f_h, y[held], s_j[held], j["threshold"], twin),
+                                 "new part": figures(y[held][new], s_j[held][new], j["threshold"])}})
         if abs(seeds[-1]["adapted"]["all"]["accuracy"] - r["adapted"]["line_rest"]["accuracy"]) > 1e-9:
             raise SystemExit(f"seed {r['seed']}: the re-derived evaluation photos do not give the curve's figure")
-    out["curve"] = {"report": a.curve, "per_class": a.per_class, "seeds": seeds,
+    pooled = {m: {g: {k: int(sum(x[m][g][k] for x in seeds)) for k in ("right", "n")} for g in GROUPS}
+              for m in ("adapted", "parent")}
+    out["curve"] = {"report": a.curve, "per_class": a.per_class, "seeds": seeds, "pooled": pooled,
                     "summary": {m: {g: _mean_sd([x[m][g]["accuracy"] for x in seeds if x[m][g]["n"]])
                                     for g in GROUPS} for m in ("adapted", "parent")}}
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
@@ -156,35 +192,49 @@ def _row(label: str, r: dict) -> str:
 
 
 def markdown(out: dict) -> str:
-    """The report: the three tables, all / twin / twin-free."""
-    t = out["twins"]
+    """The report: the three tables, by twin and by part."""
+    t, pa = out["twins"], out["parts"]
     head = ["| photos | n | accuracy (90 % CI) | ROC-AUC | missed defects | false alarms |",
             "|---|---:|---:|---:|---:|---:|"]
     lines = ["# Line B without the parts line A already holds", "",
              f"Written by `{out['command']}`. {t['with_twin']} of the {t['photos']} line-B photos have a twin in line A "
-             f"by [`{t['report']}`]({Path(t['report']).name.replace('.json', '.md')}); the rest are twin-free.", "",
+             f"by [`{t['report']}`]({Path(t['report']).name.replace('.json', '.md')}) (*twin*); the rest are "
+             "*twin-free*. The same measure groups line B's own photos by part: "
+             f"{pa['photos_in_groups_of_2_or_more']} of them share their part with another line-B photo "
+             f"({pa['groups']} parts, at most {pa['largest_group']} photos of one); a part is *new* where none of "
+             f"its line-B photos has a twin in line A ({pa['photos_of_parts_new_to_line_a']} photos) and, for a "
+             "model that trained on line-B photos, none of them was among those.", "",
              f"## J (casting only) on all of line B, at its threshold {out['parent']['threshold']:.4f}", "", *head]
     lines += [_row(g, out["parent"][g]) for g in GROUPS]
     sv = out["served_validation"]
     lines += ["", f"## The served model on its line-B validation part, at {sv['threshold']:.4f}", "",
-              "It trained on the other line-B photos, so this is the only line-B part it never saw.", "", *head]
+              f"It trained on the other line-B photos; {sv['with_line_b_train_twin']} of its {sv['all']['n']} "
+              "validation photos show a part that is also in those (another photo of it).", "", *head]
     lines += [_row(g, sv[g]) for g in GROUPS]
     c = out["curve"]
-    lines += ["", f"## The confirmatory learning curve at {c['per_class']} photos per class, by twin", "",
+    lines += ["", f"## The confirmatory learning curve at {c['per_class']} photos per class, by twin and part", "",
               f"From [`{c['report']}`]({Path(c['report']).name.replace('.json', '.md')}): each seed's evaluation "
-              "photos, which no run of the seed labelled; mean [min, max] over seeds, standard deviation in points.",
-              "", "| model | all | twin | twin-free |", "|---|---:|---:|---:|"]
+              "photos, which no run of the seed labelled (*new part*: new to line A and to the seed's labelled "
+              "photos); mean [min, max] over seeds, standard deviation in points.",
+              "", "| model | " + " | ".join(GROUPS) + " |", "|---|" + "---:|" * len(GROUPS)]
     for m, label in (("parent", "J as it is"), ("adapted", "adapted")):
         cells = [f"{100 * s['mean']:.2f} % [{100 * s['min']:.1f}, {100 * s['max']:.1f}], sd {100 * s['sd']:.2f}"
                  for s in (c["summary"][m][g] for g in GROUPS)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| seed | evaluation photos: all / twin / twin-free | adapted, twin-free | J, twin-free |",
-              "|---:|---:|---:|---:|"]
+    pn = {m: c["pooled"][m]["new part"] for m in ("adapted", "parent")}
+    lines += ["", f"Pooled over the seeds, on new parts: adapted {pn['adapted']['right']} of {pn['adapted']['n']} right, "
+              f"J {pn['parent']['right']} of {pn['parent']['n']}."]
+    lines += ["", "| seed | evaluation photos: all / twin / twin-free / new part | adapted, twin-free | "
+              "J, twin-free | adapted, new part | J, new part |", "|---:|---:|---:|---:|---:|---:|"]
+
+    def cell(r: dict) -> str:
+        return f"{100 * r['accuracy']:.2f} % ({r['right']} of {r['n']})" if r["n"] else "-"
+
     for s in c["seeds"]:
-        a, p = s["adapted"]["twin-free"], s["parent"]["twin-free"]
-        lines.append(f"| {s['seed']} | {s['adapted']['all']['n']} / {s['adapted']['twin']['n']} / {a['n']} | "
-                     f"{100 * a['accuracy']:.2f} % ({a['right']} of {a['n']}) | "
-                     f"{100 * p['accuracy']:.2f} % ({p['right']} of {p['n']}) |")
+        a, p = s["adapted"], s["parent"]
+        lines.append(f"| {s['seed']} | {a['all']['n']} / {a['twin']['n']} / {a['twin-free']['n']} / "
+                     f"{a['new part']['n']} | {cell(a['twin-free'])} | {cell(p['twin-free'])} | {cell(a['new part'])} "
+                     f"| {cell(p['new part'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -314,6 +314,39 @@ def find_twins(queries: list[dict], references: list[tuple[np.ndarray, np.ndarra
     return _map(one, range(len(queries)), threads, progress)
 
 
+def same_part_groups(photos: list[dict], threshold: float, candidates: int = 15, params: Params = DEFAULT,
+                     threads: int = 1) -> np.ndarray:
+    """Group photos of one set by part: each photo (a :func:`describe` dict) is verified against its ``candidates``
+    best-voted others, every pair scoring >= ``threshold`` is one part, and parts are joined transitively. Returns a
+    group number per photo (0, 1, ...; a photo with no twin in the set is a group of its own)."""
+    refs = [q[False] for q in photos]
+    index = Index([d for _, d in refs])
+    n = len(photos)
+
+    def edges(i: int) -> list[int]:
+        q = photos[i]
+        v = np.maximum(index.votes(q[False][1], params.ratio), index.votes(q[True][1], params.ratio))
+        others = np.ones(n, bool)
+        others[i] = False
+        return [int(j) for j in top_candidates(v, candidates, others)
+                if verify(q[False], refs[j], q[True], params)["score"] >= threshold]
+
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, js in enumerate(_map(edges, range(n), threads)):
+        for j in js:
+            parent[root(i)] = root(j)
+    roots = [root(i) for i in range(n)]
+    number = {r: k for k, r in enumerate(dict.fromkeys(roots))}
+    return np.array([number[r] for r in roots], int)
+
+
 def _map(fn, items, threads: int, progress: str = "") -> list:
     """``[fn(x) for x in items]`` on ``threads`` threads (OpenCV and numpy release the GIL), printing progress."""
     items = list(items)

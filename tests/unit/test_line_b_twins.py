@@ -111,3 +111,14 @@ def test_votes_ignore_the_crowd():
     extra = [np.eye(1, 4, dtype=np.float32)]  # identical to the first descriptor: distance 0
     votes = T.crowd_votes(owners, d2, n=5, ratio=0.8, desc=desc, extra=extra)
     assert votes[5] == 1 and votes[0] == 0
+
+
+def test_photos_of_one_part_form_one_group(parts):
+    """Two photos each of parts 0 and 1 (turned, zoomed, one mirrored) and one of part 2: three groups, each part's
+    photos together."""
+    shots = [copy_of(parts[0], 0, (1, 1), False), copy_of(parts[1], 40, (1.05, 1), False),
+             copy_of(parts[0], 170, (0.95, 0.95), True), copy_of(parts[2], 10, (1, 1), False),
+             copy_of(parts[1], -95, (1, 1.05), False)]
+    groups = T.same_part_groups([T.describe(g) for g in shots], threshold=27, candidates=4)
+    assert groups[0] == groups[2] and groups[1] == groups[4]
+    assert len({groups[0], groups[1], groups[3]}) == 3
