@@ -303,7 +303,7 @@ def test_readme_adaptation_sentences_are_the_confirmatory_curve():
     assert (f"with the casting test split at {pct(c['accuracy_mean'])} "
             f"(J: {pct(s['parent']['casting_test']['accuracy_mean'])}") in flat
     u, unc = s["uncertain_minus_random"], s["adapted_uncertain"]["line_rest"]
-    assert (f"the same 100 labels spent on the photos the app lists under *Label these next* gave "
+    assert (f"The same 100 labels spent on the photos the app lists under *Label these next* gave "
             f"{pct(unc['accuracy_mean'])} ({100 * u['mean']:+.2f} points; better on {u['better']} of {u['seeds']} "
             f"seeds, worse on {u['worse']})") in flat
     assert f"took {t['seconds_max']:.0f} s at most for those {sum(t['photos'].values())} photos" in flat
@@ -659,13 +659,25 @@ def test_twin_free_figures_are_the_reports():
     readme, page = " ".join(README.split()), " ".join(DOCS["line_b"].split())
     card = " ".join(DOCS["model_card"].split())
     free, ci = j["twin-free"], j["twin-free"]["accuracy_interval"]
+    parts, sv_all = tf["parts"], sv["all"]["n"]
     assert (f"{c['all']['with_twin']} of the {c['all']['photos']} line-B photos show a part that line A holds "
-            f"augmented. J scores {pct(j['twin']['accuracy'])} on those and **{pct(free['accuracy'])}** on the "
-            f"{free['n']} without such a twin (90 % CI {100 * ci['low']:.1f}–{100 * ci['high']:.1f}, ROC-AUC "
+            f"augmented, and the {c['all']['photos']} are photos of {parts['groups']} parts. J scores "
+            f"{pct(j['twin']['accuracy'])} on the photos with a twin in line A and **{pct(free['accuracy'])}** on the "
+            f"{free['n']} without (90 % CI {100 * ci['low']:.1f}–{100 * ci['high']:.1f}, ROC-AUC "
             f"{free['roc_auc']:.4f})") in readme
-    sci = sv["twin-free"]["accuracy_interval"]
-    assert (f"rests on {sv['twin-free']['n']} of its validation photos ({pct(sv['twin-free']['accuracy'])}, 90 % CI "
-            f"{100 * sci['low']:.1f}–{100 * sci['high']:.1f})") in readme
+    assert j["new part"]["n"] == free["n"]  # the twin-free photos are exactly the photos of parts new to line A
+    assert sv["new part"]["n"] == 0
+    for text in (readme, page):
+        assert (f"{sv['with_line_b_train_twin']} of its {sv_all} "
+                f"{'line-B ' if text is readme else ''}validation photos show a part that is also among its "
+                f"line-B training photos") in text
+        assert f"and the other {sv_all - sv['with_line_b_train_twin']} have a twin in line A" in text
+    pn = {m: tf["curve"]["pooled"][m]["new part"] for m in ("adapted", "parent")}
+    sn = {m: tf["curve"]["summary"][m]["new part"] for m in ("adapted", "parent")}
+    for text in (readme, page):
+        assert (f"the adapted models scored {pct(sn['adapted']['mean'])} against J's {pct(sn['parent']['mean'])} "
+                f"(pooled, {pn['adapted']['right']} against {pn['parent']['right']} of {pn['adapted']['n']}") in text
+    assert f"the 650 are photos of **{parts['groups']} parts**" in page
     sanity = cal["line_a_test_vs_train"]
     assert f"{sanity['found']} of {sanity['photos']} sampled by the measure below" in readme
     assert (f"hidden among line A scores {cal['same_part']['min']} to {cal['same_part']['max']} (median "
@@ -673,15 +685,13 @@ def test_twin_free_figures_are_the_reports():
     assert f"score at most {cal['different_part_max']}; the threshold is {tw['threshold']} " in page
     s = tf["curve"]["summary"]
     a, p = s["adapted"]["twin-free"], s["parent"]["twin-free"]
-    assert (f"and {pct(a['mean'])} on those of them without a twin in line A ({pct(a['min'])} to {pct(a['max'])}; "
-            f"J: {pct(p['mean'])})") in readme
     assert (f"the adapted models scored {pct(a['mean'])} ({pct(a['min'])} to {pct(a['max'])}, standard deviation "
             f"{100 * a['sd']:.2f} points) against J's {pct(p['mean'])}") in page
     assert (f"**{c['all']['with_twin']} of the {c['all']['photos']} line-B photos have a twin in line A** "
             f"({c['def_front']['with_twin']} of {c['def_front']['photos']} defects, {c['ok_front']['with_twin']} of "
             f"{c['ok_front']['photos']} OK parts)") in page
     for ln in (LINE_B / "twin_free.md").read_text().splitlines()[:20]:
-        if ln.startswith(("| all |", "| twin |", "| twin-free |")):
+        if ln.startswith(("| all |", "| twin |", "| twin-free |", "| new part |")):
             assert ln in DOCS["line_b"], ln
     assert f"On the {free['n']} without, J scored {pct(free['accuracy'])} (ROC-AUC {free['roc_auc']:.4f})" in card
     assert f"29 of the 97): {pct(sv['twin-free']['accuracy'])}" in card
