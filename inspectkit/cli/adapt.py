@@ -135,6 +135,10 @@ def report(ckpt: dict, out: str) -> str:
                  "the model did not train on these photos and the threshold was not fitted to them."
                  if a["mode"] == "held-out" else
                  "in-sample: the model trained on these very photos, so they show fit, not accuracy on the line.")]
+    if a["mode"] == "held-out":
+        lines.append("They are split from the training photos by near-duplicate photos, not by part: other photos of "
+                     "a held-out part among the training ones flatter the after-figures; check the model on parts "
+                     "you did not label.")
     return "\n".join(lines)
 
 

@@ -75,6 +75,7 @@ def test_adapt_tab_score_adapt_download_switch(served, tmp_path):
             page.get_by_role("tab", name="Adapt").click()
             intro = page.locator("#adapt-intro").inner_text()
             assert "at most 500 photos" in intro and "One adaptation at a time" in intro
+            assert "several photos of one part" in intro  # held out by near-duplicate photos, not by part
             assert "1 view per photo" in intro  # the budget the server was started with
             # the drop zones are named after the model's classes once it is loaded
             page.locator("#adapt-zone-0").get_by_text("Photos of class def_front").wait_for(timeout=60_000)

@@ -342,6 +342,8 @@ def test_cli_writes_a_checkpoint_and_prints_before_and_after(parent, tmp_path, c
     assert f"{100 * r['accuracy']:.1f} % (90 % CI " in row and f"n={r['n']})" in row
     assert f"{r['missed_defects']} of {n_def}: " in row and f"n={n_def})" in row
     assert "90 % Wilson score intervals" in text and "threshold: " in text
+    # held out by near-duplicate photos, not by part: said, since other photos of a part flatter the figures
+    assert a["mode"] == "held-out" and "not by part" in text
 
 
 @pytest.mark.parametrize("args, message", [

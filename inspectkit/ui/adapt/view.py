@@ -44,6 +44,9 @@ adapted model **in this browser session** (other users keep the default model) a
    Each rate comes with its **90 % interval** and the number of photos behind it: a few dozen photos cannot tell
    99 % from 95 %. With fewer than {HELD_OUT_MIN}
    photos in a class nothing is held out and the figures are **in-sample** (fit, not accuracy on the line).
+   The held-out part is split by near-duplicate photos, not by part: **several photos of one part** (turned,
+   re-shot) can fall on both sides and flatter the after-figures, so give each part one photo, or check the adapted
+   model on parts you did not label. If the current model already gets every photo right, it is kept unchanged.
 3. **Use** the adapted model here, and download it with its `.sha256`.
 
 **Limits**: at least {MIN_PER_CLASS} photos per class, at most **{MAX_PHOTOS} photos** in all, **{MAX_PHOTO_MB} MB
