@@ -73,7 +73,7 @@ def part_groups(paths: list[Path], threshold: float, parameters: dict | None) ->
     ``parameters`` (the twins report's) must be the measure's defaults, so its calibration holds."""
     from dataclasses import asdict
 
-    from benchmarks.line_b_twins import DEFAULT, describe, load_grey, same_part_groups
+    from inspectkit.data.parts import DEFAULT, describe, load_grey, same_part_groups
 
     mine = {k: v for k, v in asdict(DEFAULT).items() if parameters is None or k in parameters}
     if parameters is not None and {k: parameters[k] for k in mine} != mine:

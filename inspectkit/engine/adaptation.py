@@ -1,7 +1,8 @@
 """Adaptation to a new line: fine-tune a trained checkpoint on a few labelled photos of another camera or session.
 
 The photos (folder-per-class, the parent's class names) are split by near-duplicate groups into an adaptation
-part and a held-out validation part. Both stages of :func:`inspectkit.engine.training.fit_stages` then run from the
+part and a held-out validation part; with ``group_by_part`` the photos of one part (turned, re-shot) are found by
+:mod:`inspectkit.data.parts` and kept on one side too, so the held-out figures are on parts not trained on. Both stages of :func:`inspectkit.engine.training.fit_stages` then run from the
 parent's weights for a fixed number of epochs (``keep='last'``).
 
 A validation part of a few dozen photos is too small to choose much on, and the first recipe did: early
@@ -115,6 +116,9 @@ class AdaptConfig:
     limit: int = 0  # >0: use at most this many new photos per class (learning curves)
     # adapt even when the parent already classifies every new photo correctly (see nothing_to_learn)
     force: bool = False
+    # hold out whole parts, not only near-duplicate photos: the new line's photos of one part (turned, re-shot) are
+    # found by inspectkit.data.parts and kept on one side, so the before/after figures are on parts not trained on
+    group_by_part: bool = False
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
@@ -322,9 +326,13 @@ def replay_pool(parent: dict, cfg: AdaptConfig) -> D.Dataset | None:
     return _sample(pool, cfg.replay_per_class, cfg.seed + 7)
 
 
-def _split(ds: D.Dataset, images: list, val_fraction: float, seed: int, twin: float):
+def _split(ds: D.Dataset, images: list, val_fraction: float, seed: int, twin: float, by_part: bool = False):
     hashes = D.file_hashes(ds.paths)
     groups = D.duplicate_groups(D.descriptors(images), hashes, twin)
+    if by_part:
+        from inspectkit.data.parts import image_part_groups, joined
+
+        groups = joined(groups, image_part_groups(images, threads=max(1, torch.get_num_threads())))
     tr, va = D.group_split(ds.labels, groups, val_fraction, seed)
     return tr, va, hashes
 
@@ -426,7 +434,7 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     per_class = min(new.counts().values())
     mode = "held-out" if per_class * cfg.val_fraction >= cfg.min_val_per_class else "in-sample"
     if mode == "held-out":
-        tr, va, hashes = _split(new, new_images, cfg.val_fraction, cfg.seed, twin)
+        tr, va, hashes = _split(new, new_images, cfg.val_fraction, cfg.seed, twin, cfg.group_by_part)
         if min(np.bincount(new.labels[va], minlength=len(names))) < 1:
             mode = "in-sample"  # near-duplicate groups left a class without held-out photos
     if mode == "in-sample":
@@ -484,6 +492,7 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
                    "threshold": parent["threshold"]},
         "data": {"root": str(cfg.data), **new_fp, "skipped": new.skipped, "n_skipped": len(new.skipped)},
         "split": {"train": new.subset(tr).counts(), "validation": new.subset(va).counts(),
+                  "grouping": "parts" if cfg.group_by_part else "near-duplicate photos",
                   "validation_files": sorted(f"{names[new.labels[i]]}/{new.paths[i].name}" for i in va)},
         "replay": None if rep is None else {"root": str(rep.root), "per_class": cfg.replay_per_class,
                                             "train": rep.subset(r_tr).counts(), "validation": rep.subset(r_va).counts(),
@@ -547,6 +556,7 @@ def _keep_parent(parent: dict, cfg: AdaptConfig, new: D.Dataset, tr, va, hashes:
                    "threshold": thr},
         "data": {"root": str(cfg.data), **new_fp, "skipped": new.skipped, "n_skipped": len(new.skipped)},
         "split": {"train": new.subset(tr).counts(), "validation": new.subset(va).counts(),
+                  "grouping": "parts" if cfg.group_by_part else "near-duplicate photos",
                   "validation_files": sorted(f"{names[new.labels[i]]}/{new.paths[i].name}" for i in va)},
         "replay": None,
         "all_new_photos": _short(seen, d),

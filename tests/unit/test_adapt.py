@@ -399,3 +399,31 @@ def test_cli_says_when_it_kept_the_parent(tmp_path, capsys):
     text = capsys.readouterr().out
     assert f"wrote {out}: the parent unchanged" in text and "not adapted" in text
     assert "all 24 new photos correctly" in text and '"outcome": "kept the parent"' in text
+
+
+@pytest.mark.parametrize("by_part", [True, False])
+def test_group_by_part_holds_out_whole_parts(tmp_path, monkeypatch, by_part):
+    """Two photos of each of 20 generated parts (one design, each its own grain), turned and zoomed differently. Held
+    out by part, every held-out part has both its photos held out; by photo, some part is split across. (The
+    near-duplicate thumbnails, which lump these generated parts of one design together, are switched off here, so
+    only the part grouping acts.)"""
+    import cv2
+
+    import inspectkit.engine.adaptation as adaptation
+    from tests.support import copy_of, impeller
+
+    for part in range(20):
+        cls = "def_front" if part < 10 else "ok_front"
+        (tmp_path / "parts" / cls).mkdir(parents=True, exist_ok=True)
+        for shot, (angle, zoom) in enumerate(((23.0 + 37.0 * part, (1.03, 0.98)), (151.0 + 37.0 * part, (0.97, 1.04)))):
+            grey = copy_of(impeller(100 + part), angle, zoom, False)
+            cv2.imwrite(str(tmp_path / "parts" / cls / f"part{part:02d}_shot{shot}.jpg"), grey)
+    monkeypatch.setattr(adaptation.D, "duplicate_groups", lambda desc, hashes=None, twin=0.93: np.arange(len(desc)))
+    parent = write_checkpoint(tmp_path / "parent.pt")
+    ckpt = run(parent, tmp_path / "parts", tmp_path / "adapted.pt", group_by_part=by_part)
+    a = ckpt["metrics"]["adaptation"]
+    assert a["mode"] == "held-out"
+    assert a["split"]["grouping"] == ("parts" if by_part else "near-duplicate photos")
+    held = a["split"]["validation_files"]
+    parts = {f.split("/")[1].split("_")[0] for f in held}
+    assert (len(held) == 2 * len(parts)) is by_part  # by part: both photos of every held-out part, nothing else

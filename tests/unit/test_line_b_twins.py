@@ -9,48 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import line_b_twins as T
-
-SIZE = 512  # as line B
-GRAIN = 8.0  # grey levels (s.d.) of the grain on the part
-
-
-def impeller(seed: int) -> np.ndarray:
-    """A 512 px grey photo of a part: one design for every seed; the grain (blurred seeded noise) and a few
-    pinholes are the seed's own."""
-    rng = np.random.default_rng(seed)
-    c = SIZE // 2
-    yy, xx = np.mgrid[:SIZE, :SIZE].astype(np.float32)
-    r = np.hypot(xx - c, yy - c)
-    theta = np.arctan2(yy - c, xx - c)
-    img = np.full((SIZE, SIZE), 150.0, np.float32)
-    img[r < 200] = 190.0  # the disc
-    img[r < 125] = 40.0  # the dark blade ring
-    blades = np.cos(7 * (theta + r / 60.0)) > 0.85  # seven curved blades
-    img[(r < 120) & (r > 65) & blades] = 90.0
-    img[r < 65] = 200.0  # the hub
-    img[r < 38] = 120.0  # the hole
-    # the grain: faint (a few grey levels) beside the design's edges of 50 to 150
-    grain = cv2.GaussianBlur(rng.normal(0, 1, (SIZE, SIZE)).astype(np.float32), (0, 0), 1.6)
-    img += np.where(r < 200, GRAIN, 3.0) * grain / grain.std()
-    for _ in range(4):  # pinholes on the disc
-        a, rad = rng.uniform(0, 2 * np.pi), rng.uniform(135, 190)
-        cv2.circle(img, (int(c + rad * np.cos(a)), int(c + rad * np.sin(a))), int(rng.integers(3, 6)), 60.0, -1)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def copy_of(grey: np.ndarray, angle: float, zoom: tuple[float, float], mirrored: bool) -> np.ndarray:
-    """``grey`` turned by ``angle`` (degrees, counter-clockwise on screen), zoomed by ``zoom`` along x and y, shifted a
-    little, mirrored or not, then resized to 300 px, blurred a little and JPEG-encoded at quality 75 (as
-    :func:`T.augment`, with the geometry fixed)."""
-    t = np.radians(angle)
-    a = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]) @ np.diag(zoom)
-    c = np.array([SIZE / 2, SIZE / 2])
-    m = np.hstack([a, (c - a @ c + (9, -7))[:, None]])
-    out = cv2.warpAffine(grey, m, (SIZE, SIZE), borderMode=cv2.BORDER_REPLICATE)
-    out = np.ascontiguousarray(out[:, ::-1]) if mirrored else out
-    out = cv2.GaussianBlur(T.to_grey(out), (0, 0), 0.5)
-    ok, enc = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 75])
-    return cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE)
+from tests.support import copy_of, impeller
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +81,24 @@ def test_photos_of_one_part_form_one_group(parts):
     groups = T.same_part_groups([T.describe(g) for g in shots], threshold=27, candidates=4)
     assert groups[0] == groups[2] and groups[1] == groups[4]
     assert len({groups[0], groups[1], groups[3]}) == 3
+
+
+@pytest.mark.parametrize("a, b, want", [
+    ([0, 1, 2, 3], [0, 0, 1, 1], [0, 0, 1, 1]),
+    ([0, 0, 1, 2], [0, 1, 1, 2], [0, 0, 0, 1]),  # joined through the middle item
+    ([5, 6, 7], [9, 8, 7], [0, 1, 2]),  # no shared group: each alone, renumbered
+])
+def test_joined_keeps_together_whatever_any_grouping_keeps_together(a, b, want):
+    from inspectkit.data.parts import joined
+
+    assert joined(np.array(a), np.array(b)).tolist() == want
+
+
+def test_decoded_photos_are_grouped_by_part(parts):
+    from inspectkit.data.parts import image_part_groups
+
+    shots = [copy_of(parts[3], 25, (1, 1), False), copy_of(parts[4], 0, (1, 1), False),
+             copy_of(parts[3], 200, (1.05, 1.0), True)]
+    rgb = [np.repeat(g[:, :, None], 3, axis=2) for g in shots]  # as decode_all gives them
+    groups = image_part_groups(rgb)
+    assert groups[0] == groups[2] != groups[1]
