@@ -296,6 +296,12 @@ def same_part_groups(photos: list[dict], threshold: float, candidates: int = 15,
         return [int(j) for j in top_candidates(v, candidates, others)
                 if verify(q[False], refs[j], q[True], params)["score"] >= threshold]
 
+    return components(n, [(i, j) for i, js in enumerate(threaded(edges, range(n), threads)) for j in js])
+
+
+def components(n: int, pairs) -> np.ndarray:
+    """Connected components of ``n`` items joined by ``pairs`` (i, j): a group number per item, 0, 1, ... in order of
+    first appearance."""
     parent = list(range(n))
 
     def root(i: int) -> int:
@@ -304,9 +310,8 @@ def same_part_groups(photos: list[dict], threshold: float, candidates: int = 15,
             i = parent[i]
         return i
 
-    for i, js in enumerate(threaded(edges, range(n), threads)):
-        for j in js:
-            parent[root(i)] = root(j)
+    for i, j in pairs:
+        parent[root(i)] = root(j)
     roots = [root(i) for i in range(n)]
     number = {r: k for k, r in enumerate(dict.fromkeys(roots))}
     return np.array([number[r] for r in roots], int)
@@ -338,22 +343,9 @@ def image_part_groups(rgb_images: list[np.ndarray], threshold: float = THRESHOLD
 def joined(*groupings: np.ndarray) -> np.ndarray:
     """One group number per item such that items sharing a group in any of ``groupings`` share one here (the finest
     partition coarser than all of them), numbered 0, 1, ... in order of first appearance."""
-    n = len(groupings[0])
-    parent = list(range(n))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    pairs = []
     for g in groupings:
         first: dict = {}
         for i, label in enumerate(np.asarray(g).tolist()):
-            if label in first:
-                parent[root(i)] = root(first[label])
-            else:
-                first[label] = i
-    roots = [root(i) for i in range(n)]
-    number = {r: k for k, r in enumerate(dict.fromkeys(roots))}
-    return np.array([number[r] for r in roots], int)
+            pairs.append((i, first.setdefault(label, i)))
+    return components(len(groupings[0]), pairs)
