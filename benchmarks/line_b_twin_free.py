@@ -68,17 +68,17 @@ def _scores(checkpoint: str | Path, images: list) -> tuple[dict, np.ndarray]:
     return ck, p[:, ck["defect_index"]]
 
 
-def part_groups(paths: list[Path], threshold: float, parameters: dict | None) -> np.ndarray:
-    """Line B's photos grouped by part (benchmarks/line_b_twins.py's ``same_part_groups`` at ``threshold``);
+def part_groups(images: list[np.ndarray], threshold: float, parameters: dict | None) -> np.ndarray:
+    """Line B's decoded photos grouped by part (``inspectkit.data.parts.image_part_groups`` at ``threshold``);
     ``parameters`` (the twins report's) must be the measure's defaults, so its calibration holds."""
     from dataclasses import asdict
 
-    from inspectkit.data.parts import DEFAULT, describe, load_grey, same_part_groups
+    from inspectkit.data.parts import DEFAULT, image_part_groups
 
     mine = {k: v for k, v in asdict(DEFAULT).items() if parameters is None or k in parameters}
     if parameters is not None and {k: parameters[k] for k in mine} != mine:
         raise SystemExit(f"the twins report used other parameters than the measure's defaults: {parameters}")
-    return same_part_groups([describe(load_grey(q)) for q in paths], threshold, threads=2)
+    return image_part_groups(images, threshold, threads=2)
 
 
 def _mean_sd(xs: list[float]) -> dict:
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     if missing:
         raise SystemExit(f"{a.twins} does not cover {len(missing)} line-B photos, e.g. {missing[:3]}")
     y = line.labels == 0
-    group = part_groups(line.paths, tw["threshold"], tw.get("parameters"))
+    group = part_groups(images, tw["threshold"], tw.get("parameters"))
     # a part is new to line A when none of its line-B photos has a twin there
     seen_in_a = {g for g, f in zip(group, files) if twin[f]}
     new_to_a = np.array([g not in seen_in_a for g in group], bool)
@@ -145,7 +145,8 @@ def main(argv=None) -> int:
     y_v = full.labels[ln["val_idx"]] == served["defect_index"]
     trained_parts = {part_of[f"{full.class_names[int(full.labels[i])]}/{full.paths[i].name}"] for i in ln["train_idx"]}
     sibling = [part_of[f] in trained_parts for f in v_files]
-    new_part = np.array([new_to_a[files.index(f)] and not sib for f, sib in zip(v_files, sibling)], bool)
+    new_to_a_of = dict(zip(files, new_to_a))
+    new_part = np.array([new_to_a_of[f] and not sib for f, sib in zip(v_files, sibling)], bool)
     out["served_validation"] = {"checkpoint": a.served, "threshold": served["threshold"],
                                 **by_twin(v_files, y_v, s_v, served["threshold"], twin),
                                 "new part": figures(y_v[new_part], s_v[new_part], served["threshold"]),

@@ -446,10 +446,11 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     model = model_from_checkpoint(parent)
     if not cfg.force:
         say(0.04, "checking what the current model gets wrong")
-        seen = _report(model, new_images, new.labels, names, d, parent["threshold"], p_spec)
+        probs = predict_probs(model, new_images, p_spec)
+        seen = classification_report(new.labels, probs, names, d, parent["threshold"])
         if nothing_to_learn(seen):
-            return _keep_parent(parent, cfg, new, tr, va, hashes, mode, seen, model, new_images, p_spec, t_start,
-                                save, say)
+            held = classification_report(new.labels[va], probs[va], names, d, parent["threshold"])
+            return _keep_parent(parent, cfg, new, tr, va, hashes, mode, seen, held, t_start, save, say)
     say(0.05, "reading replay photos")
     rep = replay_pool(parent, cfg)
     r_images, r_tr, r_va = [], np.zeros(0, int), np.zeros(0, int)
@@ -540,12 +541,11 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
 
 
 def _keep_parent(parent: dict, cfg: AdaptConfig, new: D.Dataset, tr, va, hashes: list[str], mode: str, seen: dict,
-                 model, new_images: list, spec: dict, t_start: float, save: bool,
-                 say: Callable[[float, str], None]) -> dict:
-    """The checkpoint :func:`adapt` returns when there is :func:`nothing_to_learn`: the parent's network, threshold,
-    guard and scales unchanged, with an adaptation record that says so (``outcome``) and why."""
+                 held: dict, t_start: float, save: bool, say: Callable[[float, str], None]) -> dict:
+    """The checkpoint :func:`adapt` returns when there is :func:`nothing_to_learn` (``seen``: the parent's report on
+    all the new photos, ``held``: on the held-out part): the parent's network, threshold, guard and scales unchanged,
+    with an adaptation record that says so (``outcome``) and why."""
     names, d, thr = parent["class_names"], parent["defect_index"], parent["threshold"]
-    held = _report(model, [new_images[i] for i in va], new.labels[va], names, d, thr, spec)
     why = (f"the current model already classifies all {seen['n']} new photos correctly at its threshold"
            + (f" {thr:.4g}" if thr is not None else "") + ": there is nothing to correct, and adapting would only "
            "move what it knows of its own line, so it is kept unchanged (force adapts anyway)")
