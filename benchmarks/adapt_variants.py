@@ -55,6 +55,10 @@ VARIANTS = {
     # adaptation round 7: more of the network, or longer, learns the new line (blocks1 learnt it worst of all)
     "third-blocks12": {**THIRD, "last_blocks": 12},
     "third-s2e20": {**THIRD, "stage2_epochs": 20},
+    # adaptation round 9: the new line's defects weigh more in the loss (most of its errors are missed defects)
+    "third-dw2": {**THIRD, "defect_weight": 2.0},
+    "third-dw4": {**THIRD, "defect_weight": 4.0},
+    "third-dw8": {**THIRD, "defect_weight": 8.0},
 }
 
 log = logging.getLogger("adapt_variants")
@@ -130,8 +134,9 @@ def main(argv=None) -> int:
         used, rest = draw(class_order(line.labels, len(names), seed), a.per_class, len(line))  # the curve's draw
         folder = _link_subset(line, used, Path(a.work) / f"s{seed}" / f"n{a.per_class}")
         for name in a.variants or list(VARIANTS):
+            # every recipe before adaptation round 9 weighed defects and OK photos the same
             cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, threads=a.threads,
-                              **VARIANTS[name])
+                              **{"defect_weight": 1.0, **VARIANTS[name]})
             t0 = time.perf_counter()
             ck = adapt(parent, cfg, save=False)
             secs = time.perf_counter() - t0

@@ -75,6 +75,9 @@ def parse_args(argv=None) -> AdaptConfig:
                    help="stage-2 runs averaged into one network (a model soup; each adds stage 2's time)")
     p.add_argument("--balance-lines", action="store_true", default=d.balance_lines,
                    help="weight the new line's and the replayed line's photos so both lines count equally")
+    p.add_argument("--defect-weight", type=float, default=d.defect_weight,
+                   help="loss weight of the new line's defect photos against its OK ones (above 1: a missed defect "
+                        "costs more while the model learns the line; 1: the same)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--replay", default=d.replay,
                    help="the parent's line to replay: 'auto' (its recorded training data, when on disk), a data "

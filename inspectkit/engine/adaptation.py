@@ -109,6 +109,10 @@ class AdaptConfig:
     # weight each line's photos so that the new line and the replayed one count equally in the loss (without it,
     # each photo counts the same and the replayed line, often the larger, dominates)
     balance_lines: bool = False
+    # loss weight of the new line's defect photos against its OK ones: above 1, a missed new-line defect costs more
+    # than a false alarm while the model learns the line, as the recall-first threshold of train.py does when it
+    # chooses; 1: every photo counts the same (adaptation round 9, docs/research/adaptation.md)
+    defect_weight: float = 1.0
     batch_size: int = 32
     replay: str = "auto"  # the parent's line: 'auto' (its training data when on disk), a folder, or 'none'
     replay_per_class: int = 100
@@ -128,6 +132,9 @@ class AdaptConfig:
             raise ValueError(f"members must be >= 1, got {self.members}")
         if self.size and not 32 <= self.size <= 1024:
             raise ValueError(f"size must be 0 (the parent's) or in 32..1024, got {self.size}")
+        if not 0 < self.defect_weight <= 100:
+            raise ValueError(f"defect_weight must be in (0, 100] (1: defects and OK photos weigh the same), "
+                             f"got {self.defect_weight}")
         if self.threshold not in THRESHOLD_MODES:
             raise ValueError(f"threshold must be 'auto', 'rule', 'parent' or 'lower', got {self.threshold!r}")
 
@@ -268,6 +275,21 @@ def line_weights(n_new: int, n_replay: int) -> np.ndarray:
     if n_new == 0 or n_replay == 0:
         return np.ones(n)
     return np.concatenate([np.full(n_new, n / (2 * n_new)), np.full(n_replay, n / (2 * n_replay))])
+
+
+def photo_weights(new_labels: np.ndarray, n_replay: int, defect_index: int | None, balance_lines: bool = False,
+                  defect_weight: float = 1.0) -> np.ndarray | None:
+    """Per-photo loss weights of an adaptation's training photos (the new line's, labelled ``new_labels``, then
+    ``n_replay`` replayed ones), or None where every photo weighs the same.
+
+    ``balance_lines`` gives both lines the same total (:func:`line_weights`); ``defect_weight`` then multiplies the
+    weight of the new line's defect photos. The training loss normalises by the weights' sum, so only their ratios
+    matter."""
+    n_new = len(new_labels)
+    w = line_weights(n_new, n_replay) if balance_lines else np.ones(n_new + n_replay)
+    if defect_weight != 1.0 and defect_index is not None:
+        w[:n_new][np.asarray(new_labels) == defect_index] *= defect_weight
+    return None if np.all(w == 1.0) else w
 
 
 def content_fingerprint(ds: D.Dataset, hashes: list[str]) -> dict:
@@ -469,7 +491,7 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
                    stage2_epochs=cfg.stage2_epochs, lr1=cfg.lr1, lr2=cfg.lr2, patience=cfg.patience,
                    ema_epochs=cfg.ema_epochs, keep=cfg.keep, anchor=cfg.anchor, batch_size=cfg.batch_size,
                    last_blocks=cfg.last_blocks or tcfg.last_blocks, members=cfg.members, region_weight=0.0)
-    weight = line_weights(len(tr), len(r_tr)) if cfg.balance_lines else None
+    weight = photo_weights(new.labels[tr], len(r_tr), d, cfg.balance_lines, cfg.defect_weight)
     metrics, history = fit_stages(model, fcfg, train_images, y_tr, val_images, y_va, names, d, spec,
                                   keep_start=True, progress=lambda f, t: say(0.1 + 0.8 * f, t), sample_weight=weight)
     say(0.92, "choosing the threshold")

@@ -22,6 +22,7 @@ from inspectkit.engine.adaptation import (
     evidence_threshold,
     fallback_threshold,
     line_weights,
+    photo_weights,
 )
 from inspectkit.inference.checkpoint import load_checkpoint, model_from_checkpoint, weights_digest
 from inspectkit.inference.handler import InferenceHandler
@@ -258,6 +259,29 @@ def test_line_weights_give_both_lines_the_same_total_and_a_mean_of_one(n_new, n_
         assert len(set(w[:n_new])) == 1 and len(set(w[n_new:])) == 1
 
 
+@pytest.mark.parametrize("balance", [False, True])
+@pytest.mark.parametrize("defect_weight", [1.0, 0.5, 4.0])
+def test_photo_weights_scale_only_the_new_lines_defects(balance, defect_weight):
+    labels = np.array([0, 1, 1, 0, 1])  # the new line's training photos; class 0 is the defect
+    w = photo_weights(labels, 3, 0, balance, defect_weight)
+    if not balance and defect_weight == 1.0:
+        assert w is None  # the unweighted loss, exactly
+        return
+    base = line_weights(5, 3) if balance else np.ones(8)
+    assert len(w) == 8
+    assert np.allclose(w[:5][labels == 0], defect_weight * base[:5][labels == 0])
+    assert np.allclose(w[:5][labels == 1], base[:5][labels == 1])
+    assert np.allclose(w[5:], base[5:])  # the replayed line keeps its weights
+
+
+def test_defect_weight_changes_the_training_and_is_recorded(parent, tmp_path):
+    data = new_line(tmp_path / "lineb", 8, 8)
+    plain, weighted = (run(parent, data, tmp_path / f"w{w}.pt", lr1=1e-2, lr2=1e-2, defect_weight=w)
+                       for w in (1.0, 4.0))
+    assert _distance(plain["state_dict"], weighted["state_dict"]) > 0
+    assert weighted["metrics"]["adaptation"]["config"]["defect_weight"] == 4.0
+
+
 def test_balance_lines_changes_the_training_and_is_recorded(tmp_path, casting_tree):
     """With replay, the balanced loss weights the (smaller) new line up: the weights differ from the plain run's."""
     parent = write_checkpoint(tmp_path / "parent.pt", train_data=casting_tree)
@@ -281,7 +305,8 @@ def test_members_average_several_stage2_runs(parent, tmp_path):
                                                    ("anchor", -1.0, "anchor and last_blocks must be >= 0"),
                                                    ("last_blocks", -2, "anchor and last_blocks must be >= 0"),
                                                    ("members", 0, "members must be >= 1, got 0"),
-                                                   ("size", 8, "size must be 0 .the parent's. or in 32..1024, got 8")])
+                                                   ("size", 8, "size must be 0 .the parent's. or in 32..1024, got 8"),
+                                                   ("defect_weight", 0.0, r"defect_weight must be in \(0, 100\]")])
 def test_unknown_recipe_options_are_refused_before_any_work(parent, tmp_path, field, value, message):
     data = new_line(tmp_path / "lineb", 6, 6)
     with pytest.raises(ValueError, match=message):
