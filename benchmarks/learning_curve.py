@@ -164,6 +164,8 @@ def main(argv=None) -> int:
                    help="adapt.py's --anchor; the second recipe's curve: --lr1 1e-3 --lr2 3e-4 --anchor 0")
     p.add_argument("--size", type=int, default=AdaptConfig.size,
                    help="adapt.py's --size (0: the parent's input size)")
+    p.add_argument("--defect-weight", type=float, default=AdaptConfig.defect_weight,
+                   help="adapt.py's --defect-weight; the curves before adaptation round 9: 1")
     p.add_argument("--work", default="runs/learning-curve", help="folder for the per-run photo subsets")
     p.add_argument("--out", default="reports/line-b/learning_curve", help="writes OUT.json, OUT.md and OUT.png")
     p.add_argument("--parent-errors", action="store_true",
@@ -227,7 +229,7 @@ def main(argv=None) -> int:
             for key, replay, folder in variants:
                 cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, replay=replay,
                                   threads=a.threads, keep=a.keep, lr1=a.lr1, lr2=a.lr2, anchor=a.anchor,
-                                  size=a.size)
+                                  size=a.size, defect_weight=a.defect_weight)
                 t0 = time.perf_counter()
                 ck = adapt(parent, cfg, save=False)
                 secs = time.perf_counter() - t0
@@ -259,14 +261,16 @@ def merge(a) -> int:
                 raise SystemExit(f"learning_curve.py: error: seed {key[0]}, {key[1]} per class is in two outputs")
             seen.add(key)
             rows.append(r)
-    # outputs without a key predate it: early stopping, at the parent's size
-    if len({(d.get("keep", "best"), d.get("size", 0), d.get("eval_fraction", 0.0)) for d in docs}) != 1:
+    # outputs without a key predate it: early stopping, at the parent's size, defects weighing as OK photos
+    if len({(d.get("keep", "best"), d.get("size", 0), d.get("eval_fraction", 0.0), d.get("defect_weight", 1.0))
+            for d in docs}) != 1:
         raise SystemExit("learning_curve.py: error: --merge needs outputs of one recipe and protocol "
-                         "(--keep, --size, --eval-fraction)")
+                         "(--keep, --size, --eval-fraction, --defect-weight)")
     rows.sort(key=lambda r: (r["seed"], r["per_class"]))
     a.checkpoint, a.line, a.casting = docs[0]["checkpoint"], docs[0]["line"], docs[0]["casting"]
     a.keep, a.size = docs[0].get("keep", "best"), docs[0].get("size", 0)
     a.eval_fraction = docs[0].get("eval_fraction", 0.0)
+    a.defect_weight = docs[0].get("defect_weight", 1.0)
     write(a, docs[0]["parent_weights_sha256"], rows, sum(d["seconds"] for d in docs),
           commands=[d["command"] for d in docs])
     return 0
@@ -320,7 +324,7 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
     command = "python -m benchmarks.learning_curve " + " ".join(sys.argv[1:])
     doc = {"command": command, **({"merged_from": commands} if commands else {}),
            "checkpoint": a.checkpoint, "parent_weights_sha256": parent_digest, "keep": a.keep,
-           "size": a.size, "eval_fraction": a.eval_fraction,
+           "size": a.size, "eval_fraction": a.eval_fraction, "defect_weight": a.defect_weight,
            "line": a.line, "casting": a.casting, "seconds": round(seconds, 1), "summary": summary, "runs": rows}
     D.save_json(doc, out.with_suffix(".json"))
     lines = ["# Adapting to line B: the learning curve", "",
@@ -329,7 +333,8 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
              "Accuracy on the line-B photos **not used** for adaptation (mean over seeds, [min, max]), and on the "
              "casting test split (forgetting). parent: the model as it is; bn: batch-norm statistics re-estimated on the "
              "unlabelled photos; adapted: `adapt.py` with replay of line A" + (f", at {a.size} px" if a.size else "")
-             + "; no replay: the same without it." + (
+             + (f", the new line's defects weighing {a.defect_weight:g} times in the loss" if a.defect_weight != 1.0
+                else "") + "; no replay: the same without it." + (
                  f" Each seed's models are measured on the same photos: the last {a.eval_fraction:g} of every class "
                  "in the seed's shuffle, never labelled; the photos to label come from the rest." if a.eval_fraction
                  else "") + " adapt s: the mean seconds of one adaptation as the run measured it (other jobs may "

@@ -32,6 +32,7 @@ def curve(tmp_path, casting_tree):
 def test_every_adapted_model_is_measured_on_the_unused_photos_and_the_casting_test_split(curve):
     doc, out, parent = curve
     assert doc["size"] == 64 and len(doc["runs"]) == 1
+    assert doc["defect_weight"] == learning_curve.AdaptConfig.defect_weight  # adapt.py's default recipe
     run = doc["runs"][0]
     assert run["per_class"] == 12 and run["used"] == 24
     adapted = run["adapted"]
@@ -51,15 +52,17 @@ def test_every_adapted_model_is_measured_on_the_unused_photos_and_the_casting_te
     assert load_checkpoint(parent)["preprocessing"]["size"] == 96  # the parent is measured at its own size
 
 
-def test_merge_refuses_a_run_twice_and_outputs_of_different_sizes(curve, tmp_path):
+def test_merge_refuses_a_run_twice_and_outputs_of_different_recipes(curve, tmp_path):
     doc, out, _ = curve
     with pytest.raises(SystemExit, match="seed 0, 12 per class is in two outputs"):
         learning_curve.main(["--merge", str(out.with_suffix(".json")), str(out.with_suffix(".json")),
                              "--out", str(tmp_path / "m")])
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps({**doc, "size": 0, "runs": []}))
-    with pytest.raises(SystemExit, match=r"one recipe and protocol \(--keep, --size, --eval-fraction\)"):
-        learning_curve.main(["--merge", str(out.with_suffix(".json")), str(other), "--out", str(tmp_path / "m")])
+    for field, value in (("size", 0), ("defect_weight", 4.0), ("eval_fraction", 0.4), ("keep", "best")):
+        other = tmp_path / f"other_{field}.json"
+        other.write_text(json.dumps({**doc, field: value, "runs": []}))
+        with pytest.raises(SystemExit, match=r"one recipe and protocol \(--keep, --size, --eval-fraction, "
+                                             r"--defect-weight\)"):
+            learning_curve.main(["--merge", str(out.with_suffix(".json")), str(other), "--out", str(tmp_path / "m")])
 
 
 @pytest.mark.parametrize("fraction, expected_held", [(0.0, 0), (0.25, 5 + 3), (0.5, 10 + 6)])
