@@ -601,6 +601,22 @@ def test_line_b_page_states_round_8_by_its_rule():
     assert list(r["checks"].values()) == [True, True, False]  # adopted only if all three held: time did not
 
 
+def test_record_states_round_9_by_its_rule_and_adapt_py_runs_the_winner():
+    """The round-9 table is adapt_round9.json's; its winner is adapt.py's default weight, and the record says so."""
+    from inspectkit.engine.adaptation import AdaptConfig
+
+    r = json.loads((LINE_B / "adapt_round9.json").read_text())
+    table = table_after("## 10. Adaptation round 9", ADAPTATION)
+    for s in (r["default"], *r["candidates"]):
+        missed = sum(x["line_b_missed"] for x in s["per_seed"])
+        alarms = sum(x["line_b_false_alarms"] for x in s["per_seed"])
+        assert table[s["variant"]] == [pct(s["line_b_accuracy_mean"]), str(s["line_b_errors"]), f"{missed} / {alarms}",
+                                       str(s["line_a_errors"]), f"{s['mean_seconds']} s"], s["variant"]
+    assert r["winner"] == "third-dw8" and f"**`{r['winner']}` became `adapt.py`'s default**" in ADAPTATION
+    assert AdaptConfig.defect_weight == 8.0
+    assert list(r["checks"]["third-dw2"].values()) == [True, True, False]  # excluded by time, as the record says
+
+
 def test_the_move_changed_nothing_users_see():
     """The architecture page states the before/after comparison of every verdict, probability and heat map."""
     r = json.loads((REPO / "reports" / "same_outputs.json").read_text())
