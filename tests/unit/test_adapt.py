@@ -191,14 +191,21 @@ def test_a_recall_target_outside_0_1_is_refused(target):
 def test_the_threshold_is_the_rules_only_where_validation_can_check_it(tmp_path, mode, parent_threshold):
     parent = write_checkpoint(tmp_path / "base.pt", threshold=parent_threshold)
     data = new_line(tmp_path / "lineb", 14, 14)
-    ckpt = run(parent, data, tmp_path / "x.pt", threshold=mode)
+    # defects weighing as OK photos: under adapt.py's weight this tiny network can score all 10 held-out photos
+    # alike to the stored 6 decimals, and the rule on those ties is not the rule on the scores it saw
+    ckpt = run(parent, data, tmp_path / "x.pt", threshold=mode, defect_weight=1.0)
     p = load_checkpoint(parent)
     v = ckpt["metrics"]["adaptation"]["validation_scores"]
     target = p["train_config"].get("target_recall", 0.995)
-    rule = choose_threshold(np.array(v["is_defect"]), np.array(v["defect"]), target)["threshold"]
+    scores = np.array(v["defect"])
+    rule = choose_threshold(np.array(v["is_defect"]), scores, target)["threshold"]
+
+    def same_verdicts(t):  # the stored scores are rounded to 6 decimals, which can move the gap's midpoint
+        return np.array_equal(scores >= t, scores >= rule)
+
     choice = ckpt["metrics"]["threshold_choice"]
     if mode == "rule":
-        assert ckpt["threshold"] == pytest.approx(rule, abs=1e-6) and "kept_from_parent" not in choice
+        assert same_verdicts(ckpt["threshold"]) and "kept_from_parent" not in choice
         assert choice["applied"] == "recall rule"
     else:  # a few validation defects cannot check a recall target
         assert sum(v["is_defect"]) < checkable_defects(target)
@@ -210,7 +217,7 @@ def test_the_threshold_is_the_rules_only_where_validation_can_check_it(tmp_path,
         else:
             want = parent_threshold if mode == "parent" else min(parent_threshold, 0.5)
         assert ckpt["threshold"] == want and choice["kept_from_parent"] is (want == p["threshold"])
-        assert choice["rule"]["threshold"] == pytest.approx(rule, abs=1e-6)
+        assert same_verdicts(choice["rule"]["threshold"])
         assert ("needs at least" in choice["why"]) == (mode != "parent")
     assert ckpt["metrics"]["validation"]["threshold"] == ckpt["threshold"]
 

@@ -47,7 +47,7 @@ def test_every_adapted_model_is_measured_on_the_unused_photos_and_the_casting_te
         assert flagged == n_def - adapted[where]["missed_defects"] + adapted[where]["false_alarms"]
     assert out.with_suffix(".png").stat().st_size > 0
     md = out.with_suffix(".md").read_text()
-    assert "adapted: `adapt.py` with replay of line A, at 64 px;" in md
+    assert "adapted: `adapt.py` with replay of line A, at 64 px, the new line's defects weighing 8 times in the loss;" in md
     assert "| 12 | 1 |" in md
     assert load_checkpoint(parent)["preprocessing"]["size"] == 96  # the parent is measured at its own size
 
