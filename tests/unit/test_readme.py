@@ -327,21 +327,29 @@ def test_readme_adaptation_sentences_are_the_confirmatory_curve():
     assert "seeds 210 to 217 (never used), 50 photos per class" in protocol
 
 
-def test_line_b_page_states_round_9s_curve_and_how_sure_it_is():
-    """Every row of round 9's confirmatory curve is on the user page, with the goal figures, the seed below 94 %, the
-    same draws with the previous recipe, the small budgets and the new parts, as the reports say."""
+def _curve_on_the_page(name: str) -> tuple[str, dict, dict, dict]:
+    """Every row of the curve report ``name``'s tables is on the user page, and its 50-per-class bullet states the
+    mean, the range and the spread over seeds: (the page's flattened text, the report, its 50-per-class summary, the
+    adapted models' line-B figures there)."""
     page = DOCS["line_b"]
     flat = " ".join(page.split())
-    for ln in (LINE_B / "learning_curve_round9.md").read_text().splitlines():
+    for ln in (LINE_B / f"{name}.md").read_text().splitlines():
         if ln.startswith("| ") and not ln.startswith("| photos per class"):
             assert ln in page, ln
-    lc = json.loads((LINE_B / "learning_curve_round9.json").read_text())
-    s = _curve("learning_curve_round9")
+    lc = json.loads((LINE_B / f"{name}.json").read_text())
+    s = _curve(name)
     a, c = s["adapted"]["line_rest"], s["adapted"]["casting_test"]
     assert (f"**50 photos per class** ({s['seeds']} seeds fixed in advance): {pct(a['accuracy_mean'])} on the unused "
             f"line-B photos ({pct(a['accuracy_min'])} to {pct(a['accuracy_max'])}, standard deviation "
             f"{100 * a['accuracy_sd']:.2f} points), casting test {pct(c['accuracy_mean'])} "
             f"(J: {pct(s['parent']['casting_test']['accuracy_mean'])})") in flat
+    return flat, lc, s, a
+
+
+def test_line_b_page_states_round_9s_curve_and_how_sure_it_is():
+    """Every row of round 9's confirmatory curve is on the user page, with the goal figures, the seed below 94 %, the
+    same draws with the previous recipe, the small budgets and the new parts, as the reports say."""
+    flat, lc, s, a = _curve_on_the_page("learning_curve_round9")
     low = [r for r in lc["runs"] if r["per_class"] == 50 and r["adapted"]["line_rest"]["accuracy"] < 0.94]
     assert len(low) == 1
     lo = low[0]["adapted"]["line_rest"]
@@ -369,18 +377,7 @@ def test_line_b_page_states_round_9s_curve_and_how_sure_it_is():
 def test_line_b_page_states_the_confirmatory_curve_and_how_sure_it_is():
     """Every row of the confirmatory curve's tables is on the user page, and the bullets' figures are the report's:
     the goal size with its spread and the seeds below 94 %, and what uncertainty-picked labels bought."""
-    page = DOCS["line_b"]
-    flat = " ".join(page.split())
-    for ln in (LINE_B / "learning_curve_confirm.md").read_text().splitlines():
-        if ln.startswith("| ") and not ln.startswith("| photos per class"):
-            assert ln in page, ln
-    lc = json.loads((LINE_B / "learning_curve_confirm.json").read_text())
-    s = _curve("learning_curve_confirm")
-    a, c = s["adapted"]["line_rest"], s["adapted"]["casting_test"]
-    assert (f"**50 photos per class** ({s['seeds']} seeds fixed in advance): {pct(a['accuracy_mean'])} on the unused "
-            f"line-B photos ({pct(a['accuracy_min'])} to {pct(a['accuracy_max'])}, standard deviation "
-            f"{100 * a['accuracy_sd']:.2f} points), casting test {pct(c['accuracy_mean'])} "
-            f"(J: {pct(s['parent']['casting_test']['accuracy_mean'])})") in flat
+    flat, lc, s, a = _curve_on_the_page("learning_curve_confirm")
     low = sorted((r for r in lc["runs"] if r["per_class"] == 50 and r["adapted"]["line_rest"]["accuracy"] < 0.94),
                  key=lambda r: r["adapted"]["line_rest"]["missed_defects"])
     assert len(low) == 2
