@@ -248,6 +248,11 @@ def main(argv=None) -> int:
     return 0
 
 
+#: what makes two outputs one curve, with the value an output that predates the key ran with: early stopping, at
+#: the parent's size, every line-B photo in the pool, defects weighing as OK photos
+RECIPE = {"keep": "best", "size": 0, "eval_fraction": 0.0, "defect_weight": 1.0}
+
+
 def merge(a) -> int:
     """Join the runs of several outputs of this script (same checkpoint and data; a (seed, size) once) into OUT."""
     docs = [json.loads(Path(f).read_text()) for f in a.merge]
@@ -261,16 +266,13 @@ def merge(a) -> int:
                 raise SystemExit(f"learning_curve.py: error: seed {key[0]}, {key[1]} per class is in two outputs")
             seen.add(key)
             rows.append(r)
-    # outputs without a key predate it: early stopping, at the parent's size, defects weighing as OK photos
-    if len({(d.get("keep", "best"), d.get("size", 0), d.get("eval_fraction", 0.0), d.get("defect_weight", 1.0))
-            for d in docs}) != 1:
+    if len({tuple(d.get(k, v) for k, v in RECIPE.items()) for d in docs}) != 1:
         raise SystemExit("learning_curve.py: error: --merge needs outputs of one recipe and protocol "
-                         "(--keep, --size, --eval-fraction, --defect-weight)")
+                         f"({', '.join('--' + k.replace('_', '-') for k in RECIPE)})")
     rows.sort(key=lambda r: (r["seed"], r["per_class"]))
     a.checkpoint, a.line, a.casting = docs[0]["checkpoint"], docs[0]["line"], docs[0]["casting"]
-    a.keep, a.size = docs[0].get("keep", "best"), docs[0].get("size", 0)
-    a.eval_fraction = docs[0].get("eval_fraction", 0.0)
-    a.defect_weight = docs[0].get("defect_weight", 1.0)
+    for k, v in RECIPE.items():
+        setattr(a, k, docs[0].get(k, v))
     write(a, docs[0]["parent_weights_sha256"], rows, sum(d["seconds"] for d in docs),
           commands=[d["command"] for d in docs])
     return 0
