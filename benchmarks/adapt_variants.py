@@ -31,7 +31,7 @@ from inspectkit.model import predict_probs
 FIRST = {"lr1": 1e-3, "lr2": 3e-4, "anchor": 0.0}
 #: the third recipe (AdaptConfig's defaults since the forgetting round)
 THIRD = {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4, "anchor": 1.0, "members": 1, "balance_lines": False, "views": 8,
-         "size": 0}
+         "size": 0, "val_fraction": 0.3, "replay_val_fraction": 0.3}
 #: recipe name -> AdaptConfig fields, all spelled out so a name means the same runs whatever the defaults become
 VARIANTS = {
     "early-stop": {**FIRST, "keep": "best"},
@@ -58,7 +58,12 @@ VARIANTS = {
     # adaptation round 9: the new line's defects weigh more in the loss (most of its errors are missed defects)
     "third-dw2": {**THIRD, "defect_weight": 2.0},
     "third-dw4": {**THIRD, "defect_weight": 4.0},
-    "third-dw8": {**THIRD, "defect_weight": 8.0},
+    "third-dw8": {**THIRD, "defect_weight": 8.0},  # the default since round 9
+    # adaptation round 10: train on more of the labelled photos (fewer of the new line's held out; the replayed
+    # line's split unchanged), and a smaller weight against round 9's false alarms
+    "third-dw8-val0.2": {**THIRD, "defect_weight": 8.0, "val_fraction": 0.2},
+    "third-dw8-val0.1": {**THIRD, "defect_weight": 8.0, "val_fraction": 0.1},
+    "third-dw4-val0.1": {**THIRD, "defect_weight": 4.0, "val_fraction": 0.1},
 }
 
 log = logging.getLogger("adapt_variants")

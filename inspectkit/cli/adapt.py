@@ -83,6 +83,8 @@ def parse_args(argv=None) -> AdaptConfig:
                    help="the parent's line to replay: 'auto' (its recorded training data, when on disk), a data "
                         "folder, or 'none' (adapt to the new line alone; it may forget the old one)")
     p.add_argument("--replay-per-class", type=int, default=d.replay_per_class)
+    p.add_argument("--replay-val-fraction", type=float, default=d.replay_val_fraction,
+                   help="share of the replayed photos held out (the line-A figures and the threshold's evidence)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
     p.add_argument("--limit", type=int, default=d.limit, help="use at most this many new photos per class")
     p.add_argument("--group-by-part", action="store_true", default=d.group_by_part,

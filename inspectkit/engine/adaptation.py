@@ -117,6 +117,9 @@ class AdaptConfig:
     batch_size: int = 32
     replay: str = "auto"  # the parent's line: 'auto' (its training data when on disk), a folder, or 'none'
     replay_per_class: int = 100
+    # share of the replayed photos held out for the line-A figures and the threshold's evidence; apart from
+    # val_fraction, so that holding out fewer new photos does not also grow the replayed training set (and the time)
+    replay_val_fraction: float = 0.3
     threads: int = 0
     limit: int = 0  # >0: use at most this many new photos per class (learning curves)
     # adapt even when the parent already classifies every new photo correctly (see nothing_to_learn)
@@ -129,6 +132,9 @@ class AdaptConfig:
         check_keep(self.keep)
         if self.anchor < 0 or self.last_blocks < 0:
             raise ValueError(f"anchor and last_blocks must be >= 0, got {self.anchor} and {self.last_blocks}")
+        for name in ("val_fraction", "replay_val_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be between 0 and 1 (the share held out), got {getattr(self, name)}")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
         if self.size and not 32 <= self.size <= 1024:
@@ -479,7 +485,7 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     r_images, r_tr, r_va = [], np.zeros(0, int), np.zeros(0, int)
     if rep is not None:
         rep, r_images = D.decode_all(rep)
-        r_tr, r_va, _ = _split(rep, r_images, cfg.val_fraction, cfg.seed + 1, twin)
+        r_tr, r_va, _ = _split(rep, r_images, cfg.replay_val_fraction, cfg.seed + 1, twin)
     train_images = [new_images[i] for i in tr] + [r_images[i] for i in r_tr]
     val_images = [new_images[i] for i in va] + [r_images[i] for i in r_va]
     y_tr = np.concatenate([new.labels[tr], rep.labels[r_tr] if rep is not None else np.zeros(0, int)])
