@@ -54,23 +54,38 @@ def main(argv=None) -> int:
     p.add_argument("runs", help="the runs JSON of adapt_variants.py")
     p.add_argument("--out", default="reports/line-b/adapt_round9", help="stem of OUT.json and OUT.md")
     a = p.parse_args(argv)
-    runs = json.loads(Path(a.runs).read_text())["runs"]
-    d = summarise(runs, DEFAULT)
-    cs = [summarise(runs, v) for v in CANDIDATES]
-    for c in cs:
-        if c["seeds"] != d["seeds"] or not d["seeds"]:
-            raise SystemExit(f"{c['variant']} and the default must have run on the same seeds: "
-                             f"{c['seeds']} and {d['seeds']}")
+    d, cs = load_round(a.runs, DEFAULT, CANDIDATES)
     winner = decide(d, cs)
     out = {"default": d, "candidates": cs, "checks": {c["variant"]: checks(d, c) for c in cs}, "winner": winner,
            "decision": (f"{DEFAULT} (the third recipe) stays" if winner == DEFAULT
                         else f"{winner} becomes the default")}
-    Path(a.out + ".json").parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out + ".json").write_text(json.dumps(out, indent=1) + "\n")
-    lines = ["# Adaptation round 9: the new line's defects weigh more; the rule set before the runs, applied", "",
-             f"`python -m benchmarks.adapt_round9 {a.runs} --out {a.out}`; parent J, 50 photos per class, seeds "
+    write(out, a.out, "# Adaptation round 9: the new line's defects weigh more; the rule set before the runs, applied",
+          f"`python -m benchmarks.adapt_round9 {a.runs} --out {a.out}`", "adapt_round9_protocol.md")
+    return 0
+
+
+def load_round(path: str, default: str, candidates) -> tuple[dict, list[dict]]:
+    """The default's and each candidate's summary (:func:`benchmarks.adapt_round8.summarise`) from a runs JSON of
+    ``adapt_variants.py``; all must have run on the same seeds."""
+    runs = json.loads(Path(path).read_text())["runs"]
+    d = summarise(runs, default)
+    cs = [summarise(runs, v) for v in candidates]
+    for c in cs:
+        if c["seeds"] != d["seeds"] or not d["seeds"]:
+            raise SystemExit(f"{c['variant']} and the default must have run on the same seeds: "
+                             f"{c['seeds']} and {d['seeds']}")
+    return d, cs
+
+
+def write(out: dict, stem: str, title: str, command: str, protocol: str) -> None:
+    """A round's decision ``out`` (default, candidates, checks, decision) as STEM.json and STEM.md, printed too."""
+    d, cs = out["default"], out["candidates"]
+    Path(stem + ".json").parent.mkdir(parents=True, exist_ok=True)
+    Path(stem + ".json").write_text(json.dumps(out, indent=1) + "\n")
+    lines = [title, "",
+             f"{command}; parent J, 50 photos per class, seeds "
              f"{', '.join(map(str, d['seeds']))}; each run at its own threshold "
-             "([protocol](adapt_round9_protocol.md)).", "",
+             f"([protocol]({protocol})).", "",
              "| recipe | line B: mean accuracy on the unused photos | line-B errors (of photos) | missed / false "
              "alarms | line-A validation errors (of photos) | mean time |", "|---|---:|---:|---:|---:|---:|"]
     for s in (d, *cs):
@@ -94,9 +109,8 @@ def main(argv=None) -> int:
         lines.append(f"- {c['variant']}: " + "; ".join(f"{k}: {'yes' if v else 'no'}"
                                                        for k, v in out["checks"][c["variant"]].items()) + ".")
     lines += ["", f"Decision: **{out['decision']}**.", ""]
-    Path(a.out + ".md").write_text("\n".join(lines))
+    Path(stem + ".md").write_text("\n".join(lines))
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":

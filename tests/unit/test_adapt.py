@@ -313,7 +313,11 @@ def test_members_average_several_stage2_runs(parent, tmp_path):
                                                    ("last_blocks", -2, "anchor and last_blocks must be >= 0"),
                                                    ("members", 0, "members must be >= 1, got 0"),
                                                    ("size", 8, "size must be 0 .the parent's. or in 32..1024, got 8"),
-                                                   ("defect_weight", 0.0, r"defect_weight must be in \(0, 100\]")])
+                                                   ("defect_weight", 0.0, r"defect_weight must be in \(0, 100\]"),
+                                                   ("val_fraction", 0.0, "val_fraction must be between 0 and 1"),
+                                                   ("replay_val_fraction", 1.0,
+                                                    "replay_val_fraction must be between 0 and 1 .the share held "
+                                                    "out., got 1.0")])
 def test_unknown_recipe_options_are_refused_before_any_work(parent, tmp_path, field, value, message):
     data = new_line(tmp_path / "lineb", 6, 6)
     with pytest.raises(ValueError, match=message):
@@ -346,14 +350,20 @@ def test_size_sets_the_adapted_models_input_and_the_handler_follows_it(parent, t
         assert r.heatmap is not None and r.heatmap.shape == shape
 
 
-def test_replay_samples_the_parents_training_data(tmp_path, casting_tree):
+@pytest.mark.parametrize("val_fraction, replay_val_fraction", [(0.3, 0.3), (0.5, 0.3), (0.3, 0.5)])
+def test_replay_samples_the_parents_training_data(tmp_path, casting_tree, val_fraction, replay_val_fraction):
     parent = write_checkpoint(tmp_path / "parent.pt", train_data=casting_tree)
     data = new_line(tmp_path / "lineb", 12, 12)
-    out = run(parent, data, tmp_path / "x.pt", replay="auto", replay_per_class=10)
-    rp = out["metrics"]["adaptation"]["replay"]
+    out = run(parent, data, tmp_path / "x.pt", replay="auto", replay_per_class=10, val_fraction=val_fraction,
+              replay_val_fraction=replay_val_fraction)
+    a = out["metrics"]["adaptation"]
+    rp = a["replay"]
     assert Path(rp["root"]) == casting_tree
     assert sum(rp["train"].values()) + sum(rp["validation"].values()) == 20
-    assert out["metrics"]["adaptation"]["after"]["replay"]["n"] == sum(rp["validation"].values()) > 0
+    assert a["after"]["replay"]["n"] == sum(rp["validation"].values()) > 0
+    # each line's held-out share is its own fraction (near-duplicate groups may round it)
+    assert sum(rp["validation"].values()) == pytest.approx(20 * replay_val_fraction, abs=2)
+    assert sum(a["split"]["validation"].values()) == pytest.approx(24 * val_fraction, abs=2)
 
 
 def test_cli_writes_a_checkpoint_and_prints_before_and_after(parent, tmp_path, capsys):
