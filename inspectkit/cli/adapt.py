@@ -130,6 +130,8 @@ def report(ckpt: dict, out: str) -> str:
         return "\n".join([f"wrote {out}: the parent unchanged (threshold {thr}), not adapted", f"why: {a['why']}",
                            f"parent on all {seen['n']} new photos: {_cell(seen, 'accuracy')}"])
     lines = [f"wrote {out} (threshold {thr}; {a['mode']}; before/after on {where})"]
+    if a.get("few_photos"):
+        lines.append(f"warning: {a['few_photos']}")
     if tc.get("why"):
         lines.append(f"threshold: {tc.get('applied', 'chosen')}: {tc['why']}")
     lines += ["", "| model | n | accuracy | missed defects (of the defects) | false alarms (of the OK parts) |",

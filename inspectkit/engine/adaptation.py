@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 
 #: Fewer photos than this in a class is an error: nothing useful can be learned or checked.
 MIN_PHOTOS_PER_CLASS = 4
+#: Fewer photos than this in a class adapt, with a warning (:func:`few_photos_warning`): on line B's learning curves
+#: adapting J with 10 random photos per class lowered its accuracy on the unused photos, and 25 gained little
+#: (docs/line_b.md, section 4).
+FEW_PHOTOS_PER_CLASS = 25
 KIND = "two-stage fine-tuning of the last blocks and the head (torch)"
 #: Edge variants per held-out photo when the guard is refitted (inspectkit.guard.fit_guard): the network's passes over
 #: all nine made the guard's refit most of the time adaptation spent after training.
@@ -73,6 +77,17 @@ GUARD_EDGES_PER_PHOTO = 3
 
 #: AdaptConfig.threshold's values (adapt.py --threshold)
 THRESHOLD_MODES = ("auto", "rule", "parent", "lower")
+
+
+def few_photos_warning(counts: dict[str, int], few: int = FEW_PHOTOS_PER_CLASS) -> str | None:
+    """A warning when some class has fewer than ``few`` photos (``counts``: photos per class), else None."""
+    small = {c: n for c, n in counts.items() if n < few}
+    if not small:
+        return None
+    return (f"few photos: {', '.join(f'{c} has {n}' for c, n in small.items())}, under {few} per class. On line B's "
+            f"learning curves adapting with 10 random photos per class made the model worse on the line's other "
+            f"photos, and 25 gained little; label more photos (the 'label these next' list picks the most useful) "
+            f"and check the adapted model before serving it")
 
 
 @dataclass
@@ -461,6 +476,9 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     new, new_images = D.decode_all(new)
     _check_counts(new, str(cfg.data))
     per_class = min(new.counts().values())
+    few = few_photos_warning(new.counts())
+    if few:
+        log.warning(few)
     mode = "held-out" if per_class * cfg.val_fraction >= cfg.min_val_per_class else "in-sample"
     if mode == "held-out":
         tr, va, hashes = _split(new, new_images, cfg.val_fraction, cfg.seed, twin, cfg.group_by_part)
@@ -518,6 +536,7 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     adaptation = {
         "kind": KIND,
         "mode": mode,
+        "few_photos": few,  # the warning when a class has under FEW_PHOTOS_PER_CLASS photos, else None
         "parent": {"path": str(cfg.checkpoint), "weights_sha256": weights_digest(parent["state_dict"]),
                    "threshold": parent["threshold"]},
         "data": {"root": str(cfg.data), **new_fp, "skipped": new.skipped, "n_skipped": len(new.skipped)},

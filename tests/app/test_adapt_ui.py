@@ -92,12 +92,14 @@ def photo_bytes(tmp_path: Path, n: int, defect: bool, seed: int = 0) -> list[byt
 
 
 def test_constants_repeated_here_agree_with_their_sources():
-    from inspectkit.engine.adaptation import MIN_PHOTOS_PER_CLASS, AdaptConfig
+    from inspectkit.engine.adaptation import FEW_PHOTOS_PER_CLASS, MIN_PHOTOS_PER_CLASS, AdaptConfig
     from inspectkit.imageio import IMAGE_EXTENSIONS
     from inspectkit.inference.handler import BACKENDS as HANDLER_BACKENDS
 
     assert intake.MIN_PER_CLASS == MIN_PHOTOS_PER_CLASS
+    assert intake.FEW_PER_CLASS == FEW_PHOTOS_PER_CLASS
     cfg = AdaptConfig()
+    assert intake.HELD_OUT_SHARE == cfg.val_fraction
     assert intake.HELD_OUT_MIN == next(n for n in range(1, 100) if n * cfg.val_fraction >= cfg.min_val_per_class)
     assert tuple(intake.IMAGE_TYPES) == tuple(IMAGE_EXTENSIONS)
     assert tuple(BACKENDS) == tuple(HANDLER_BACKENDS)
@@ -238,6 +240,7 @@ def test_score_of_the_current_model(parent_handler, tmp_path):
     assert "90 % CI" in out and ", n=9<" in out  # 9 readable photos behind the accuracy
     assert ", n=5" in out and ", n=4" in out  # 5 defects behind the missed ones, 4 OK parts behind the false alarms
     assert "in-sample" in out  # fewer than HELD_OUT_MIN per class: said before adapting
+    assert "Few photos</b>: under 25 in a class" in out
     assert not list((intake.WORK_DIR / "data").iterdir())  # the copy is gone
 
 
@@ -342,6 +345,21 @@ def test_the_tab_keeps_a_model_that_gets_every_photo_right_unless_told_to_adapt(
 def test_in_sample_is_said_plainly(parent_handler, tmp_path):
     result, html_out, _ = aui.run_adaptation(parent_handler, None, TINY, None, zones_of(tmp_path, 5, 5))
     assert result["mode"] == "in-sample" and "IN-SAMPLE" in html_out and "fit, not accuracy" in html_out
+    assert "Few photos</b>: under 25 in a class" in html_out
+
+
+@pytest.mark.parametrize("counts, held_out, few", [
+    ({"def_front": 9, "ok_front": 40}, False, True),
+    ({"def_front": 10, "ok_front": 24}, True, True),
+    ({"def_front": 25, "ok_front": 25}, True, False),
+    ({"def_front": 300, "ok_front": 26}, True, False),
+])
+def test_the_score_says_what_adapting_these_counts_will_do(counts, held_out, few):
+    from inspectkit.ui.adapt.view import _mode_hint
+
+    hint = _mode_hint(counts)
+    assert ("hold about 30 % of them out" in hint) is held_out and ("in-sample" in hint) is not held_out
+    assert ("Few photos" in hint) is few
 
 
 @pytest.mark.slow

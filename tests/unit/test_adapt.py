@@ -374,6 +374,7 @@ def test_cli_writes_a_checkpoint_and_prints_before_and_after(parent, tmp_path, c
     assert rc == 0 and out.is_file() and Path(str(out) + ".sha256").is_file()
     text = capsys.readouterr().out
     assert "parent, new line" in text and "adapted, new line" in text
+    assert "warning: few photos: def_front has 12, ok_front has 12, under 25 per class" in text
     # every rate with its 90 % interval and the photos behind it, and why the threshold is what it is
     a = load_checkpoint(out)["metrics"]["adaptation"]
     r = a["after"]["new_line"]
@@ -399,6 +400,18 @@ def test_cli_names_a_bad_path(parent, tmp_path, capsys, args, message):
     argv = [x for kv in base.items() for x in kv] + ["--replay", "none"]
     assert adapt_cli.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("counts, named", [({"def_front": 24, "ok_front": 25}, ["def_front has 24"]),
+                                           ({"def_front": 4, "ok_front": 10}, ["def_front has 4", "ok_front has 10"]),
+                                           ({"def_front": 25, "ok_front": 500}, [])])
+def test_few_photos_per_class_are_warned_about_by_name(counts, named):
+    from inspectkit.engine.adaptation import few_photos_warning
+
+    w = few_photos_warning(counts)
+    assert (w is None) is (not named)
+    for n in named:
+        assert n in w and "under 25 per class" in w
 
 
 @pytest.mark.parametrize("n, errors, nothing", [(30, 0, True), (30, 1, False), (5, 0, True), (0, 0, False)])

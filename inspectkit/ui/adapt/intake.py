@@ -70,9 +70,19 @@ MAX_CHECKPOINT_BYTES = MAX_CHECKPOINT_MB * 1024 * 1024
 MIN_PER_CLASS = 4
 
 
-#: With at least this many photos in every class a part is held out (AdaptConfig's val_fraction 0.3 and
+#: The share of the new photos held out (AdaptConfig.val_fraction). A test checks it against AdaptConfig.
+HELD_OUT_SHARE = 0.3
+
+
+#: With at least this many photos in every class a part is held out (HELD_OUT_SHARE and AdaptConfig's
 #: min_val_per_class 3); with fewer, before/after is measured in-sample. A test checks it against AdaptConfig.
 HELD_OUT_MIN = 10
+
+
+#: Fewer photos than this in a class adapt, with a warning: on line B's learning curves ten random photos per class
+#: made the model worse than it was, and 25 gained little (docs/line_b.md). Same as
+#: inspectkit.engine.adaptation.FEW_PHOTOS_PER_CLASS.
+FEW_PER_CLASS = 25
 
 
 

@@ -10,7 +10,9 @@ from typing import Any
 
 from inspectkit.intervals import LEVEL, interval_text
 from inspectkit.ui.adapt.intake import (
+    FEW_PER_CLASS,
     HELD_OUT_MIN,
+    HELD_OUT_SHARE,
     MAX_CHECKPOINT_MB,
     MAX_PHOTO_MB,
     MAX_PHOTOS,
@@ -38,7 +40,7 @@ adapted model **in this browser session** (other users keep the default model) a
 1. Give labelled photos: **zip files with one folder per class** (e.g. `def_front/` and `ok_front/`; one top
    folder around them is fine) and/or drop photos on **the zone of their class**. Photos sent from the Inspect
    tab's *Label these next* list wait under *To label* until you tick their class.
-2. **Score the current model** on them, then **Adapt**. About 30 % of the photos (whole near-duplicate groups) are
+2. **Score the current model** on them, then **Adapt**. About {round(100 * HELD_OUT_SHARE)} % of the photos (whole near-duplicate groups) are
    held out and before/after is measured there (the threshold is chosen there only with enough defects to check
    the model's recall target; otherwise the current model's is kept unless those photos clearly contradict it).
    Each rate comes with its **90 % interval** and the number of photos behind it: a few dozen photos cannot tell
@@ -78,10 +80,20 @@ def session_note(choice: dict | None) -> str:
 
 
 def _mode_hint(counts: dict[str, int]) -> str:
+    few = min(counts.values()) < FEW_PER_CLASS
     if min(counts.values()) >= HELD_OUT_MIN:
-        return "Adapting will hold about 30 % of them out to measure before and after honestly."
-    return (f"<b>Fewer than {HELD_OUT_MIN} photos in a class: adapting will measure before/after in-sample "
-            "(on the photos it trained on).</b>")
+        hint = f"Adapting will hold about {round(100 * HELD_OUT_SHARE)} % of them out to measure before and after."
+    else:
+        hint = (f"<b>Fewer than {HELD_OUT_MIN} photos in a class: adapting will measure before/after in-sample "
+                "(on the photos it trained on).</b>")
+    return hint + (" " + _few_html() if few else "")
+
+
+def _few_html() -> str:
+    return (f"<span class='adapt-few'><b>Few photos</b>: under {FEW_PER_CLASS} in a class. On line B's learning "
+            "curves, 10 random photos per class made the model worse on the line's other photos and 25 gained "
+            "little: label more (<i>Label these next</i> picks the most useful) and check the adapted model before "
+            "using it.</span>")
 
 
 def _name_lists(rep: dict) -> list[str]:
@@ -113,6 +125,8 @@ def adaptation_html(ckpt: dict, result: dict, ignored: list[str] | None = None) 
         banner = (f"<div class='adapt-mode insample'><b>IN-SAMPLE</b>: too few photos to hold any out (fewer than "
                   f"{HELD_OUT_MIN} in a class), so before and after are measured on the {held} photos the model "
                   f"trained on. They show fit, not accuracy on the line. {threshold_note}</div>")
+    if a.get("few_photos"):
+        banner += f"<div class='adapt-mode insample'>{_few_html()}</div>"
     cols = []
     for side, title in (("before", "Before: the current model"), ("after", "After: the adapted model")):
         r = a[side]["new_line"] or {}
