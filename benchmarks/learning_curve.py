@@ -166,6 +166,9 @@ def main(argv=None) -> int:
                    help="adapt.py's --size (0: the parent's input size)")
     p.add_argument("--defect-weight", type=float, default=AdaptConfig.defect_weight,
                    help="adapt.py's --defect-weight; the curves before adaptation round 9: 1")
+    p.add_argument("--val-fraction", type=float, default=AdaptConfig.val_fraction,
+                   help="adapt.py's --val-fraction (the share of the labelled photos held out); the curves before "
+                        "adaptation round 10: 0.3")
     p.add_argument("--work", default="runs/learning-curve", help="folder for the per-run photo subsets")
     p.add_argument("--out", default="reports/line-b/learning_curve", help="writes OUT.json, OUT.md and OUT.png")
     p.add_argument("--parent-errors", action="store_true",
@@ -229,7 +232,7 @@ def main(argv=None) -> int:
             for key, replay, folder in variants:
                 cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, replay=replay,
                                   threads=a.threads, keep=a.keep, lr1=a.lr1, lr2=a.lr2, anchor=a.anchor,
-                                  size=a.size, defect_weight=a.defect_weight)
+                                  size=a.size, defect_weight=a.defect_weight, val_fraction=a.val_fraction)
                 t0 = time.perf_counter()
                 ck = adapt(parent, cfg, save=False)
                 secs = time.perf_counter() - t0
@@ -250,7 +253,7 @@ def main(argv=None) -> int:
 
 #: what makes two outputs one curve, with the value an output that predates the key ran with: early stopping, at
 #: the parent's size, every line-B photo in the pool, defects weighing as OK photos
-RECIPE = {"keep": "best", "size": 0, "eval_fraction": 0.0, "defect_weight": 1.0}
+RECIPE = {"keep": "best", "size": 0, "eval_fraction": 0.0, "defect_weight": 1.0, "val_fraction": 0.3}
 
 
 def merge(a) -> int:
@@ -327,6 +330,7 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
     doc = {"command": command, **({"merged_from": commands} if commands else {}),
            "checkpoint": a.checkpoint, "parent_weights_sha256": parent_digest, "keep": a.keep,
            "size": a.size, "eval_fraction": a.eval_fraction, "defect_weight": a.defect_weight,
+           "val_fraction": a.val_fraction,
            "line": a.line, "casting": a.casting, "seconds": round(seconds, 1), "summary": summary, "runs": rows}
     D.save_json(doc, out.with_suffix(".json"))
     lines = ["# Adapting to line B: the learning curve", "",
@@ -336,7 +340,8 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
              "casting test split (forgetting). parent: the model as it is; bn: batch-norm statistics re-estimated on the "
              "unlabelled photos; adapted: `adapt.py` with replay of line A" + (f", at {a.size} px" if a.size else "")
              + (f", the new line's defects weighing {a.defect_weight:g} times in the loss" if a.defect_weight != 1.0
-                else "") + "; no replay: the same without it." + (
+                else "") + (f", {a.val_fraction:g} of the labelled photos held out" if a.val_fraction != 0.3 else "")
+             + "; no replay: the same without it." + (
                  f" Each seed's models are measured on the same photos: the last {a.eval_fraction:g} of every class "
                  "in the seed's shuffle, never labelled; the photos to label come from the rest." if a.eval_fraction
                  else "") + " adapt s: the mean seconds of one adaptation as the run measured it (other jobs may "

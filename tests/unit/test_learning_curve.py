@@ -25,7 +25,8 @@ def curve(tmp_path, casting_tree):
     out = tmp_path / "curve"
     assert learning_curve.main(["--checkpoint", str(parent), "--line", str(tmp_path / "line"), "--casting",
                                 str(casting_tree), "--sizes", "12", "--seeds", "0", "--no-replay-at", "--threads", "1",
-                                "--size", "64", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+                                "--size", "64", "--val-fraction", "0.5", "--work", str(tmp_path / "work"),
+                                "--out", str(out)]) == 0
     return json.loads(out.with_suffix(".json").read_text()), out, parent
 
 
@@ -33,6 +34,7 @@ def test_every_adapted_model_is_measured_on_the_unused_photos_and_the_casting_te
     doc, out, parent = curve
     assert doc["size"] == 64 and len(doc["runs"]) == 1
     assert doc["defect_weight"] == learning_curve.AdaptConfig.defect_weight  # adapt.py's default recipe
+    assert doc["val_fraction"] == 0.5
     run = doc["runs"][0]
     assert run["per_class"] == 12 and run["used"] == 24
     adapted = run["adapted"]
@@ -47,7 +49,9 @@ def test_every_adapted_model_is_measured_on_the_unused_photos_and_the_casting_te
         assert flagged == n_def - adapted[where]["missed_defects"] + adapted[where]["false_alarms"]
     assert out.with_suffix(".png").stat().st_size > 0
     md = out.with_suffix(".md").read_text()
-    assert "adapted: `adapt.py` with replay of line A, at 64 px, the new line's defects weighing 8 times in the loss;" in md
+    w = learning_curve.AdaptConfig.defect_weight
+    assert (f"adapted: `adapt.py` with replay of line A, at 64 px, the new line's defects weighing {w:g} times in the "
+            "loss, 0.5 of the labelled photos held out;") in md
     assert "| 12 | 1 |" in md
     assert load_checkpoint(parent)["preprocessing"]["size"] == 96  # the parent is measured at its own size
 
@@ -57,11 +61,12 @@ def test_merge_refuses_a_run_twice_and_outputs_of_different_recipes(curve, tmp_p
     with pytest.raises(SystemExit, match="seed 0, 12 per class is in two outputs"):
         learning_curve.main(["--merge", str(out.with_suffix(".json")), str(out.with_suffix(".json")),
                              "--out", str(tmp_path / "m")])
-    for field, value in (("size", 0), ("defect_weight", 4.0), ("eval_fraction", 0.4), ("keep", "best")):
+    for field, value in (("size", 0), ("defect_weight", 4.0), ("eval_fraction", 0.4), ("keep", "best"),
+                         ("val_fraction", 0.3)):
         other = tmp_path / f"other_{field}.json"
         other.write_text(json.dumps({**doc, field: value, "runs": []}))
         with pytest.raises(SystemExit, match=r"one recipe and protocol \(--keep, --size, --eval-fraction, "
-                                             r"--defect-weight\)"):
+                                             r"--defect-weight, --val-fraction\)"):
             learning_curve.main(["--merge", str(out.with_suffix(".json")), str(other), "--out", str(tmp_path / "m")])
 
 
