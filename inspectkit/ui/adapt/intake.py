@@ -71,12 +71,12 @@ MIN_PER_CLASS = 4
 
 
 #: The share of the new photos held out (AdaptConfig.val_fraction). A test checks it against AdaptConfig.
-HELD_OUT_SHARE = 0.3
+HELD_OUT_SHARE = 0.1
 
 
 #: With at least this many photos in every class a part is held out (HELD_OUT_SHARE and AdaptConfig's
 #: min_val_per_class 3); with fewer, before/after is measured in-sample. A test checks it against AdaptConfig.
-HELD_OUT_MIN = 10
+HELD_OUT_MIN = 30
 
 
 #: Fewer photos than this in a class adapt, with a warning: on line B's learning curves ten random photos per class
