@@ -364,7 +364,9 @@ def main(argv=None) -> int:
     p.add_argument("--casting", default="../shared/data/casting")
     p.add_argument("--parent-threshold", type=float, help="default: the threshold of the curve's checkpoint")
     p.add_argument("--draws", type=int, default=200, help="stand-in validation draws per model")
-    p.add_argument("--val-fraction", type=float, default=AdaptConfig.val_fraction)
+    p.add_argument("--val-fraction", type=float, default=AdaptConfig.val_fraction,
+                   help="adapt.py's --val-fraction, the held-out share the stand-ins mimic (the study of issue 28 "
+                        "ran at 0.3, adapt.py's until adaptation round 10)")
     p.add_argument("--repeats", type=int, default=2000, help="generated held-out parts per row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="reports/line-b/threshold_rule", help="writes OUT.json and OUT.md")

@@ -246,7 +246,7 @@ def test_score_of_the_current_model(parent_handler, tmp_path):
 
 @pytest.mark.slow
 def test_adaptation_shows_before_and_after_and_offers_the_files(parent_handler, tmp_path):
-    zones = zones_of(tmp_path, 10, 10)
+    zones = zones_of(tmp_path, intake.HELD_OUT_MIN, intake.HELD_OUT_MIN)  # the fewest that hold some out
     seen = []
     result, html_out, files = aui.run_adaptation(parent_handler, None, TINY, None, zones,
                                                  lambda f, desc="": seen.append((f, desc)))
@@ -350,15 +350,15 @@ def test_in_sample_is_said_plainly(parent_handler, tmp_path):
 
 @pytest.mark.parametrize("counts, held_out, few", [
     ({"def_front": 9, "ok_front": 40}, False, True),
-    ({"def_front": 10, "ok_front": 24}, True, True),
-    ({"def_front": 25, "ok_front": 25}, True, False),
-    ({"def_front": 300, "ok_front": 26}, True, False),
+    ({"def_front": 25, "ok_front": 29}, False, False),  # not few, but too few to hold 10 % out: in-sample
+    ({"def_front": 30, "ok_front": 30}, True, False),
+    ({"def_front": 300, "ok_front": 31}, True, False),
 ])
 def test_the_score_says_what_adapting_these_counts_will_do(counts, held_out, few):
     from inspectkit.ui.adapt.view import _mode_hint
 
     hint = _mode_hint(counts)
-    assert ("hold about 30 % of them out" in hint) is held_out and ("in-sample" in hint) is not held_out
+    assert ("hold about 10 % of them out" in hint) is held_out and ("in-sample" in hint) is not held_out
     assert ("Few photos" in hint) is few
 
 

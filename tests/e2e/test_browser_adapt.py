@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspectkit.ui.adapt.intake import HELD_OUT_MIN
 from tests.app_server import REPO, running_server
 from tests.support import write_images
 
@@ -29,7 +30,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def served(tiny_checkpoint, tmp_path_factory):
-    """(url, the shared handler, 10 defect photos, 10 OK photos) on a server built with the tiny budget."""
+    """(url, the shared handler, HELD_OUT_MIN defect photos and as many OK photos) on a server built with the tiny budget."""
     import torch
 
     from inspectkit.inference.handler import InferenceHandler
@@ -38,8 +39,8 @@ def served(tiny_checkpoint, tmp_path_factory):
 
     photos = tmp_path_factory.mktemp("line_b")
     r = np.random.default_rng(11)
-    defs = write_images(photos / "def", r, 10, True, prefix="b_def")
-    oks = write_images(photos / "ok", r, 10, False, prefix="b_ok")
+    defs = write_images(photos / "def", r, HELD_OUT_MIN, True, prefix="b_def")  # the fewest that hold some out
+    oks = write_images(photos / "ok", r, HELD_OUT_MIN, False, prefix="b_ok")
     threads = torch.get_num_threads()
     handler = InferenceHandler(str(tiny_checkpoint), backend="torch")
     with pytest.MonkeyPatch.context() as mp:
@@ -89,7 +90,7 @@ def test_adapt_tab_score_adapt_download_switch(served, tmp_path):
             page.click("#adapt-score-btn")
             score = page.locator("#adapt-score")
             score.get_by_text("The current model on these photos").wait_for(timeout=120_000)
-            assert "20 photos (def_front: 10, ok_front: 10)" in score.inner_text()
+            assert f"{2 * HELD_OUT_MIN} photos (def_front: {HELD_OUT_MIN}, ok_front: {HELD_OUT_MIN})" in score.inner_text()
 
             page.click("#adapt-run-btn")
             results = page.locator("#adapt-results")

@@ -30,7 +30,8 @@ from inspectkit.metrics import choose_threshold
 from inspectkit.model import predict_probs
 from tests.support import labelled_by_the_parent, write_checkpoint, write_images
 
-TINY = dict(views=2, stage1_epochs=2, stage2_epochs=2, patience=2, threads=1, replay="none")
+# val_fraction 0.3 (adapt.py's 0.1 needs 30 photos a class to hold any out): a dozen photos a class test held-out mode
+TINY = dict(views=2, stage1_epochs=2, stage2_epochs=2, patience=2, threads=1, replay="none", val_fraction=0.3)
 
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
@@ -370,7 +371,8 @@ def test_cli_writes_a_checkpoint_and_prints_before_and_after(parent, tmp_path, c
     data = new_line(tmp_path / "lineb", 12, 12)
     out = tmp_path / "cli.pt"
     rc = adapt_cli.main(["--checkpoint", str(parent), "--data", str(data), "--out", str(out), "--views", "1",
-                         "--stage1-epochs", "1", "--stage2-epochs", "1", "--replay", "none", "--threads", "1"])
+                         "--stage1-epochs", "1", "--stage2-epochs", "1", "--replay", "none", "--threads", "1",
+                         "--val-fraction", "0.3"])
     assert rc == 0 and out.is_file() and Path(str(out) + ".sha256").is_file()
     text = capsys.readouterr().out
     assert "parent, new line" in text and "adapted, new line" in text

@@ -204,7 +204,7 @@ def test_the_benchmark_end_to_end_on_a_generated_curve(tmp_path, rng):
     curve, line, casting = _fake_curve(tmp_path, rng)
     out = tmp_path / "out" / "rule"
     assert tr.main(["--curve", str(curve), "--line", str(line), "--casting", str(casting), "--parent-threshold",
-                    "0.7", "--draws", "20", "--repeats", "50", "--reports", "--out", str(out)]) == 0
+                    "0.7", "--draws", "20", "--repeats", "50", "--val-fraction", "0.3", "--reports", "--out", str(out)]) == 0
     doc = json.loads(out.with_suffix(".json").read_text())
     assert doc["stored"]["learning_curve"]["with_unused_and_casting_scores"] == [[3, 10], [4, 10]]
     assert doc["stored"]["learning_curve"]["with_validation_scores"] == 1
