@@ -65,9 +65,9 @@ log = logging.getLogger(__name__)
 
 #: Fewer photos than this in a class is an error: nothing useful can be learned or checked.
 MIN_PHOTOS_PER_CLASS = 4
-#: Fewer photos than this in a class adapt, with a warning (:func:`few_photos_warning`): on line B's learning curves
-#: adapting J with 10 random photos per class lowered its accuracy on the unused photos, and 25 gained little
-#: (docs/line_b.md, section 4).
+#: Fewer photos than this in a class adapt, with a warning (:func:`few_photos_warning`): on line B's learning curves,
+#: 10 random photos per class made J worse with round 9's recipe and better with round 10's, by a few points either
+#: way and by draw (docs/line_b.md, sections 4 and 5): so few labels are a gamble, and too few to hold any out.
 FEW_PHOTOS_PER_CLASS = 25
 KIND = "two-stage fine-tuning of the last blocks and the head (torch)"
 #: Edge variants per held-out photo when the guard is refitted (inspectkit.guard.fit_guard): the network's passes over
@@ -85,9 +85,9 @@ def few_photos_warning(counts: dict[str, int], few: int = FEW_PHOTOS_PER_CLASS) 
     if not small:
         return None
     return (f"few photos: {', '.join(f'{c} has {n}' for c, n in small.items())}, under {few} per class. On line B's "
-            f"learning curves adapting with 10 random photos per class made the model worse on the line's other "
-            f"photos, and 25 gained little; label more photos (the 'label these next' list picks the most useful) "
-            f"and check the adapted model before serving it")
+            f"learning curves, 10 random photos per class made the model better or worse by a few points depending "
+            f"on the recipe and the draw; label more photos (the 'label these next' list picks the most useful) "
+            f"and check the adapted model on photos it did not use before serving it")
 
 
 @dataclass

@@ -80,7 +80,7 @@ HELD_OUT_MIN = 30
 
 
 #: Fewer photos than this in a class adapt, with a warning: on line B's learning curves ten random photos per class
-#: made the model worse than it was, and 25 gained little (docs/line_b.md). Same as
+#: moved the model a few points either way by recipe and draw (docs/line_b.md). Same as
 #: inspectkit.engine.adaptation.FEW_PHOTOS_PER_CLASS.
 FEW_PER_CLASS = 25
 

@@ -91,9 +91,9 @@ def _mode_hint(counts: dict[str, int]) -> str:
 
 def _few_html() -> str:
     return (f"<span class='adapt-few'><b>Few photos</b>: under {FEW_PER_CLASS} in a class. On line B's learning "
-            "curves, 10 random photos per class made the model worse on the line's other photos and 25 gained "
-            "little: label more (<i>Label these next</i> picks the most useful) and check the adapted model before "
-            "using it.</span>")
+            "curves, 10 random photos per class made the model better or worse by a few points depending on the "
+            "recipe and the draw: label more (<i>Label these next</i> picks the most useful) and check the adapted "
+            "model on photos it did not use before relying on it.</span>")
 
 
 def _name_lists(rep: dict) -> list[str]:
