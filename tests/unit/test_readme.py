@@ -789,7 +789,8 @@ def test_nothing_to_learn_figures_are_the_no_harm_reports():
     assert (f"that left all {k['n']} casting-test verdicts as they were, where adapting moved "
             f"{f['verdicts_changed']}") in readme and k["verdicts_changed"] == 0
     page, record = " ".join(DOCS["line_b"].split()), " ".join(ADAPTATION.split())
-    moved = (f"changed {f['verdicts_changed']} verdicts on the casting test split "
+    moved = (f"changed {f['verdicts_changed']} verdict{'' if f['verdicts_changed'] == 1 else 's'} on the casting test "
+             "split "
              f"({pct(f['accuracy_before'])} to {pct(f['accuracy_after'])}")
     stayed = (f"{k['verdicts_changed']} verdicts changed, threshold {kept['adapted_threshold']:.4f}, "
               f"checked in {kept['adapt_seconds']} s")
