@@ -16,10 +16,9 @@ split is not read.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from benchmarks.adapt_round9 import FEWER_LINE_B, LINE_A_SLACK, load_round, write
+from benchmarks.adapt_round9 import FEWER_LINE_B, LINE_A_SLACK, load_round, round_args, write
 
 DEFAULT = "third-dw8"
 CANDIDATES = ("third-dw8-val0.2", "third-dw8-val0.1", "third-dw4-val0.1")  # the protocol's order: the tie-break
@@ -42,10 +41,7 @@ def ranking(default: dict, candidates: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", help="the runs JSON of adapt_variants.py")
-    p.add_argument("--out", default="reports/line-b/adapt_round10", help="stem of OUT.json and OUT.md")
-    a = p.parse_args(argv)
+    a = round_args(argv, __doc__, "reports/line-b/adapt_round10")
     d, cs = load_round(a.runs, DEFAULT, CANDIDATES)
     order = ranking(d, cs)
     out = {"default": d, "candidates": cs, "checks": {c["variant"]: checks(d, c) for c in cs}, "ranking": order,

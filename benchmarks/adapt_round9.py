@@ -49,11 +49,16 @@ def decide(default: dict, candidates: list[dict]) -> str:
     return default["variant"] if best is None else best[1]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def round_args(argv, doc: str, stem: str) -> argparse.Namespace:
+    """A round command's arguments: the runs JSON of adapt_variants.py and --out (default ``stem``)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", help="the runs JSON of adapt_variants.py")
-    p.add_argument("--out", default="reports/line-b/adapt_round9", help="stem of OUT.json and OUT.md")
-    a = p.parse_args(argv)
+    p.add_argument("--out", default=stem, help="stem of OUT.json and OUT.md")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = round_args(argv, __doc__, "reports/line-b/adapt_round9")
     d, cs = load_round(a.runs, DEFAULT, CANDIDATES)
     winner = decide(d, cs)
     out = {"default": d, "candidates": cs, "checks": {c["variant"]: checks(d, c) for c in cs}, "winner": winner,
