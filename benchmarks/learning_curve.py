@@ -339,8 +339,10 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
              "Accuracy on the line-B photos **not used** for adaptation (mean over seeds, [min, max]), and on the "
              "casting test split (forgetting). parent: the model as it is; bn: batch-norm statistics re-estimated on the "
              "unlabelled photos; adapted: `adapt.py` with replay of line A" + (f", at {a.size} px" if a.size else "")
-             + (f", the new line's defects weighing {a.defect_weight:g} times in the loss" if a.defect_weight != 1.0
-                else "") + (f", {a.val_fraction:g} of the labelled photos held out" if a.val_fraction != 0.3 else "")
+             + (f", the new line's defects weighing {a.defect_weight:g} times in the loss"
+                if a.defect_weight != RECIPE["defect_weight"] else "")
+             + (f", {a.val_fraction:g} of the labelled photos held out" if a.val_fraction != RECIPE["val_fraction"]
+                else "")
              + "; no replay: the same without it." + (
                  f" Each seed's models are measured on the same photos: the last {a.eval_fraction:g} of every class "
                  "in the seed's shuffle, never labelled; the photos to label come from the rest." if a.eval_fraction

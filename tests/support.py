@@ -168,3 +168,22 @@ def copy_of(grey: np.ndarray, angle: float, zoom: tuple[float, float], mirrored:
     out = cv2.GaussianBlur(to_grey(out), (0, 0), 0.5)
     ok, enc = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 75])
     return cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE)
+
+
+def round_summary(variant: str, line_b: int, line_a: int, seconds: float = 100.0) -> dict:
+    """A generated summary of one recipe in an adaptation round (benchmarks/adapt_round8.summarise's keys the rules
+    read)."""
+    return {"variant": variant, "line_b_errors": line_b, "line_a_errors": line_a, "mean_seconds": seconds}
+
+
+def round_runs(variant: str, missed_b: int, seeds, seconds: float = 100.0, alarms_a: int = 0) -> list[dict]:
+    """Generated runs of adapt_variants.py, one per seed: 10 unused line-B photos (``missed_b`` of the 5 defects
+    missed) and 4 line-A validation photos (``alarms_a`` of the 2 OK ones flagged), at threshold 0.5."""
+    out = []
+    for seed in seeds:
+        b = [0.9] * (5 - missed_b) + [0.1] * missed_b + [0.1] * 5
+        out.append({"seed": seed, "variant": variant, "seconds": seconds, "threshold": 0.5, "parent_threshold": 0.6,
+                    "rest": {"defect": b, "is_defect": [True] * 5 + [False] * 5},
+                    "line_a_val": {"defect": [0.9, 0.9] + [0.9] * alarms_a + [0.1] * (2 - alarms_a),
+                                   "is_defect": [True, True, False, False]}})
+    return out

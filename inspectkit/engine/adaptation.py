@@ -479,8 +479,9 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
         new = _sample(new, cfg.limit, cfg.seed)
     new, new_images = D.decode_all(new)
     _check_counts(new, str(cfg.data))
-    per_class = min(new.counts().values())
-    few = few_photos_warning(new.counts())
+    counts = new.counts()
+    per_class = min(counts.values())
+    few = few_photos_warning(counts)
     if few:
         log.warning(few)
     mode = "held-out" if per_class * cfg.val_fraction >= cfg.min_val_per_class else "in-sample"

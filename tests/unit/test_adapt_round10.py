@@ -7,12 +7,10 @@ import json
 import pytest
 
 from benchmarks import adapt_round10 as r10
+from tests.support import round_runs
+from tests.support import round_summary as summary
 
 V2, V1, W4 = r10.CANDIDATES
-
-
-def summary(variant, line_b, line_a, seconds=100.0):
-    return {"variant": variant, "line_b_errors": line_b, "line_a_errors": line_a, "mean_seconds": seconds}
 
 
 DEFAULT = summary(r10.DEFAULT, 130, 30)
@@ -33,15 +31,7 @@ def test_the_rule_ranks_the_qualifying_candidates_by_errors(candidates, order):
 
 
 def _runs(variant, missed_b, seconds=100.0, alarms_a=0):
-    """Five generated runs: 10 unused line-B photos and 4 line-A validation photos each, at threshold 0.5."""
-    out = []
-    for seed in range(130, 135):
-        b = [0.9] * (5 - missed_b) + [0.1] * missed_b + [0.1] * 5
-        out.append({"seed": seed, "variant": variant, "seconds": seconds, "threshold": 0.5, "parent_threshold": 0.6,
-                    "rest": {"defect": b, "is_defect": [True] * 5 + [False] * 5},
-                    "line_a_val": {"defect": [0.9, 0.9] + [0.9] * alarms_a + [0.1] * (2 - alarms_a),
-                                   "is_defect": [True, True, False, False]}})
-    return out
+    return round_runs(variant, missed_b, range(130, 135), seconds, alarms_a)
 
 
 def test_report_end_to_end_on_generated_runs(tmp_path):

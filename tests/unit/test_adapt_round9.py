@@ -7,11 +7,8 @@ import json
 import pytest
 
 from benchmarks import adapt_round9 as r9
-
-
-def summary(variant, line_b, line_a, seconds=100.0):
-    return {"variant": variant, "line_b_errors": line_b, "line_a_errors": line_a, "mean_seconds": seconds}
-
+from tests.support import round_runs
+from tests.support import round_summary as summary
 
 DEFAULT = summary(r9.DEFAULT, 130, 30)
 
@@ -31,14 +28,7 @@ def test_the_rule_picks_the_qualifying_candidate_with_fewest_errors(candidates, 
 
 
 def _runs(variant, missed_b, seconds):
-    """Five generated runs: 10 unused line-B photos and 4 line-A validation photos each, at threshold 0.5."""
-    out = []
-    for seed in range(120, 125):
-        b = [0.9] * (5 - missed_b) + [0.1] * missed_b + [0.1] * 5
-        out.append({"seed": seed, "variant": variant, "seconds": seconds, "threshold": 0.5, "parent_threshold": 0.6,
-                    "rest": {"defect": b, "is_defect": [True] * 5 + [False] * 5},
-                    "line_a_val": {"defect": [0.9, 0.9, 0.1, 0.1], "is_defect": [True, True, False, False]}})
-    return out
+    return round_runs(variant, missed_b, range(120, 125), seconds)
 
 
 def test_report_end_to_end_on_generated_runs(tmp_path):

@@ -291,6 +291,16 @@ def _curve(name: str = "learning_curve", per_class: int = 50, folder: Path = LIN
     return next(x for x in lc["summary"] if x["per_class"] == per_class)
 
 
+def _runs50(name: str) -> list[dict]:
+    """The runs at 50 photos per class (the goal size) of the curve report ``name``."""
+    return [r for r in json.loads((LINE_B / f"{name}.json").read_text())["runs"] if r["per_class"] == 50]
+
+
+def _below_94(name: str) -> list[dict]:
+    """The runs of :func:`_runs50` whose adapted model scored below 94 % on the unused line-B photos."""
+    return [r for r in _runs50(name) if r["adapted"]["line_rest"]["accuracy"] < 0.94]
+
+
 def test_readme_adaptation_sentences_are_the_confirmatory_curve():
     """The README's adaptation figures are round 10's confirmatory curve (seeds fixed before any run, and its protocol
     says so) with their spread, the seed below 94 %, the new-part split and the small budget against round 9's; the
@@ -303,8 +313,8 @@ def test_readme_adaptation_sentences_are_the_confirmatory_curve():
             f"{100 * a['accuracy_sd']:.2f} points; J as it is: {pct(s['parent']['line_rest']['accuracy_mean'])})") in flat
     assert (f"with the casting test split at {pct(c['accuracy_mean'])} "
             f"(J: {pct(s['parent']['casting_test']['accuracy_mean'])}") in flat
-    runs = [r for r in json.loads((LINE_B / "learning_curve_round10.json").read_text())["runs"] if r["per_class"] == 50]
-    low = [r["adapted"]["line_rest"]["accuracy"] for r in runs if r["adapted"]["line_rest"]["accuracy"] < 0.94]
+    runs = _runs50("learning_curve_round10")
+    low = [r["adapted"]["line_rest"]["accuracy"] for r in _below_94("learning_curve_round10")]
     assert len(low) == 1 and f"One seed of the {len(runs)} fell below 94 % ({pct(low[0])})" in flat
     tf = json.loads((LINE_B / "twin_free_round10.json").read_text())["curve"]
     assert tf["report"] == "reports/line-b/learning_curve_round10.json"
@@ -352,7 +362,7 @@ def test_line_b_page_states_round_10s_curve_and_how_sure_it_is():
     below 94 %, its errors and its new parts), the small budgets and the new parts, as the reports say."""
     flat, lc, s, a = _curve_on_the_page("learning_curve_round10")
     assert a["accuracy_mean"] >= 0.955 and s["adapted"]["casting_test"]["accuracy_mean"] >= 0.994
-    low = [r for r in lc["runs"] if r["per_class"] == 50 and r["adapted"]["line_rest"]["accuracy"] < 0.94]
+    low = _below_94("learning_curve_round10")
     assert len(low) == 1
     lo = low[0]["adapted"]["line_rest"]
     n = lo["n"]
@@ -388,8 +398,7 @@ def test_round_10s_record_run_on_the_same_draws_is_its_report():
     w = v["adapted"]["line_rest"]
     doc = json.loads((LINE_B / "learning_curve_round10_val03.json").read_text())
     assert doc["val_fraction"] == 0.3 and doc["defect_weight"] == 8.0
-    runs = {k: {r["seed"]: r["adapted"]["line_rest"]["accuracy"]
-                for r in json.loads((LINE_B / f"{k}.json").read_text())["runs"] if r["per_class"] == 50}
+    runs = {k: {r["seed"]: r["adapted"]["line_rest"]["accuracy"] for r in _runs50(k)}
             for k in ("learning_curve_round10", "learning_curve_round10_val03")}
     assert runs["learning_curve_round10"].keys() == runs["learning_curve_round10_val03"].keys()  # the same draws
     d = [runs["learning_curve_round10"][k] - runs["learning_curve_round10_val03"][k] for k in runs["learning_curve_round10"]]
@@ -412,7 +421,7 @@ def test_line_b_page_states_round_9s_curve_and_how_sure_it_is():
     """Every row of round 9's confirmatory curve is on the user page, with the goal figures, the seed below 94 %, the
     same draws with the previous recipe, the small budgets and the new parts, as the reports say."""
     flat, lc, s, a = _curve_on_the_page("learning_curve_round9")
-    low = [r for r in lc["runs"] if r["per_class"] == 50 and r["adapted"]["line_rest"]["accuracy"] < 0.94]
+    low = _below_94("learning_curve_round9")
     assert len(low) == 1
     lo = low[0]["adapted"]["line_rest"]
     assert (f"{100 * (0.955 - a['accuracy_mean']):.2f} points short on the mean, and seed {low[0]['seed']} at "
@@ -439,8 +448,7 @@ def test_line_b_page_states_the_confirmatory_curve_and_how_sure_it_is():
     """Every row of the confirmatory curve's tables is on the user page, and the bullets' figures are the report's:
     the goal size with its spread and the seeds below 94 %, and what uncertainty-picked labels bought."""
     flat, lc, s, a = _curve_on_the_page("learning_curve_confirm")
-    low = sorted((r for r in lc["runs"] if r["per_class"] == 50 and r["adapted"]["line_rest"]["accuracy"] < 0.94),
-                 key=lambda r: r["adapted"]["line_rest"]["missed_defects"])
+    low = sorted(_below_94("learning_curve_confirm"), key=lambda r: r["adapted"]["line_rest"]["missed_defects"])
     assert len(low) == 2
     assert (f"two seeds at {pct(low[0]['adapted']['line_rest']['accuracy'])} "
             f"({low[0]['adapted']['line_rest']['missed_defects']} and {low[1]['adapted']['line_rest']['missed_defects']} "

@@ -79,21 +79,21 @@ def session_note(choice: dict | None) -> str:
     return f"This session uses the {what} model {md_cell(choice.get('name'))}."
 
 
+#: The Adapt tab's warning under FEW_PER_CLASS photos in a class (adapt.py logs its own, few_photos_warning).
+FEW_HTML = (f"<span class='adapt-few'><b>Few photos</b>: under {FEW_PER_CLASS} in a class. On line B's learning curves, "
+            "10 random photos per class made the model better or worse by a few points depending on the recipe and "
+            "the draw: label more (<i>Label these next</i> picks the most useful) and check the adapted model on "
+            "photos it did not use before relying on it.</span>")
+
+
 def _mode_hint(counts: dict[str, int]) -> str:
-    few = min(counts.values()) < FEW_PER_CLASS
-    if min(counts.values()) >= HELD_OUT_MIN:
+    least = min(counts.values())
+    if least >= HELD_OUT_MIN:
         hint = f"Adapting will hold about {round(100 * HELD_OUT_SHARE)} % of them out to measure before and after."
     else:
         hint = (f"<b>Fewer than {HELD_OUT_MIN} photos in a class: adapting will measure before/after in-sample "
                 "(on the photos it trained on).</b>")
-    return hint + (" " + _few_html() if few else "")
-
-
-def _few_html() -> str:
-    return (f"<span class='adapt-few'><b>Few photos</b>: under {FEW_PER_CLASS} in a class. On line B's learning "
-            "curves, 10 random photos per class made the model better or worse by a few points depending on the "
-            "recipe and the draw: label more (<i>Label these next</i> picks the most useful) and check the adapted "
-            "model on photos it did not use before relying on it.</span>")
+    return hint + (" " + FEW_HTML if least < FEW_PER_CLASS else "")
 
 
 def _name_lists(rep: dict) -> list[str]:
@@ -126,7 +126,7 @@ def adaptation_html(ckpt: dict, result: dict, ignored: list[str] | None = None) 
                   f"{HELD_OUT_MIN} in a class), so before and after are measured on the {held} photos the model "
                   f"trained on. They show fit, not accuracy on the line. {threshold_note}</div>")
     if a.get("few_photos"):
-        banner += f"<div class='adapt-mode insample'>{_few_html()}</div>"
+        banner += f"<div class='adapt-mode insample'>{FEW_HTML}</div>"
     cols = []
     for side, title in (("before", "Before: the current model"), ("after", "After: the adapted model")):
         r = a[side]["new_line"] or {}
