@@ -31,7 +31,7 @@ from inspectkit.model import predict_probs
 FIRST = {"lr1": 1e-3, "lr2": 3e-4, "anchor": 0.0}
 #: the third recipe (AdaptConfig's defaults since the forgetting round)
 THIRD = {"keep": "last", "lr1": 5e-4, "lr2": 1.5e-4, "anchor": 1.0, "members": 1, "balance_lines": False, "views": 8,
-         "size": 0, "val_fraction": 0.3, "replay_val_fraction": 0.3}
+         "size": 0, "val_fraction": 0.3, "replay_val_fraction": 0.3, "aug_strength": 0.0, "aug_rotation": 0.0}
 #: recipe name -> AdaptConfig fields, all spelled out so a name means the same runs whatever the defaults become
 VARIANTS = {
     "early-stop": {**FIRST, "keep": "best"},
@@ -64,6 +64,12 @@ VARIANTS = {
     "third-dw8-val0.2": {**THIRD, "defect_weight": 8.0, "val_fraction": 0.2},
     "third-dw8-val0.1": {**THIRD, "defect_weight": 8.0, "val_fraction": 0.1},
     "third-dw4-val0.1": {**THIRD, "defect_weight": 4.0, "val_fraction": 0.1},
+    # adaptation round 11: wider augmentation, for the new line's parts no label shows (where the errors are): any
+    # turn of the part, every range half as wide again, or both
+    "third-dw8-val0.1-rot180": {**THIRD, "defect_weight": 8.0, "val_fraction": 0.1, "aug_rotation": 180.0},
+    "third-dw8-val0.1-aug1.5": {**THIRD, "defect_weight": 8.0, "val_fraction": 0.1, "aug_strength": 1.5},
+    "third-dw8-val0.1-rot180-aug1.5": {**THIRD, "defect_weight": 8.0, "val_fraction": 0.1, "aug_rotation": 180.0,
+                                       "aug_strength": 1.5},
 }
 
 log = logging.getLogger("adapt_variants")

@@ -80,18 +80,21 @@ def preprocess(rgb: np.ndarray, spec: Mapping, out: np.ndarray | None = None) ->
 
 
 def augment(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
-            mask: np.ndarray | None = None):
+            mask: np.ndarray | None = None, max_angle: float = 20.0):
     """A random camera-on-a-line variation of ``rgb`` (same size, uint8).
 
     Small rotation, flips, scale and position of the part in the frame, brightness and contrast.
-    ``strength`` scales every range (0 gives the image back unchanged). With a defect-region ``mask``
+    ``strength`` scales every range (0 gives the image back unchanged); ``max_angle`` is the rotation range in
+    degrees at strength 1 (180: any turn, as a round part on a conveyor may lie). With a defect-region ``mask``
     (H x W, bool or float) the same flips and warp move the mask too, and ``(image, mask)`` is returned;
     the random draws are the same with or without a mask, so a seed gives the same image either way.
     """
     h, w = rgb.shape[:2]
     if mask is not None and np.shape(mask) != (h, w):
         raise ValueError(f"region mask {np.shape(mask)} must have the image's height and width {(h, w)}")
-    angle = rng.uniform(-20, 20) * strength
+    if not 0 <= max_angle <= 180:
+        raise ValueError(f"max_angle must be in 0..180 degrees, got {max_angle}")
+    angle = rng.uniform(-max_angle, max_angle) * strength  # the same draw for any range: seeds stay comparable
     scale = 1.0 + rng.uniform(-0.15, 0.15) * strength
     tx = rng.uniform(-0.08, 0.08) * strength * w
     ty = rng.uniform(-0.08, 0.08) * strength * h

@@ -47,6 +47,10 @@ def parse_args(argv=None) -> AdaptConfig:
                         f"as --threshold auto without validation (at least {MIN_PHOTOS_PER_CLASS} photos per class "
                         "are needed at all)")
     p.add_argument("--views", type=int, default=d.views, help="cached views per photo (1 clean + augmented)")
+    p.add_argument("--aug-strength", type=float, default=d.aug_strength,
+                   help="scale of every augmentation range (0: the parent's training setting)")
+    p.add_argument("--aug-rotation", type=float, default=d.aug_rotation,
+                   help="rotation range of the augmented views in degrees, 180 for any turn (0: the parent's)")
     p.add_argument("--size", type=int, default=d.size,
                    help="input size of the adapted model in pixels (0: the parent's); larger keeps small defects "
                         "visible and costs time, roughly with its square")

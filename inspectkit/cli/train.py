@@ -55,6 +55,8 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
                    help="near-duplicate groups larger than this fraction of their class always stay in train")
     p.add_argument("--views", type=int, default=d.views, help="cached views per train image (1 clean + augmented)")
     p.add_argument("--aug-strength", type=float, default=d.aug_strength)
+    p.add_argument("--aug-rotation", type=float, default=d.aug_rotation,
+                   help="rotation range of the augmented views in degrees at strength 1 (180: any turn)")
     p.add_argument("--last-blocks", type=int, default=d.last_blocks, help="K: blocks unfrozen in stage 2")
     p.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs)
     p.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs)

@@ -105,6 +105,10 @@ class AdaptConfig:
     val_fraction: float = 0.1
     min_val_per_class: int = 3  # below this many held-out photos per class, adapt in-sample (see module doc)
     views: int = 8  # cached views per photo: the clean one and views-1 augmented ones
+    # the augmented views' ranges (TrainConfig.aug_strength, .aug_rotation); 0: the parent's own. A round part may
+    # lie at any turn, and the new line's parts that no label shows are where adaptation errs most
+    aug_strength: float = 0.0
+    aug_rotation: float = 0.0
     # input size of the adapted model (0: the parent's); the network is convolutional with a global pool, so the
     # same weights take any size, and a larger one keeps small defects (pinholes near the rim) more pixels wide
     size: int = 0
@@ -154,6 +158,9 @@ class AdaptConfig:
         for name in ("val_fraction", "replay_val_fraction"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be between 0 and 1 (the share held out), got {getattr(self, name)}")
+        if not 0 <= self.aug_strength <= 3 or not 0 <= self.aug_rotation <= 180:
+            raise ValueError(f"aug_strength must be in 0..3 and aug_rotation in 0..180 degrees (0: the parent's), "
+                             f"got {self.aug_strength} and {self.aug_rotation}")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
         if self.size and not 32 <= self.size <= 1024:
@@ -520,7 +527,9 @@ def _adapt(parent: dict, cfg: AdaptConfig, say: Callable[[float, str], None], sa
     fcfg = replace(tcfg, seed=cfg.seed, views=cfg.views, stage1_epochs=cfg.stage1_epochs,
                    stage2_epochs=cfg.stage2_epochs, lr1=cfg.lr1, lr2=cfg.lr2, patience=cfg.patience,
                    ema_epochs=cfg.ema_epochs, keep=cfg.keep, anchor=cfg.anchor, batch_size=cfg.batch_size,
-                   last_blocks=cfg.last_blocks or tcfg.last_blocks, members=cfg.members, region_weight=0.0)
+                   last_blocks=cfg.last_blocks or tcfg.last_blocks, members=cfg.members, region_weight=0.0,
+                   aug_strength=cfg.aug_strength or tcfg.aug_strength,
+                   aug_rotation=cfg.aug_rotation or tcfg.aug_rotation)
     weight = photo_weights(new.labels[tr], len(r_tr), d, cfg.balance_lines, cfg.defect_weight)
     metrics, history = fit_stages(model, fcfg, train_images, y_tr, val_images, y_va, names, d, spec,
                                   keep_start=True, progress=lambda f, t: say(0.1 + 0.8 * f, t), sample_weight=weight)
