@@ -290,6 +290,16 @@ def test_defect_weight_changes_the_training_and_is_recorded(parent, tmp_path):
     assert weighted["metrics"]["adaptation"]["config"]["defect_weight"] == 4.0
 
 
+@pytest.mark.parametrize("field, value", [("aug_rotation", 180.0), ("aug_strength", 1.5)])
+def test_wider_augmentation_changes_the_training_and_is_recorded(parent, tmp_path, field, value):
+    data = new_line(tmp_path / "lineb", 8, 8)
+    plain, wide = (run(parent, data, tmp_path / f"{field}{i}.pt", lr1=1e-2, lr2=1e-2, **kw)
+                   for i, kw in enumerate(({}, {field: value})))
+    assert _distance(plain["state_dict"], wide["state_dict"]) > 0
+    assert wide["metrics"]["adaptation"]["config"][field] == value
+    assert plain["metrics"]["adaptation"]["config"][field] == 0.0  # 0: the parent's own range
+
+
 def test_balance_lines_changes_the_training_and_is_recorded(tmp_path, casting_tree):
     """With replay, the balanced loss weights the (smaller) new line up: the weights differ from the plain run's."""
     parent = write_checkpoint(tmp_path / "parent.pt", train_data=casting_tree)
@@ -318,7 +328,9 @@ def test_members_average_several_stage2_runs(parent, tmp_path):
                                                    ("val_fraction", 0.0, "val_fraction must be between 0 and 1"),
                                                    ("replay_val_fraction", 1.0,
                                                     "replay_val_fraction must be between 0 and 1 .the share held "
-                                                    "out., got 1.0")])
+                                                    "out., got 1.0"),
+                                                   ("aug_rotation", 181.0, "aug_rotation in 0..180 degrees"),
+                                                   ("aug_strength", -1.0, "aug_strength must be in 0..3")])
 def test_unknown_recipe_options_are_refused_before_any_work(parent, tmp_path, field, value, message):
     data = new_line(tmp_path / "lineb", 6, 6)
     with pytest.raises(ValueError, match=message):
@@ -484,3 +496,13 @@ def test_group_by_part_holds_out_whole_parts(tmp_path, monkeypatch, by_part):
     held = a["split"]["validation_files"]
     parts = {f.split("/")[1].split("_")[0] for f in held}
     assert (len(held) == 2 * len(parts)) is by_part  # by part: both photos of every held-out part, nothing else
+
+
+@pytest.mark.parametrize("option, value", [("--aug-rotation", "180"), ("--aug-strength", "1.5")])
+def test_cli_sets_the_augmentation_ranges(option, value):
+    from inspectkit.cli.adapt import parse_args
+
+    base = ["--checkpoint", "p.pt", "--data", "d", "--out", "o.pt"]
+    cfg, default = parse_args(base + [option, value]), parse_args(base)
+    field = option[2:].replace("-", "_")
+    assert getattr(cfg, field) == float(value) and getattr(default, field) == getattr(AdaptConfig(), field)
