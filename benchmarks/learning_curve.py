@@ -169,6 +169,10 @@ def main(argv=None) -> int:
     p.add_argument("--val-fraction", type=float, default=AdaptConfig.val_fraction,
                    help="adapt.py's --val-fraction (the share of the labelled photos held out); the curves before "
                         "adaptation round 10: 0.3")
+    p.add_argument("--aug-rotation", type=float, default=AdaptConfig.aug_rotation,
+                   help="adapt.py's --aug-rotation (0: the parent's range, as every curve before adaptation round 11)")
+    p.add_argument("--aug-strength", type=float, default=AdaptConfig.aug_strength,
+                   help="adapt.py's --aug-strength (0: the parent's, as every curve before adaptation round 11)")
     p.add_argument("--work", default="runs/learning-curve", help="folder for the per-run photo subsets")
     p.add_argument("--out", default="reports/line-b/learning_curve", help="writes OUT.json, OUT.md and OUT.png")
     p.add_argument("--parent-errors", action="store_true",
@@ -232,7 +236,8 @@ def main(argv=None) -> int:
             for key, replay, folder in variants:
                 cfg = AdaptConfig(data=str(folder), checkpoint=a.checkpoint, out="", seed=seed, replay=replay,
                                   threads=a.threads, keep=a.keep, lr1=a.lr1, lr2=a.lr2, anchor=a.anchor,
-                                  size=a.size, defect_weight=a.defect_weight, val_fraction=a.val_fraction)
+                                  size=a.size, defect_weight=a.defect_weight, val_fraction=a.val_fraction,
+                                  aug_rotation=a.aug_rotation, aug_strength=a.aug_strength)
                 t0 = time.perf_counter()
                 ck = adapt(parent, cfg, save=False)
                 secs = time.perf_counter() - t0
@@ -253,7 +258,8 @@ def main(argv=None) -> int:
 
 #: what makes two outputs one curve, with the value an output that predates the key ran with: early stopping, at
 #: the parent's size, every line-B photo in the pool, defects weighing as OK photos
-RECIPE = {"keep": "best", "size": 0, "eval_fraction": 0.0, "defect_weight": 1.0, "val_fraction": 0.3}
+RECIPE = {"keep": "best", "size": 0, "eval_fraction": 0.0, "defect_weight": 1.0, "val_fraction": 0.3,
+          "aug_rotation": 0.0, "aug_strength": 0.0}
 
 
 def merge(a) -> int:
@@ -330,7 +336,7 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
     doc = {"command": command, **({"merged_from": commands} if commands else {}),
            "checkpoint": a.checkpoint, "parent_weights_sha256": parent_digest, "keep": a.keep,
            "size": a.size, "eval_fraction": a.eval_fraction, "defect_weight": a.defect_weight,
-           "val_fraction": a.val_fraction,
+           "val_fraction": a.val_fraction, "aug_rotation": a.aug_rotation, "aug_strength": a.aug_strength,
            "line": a.line, "casting": a.casting, "seconds": round(seconds, 1), "summary": summary, "runs": rows}
     D.save_json(doc, out.with_suffix(".json"))
     lines = ["# Adapting to line B: the learning curve", "",
@@ -342,6 +348,10 @@ def write(a, parent_digest: str, rows, seconds, commands: list[str] | None = Non
              + (f", the new line's defects weighing {a.defect_weight:g} times in the loss"
                 if a.defect_weight != RECIPE["defect_weight"] else "")
              + (f", {a.val_fraction:g} of the labelled photos held out" if a.val_fraction != RECIPE["val_fraction"]
+                else "")
+             + (f", views turned by up to {a.aug_rotation:g} degrees" if a.aug_rotation != RECIPE["aug_rotation"]
+                else "")
+             + (f", augmentation ranges {a.aug_strength:g} times the parent's" if a.aug_strength != RECIPE["aug_strength"]
                 else "")
              + "; no replay: the same without it." + (
                  f" Each seed's models are measured on the same photos: the last {a.eval_fraction:g} of every class "

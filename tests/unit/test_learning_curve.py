@@ -25,7 +25,8 @@ def curve(tmp_path, casting_tree):
     out = tmp_path / "curve"
     assert learning_curve.main(["--checkpoint", str(parent), "--line", str(tmp_path / "line"), "--casting",
                                 str(casting_tree), "--sizes", "12", "--seeds", "0", "--no-replay-at", "--threads", "1",
-                                "--size", "64", "--val-fraction", "0.5", "--work", str(tmp_path / "work"),
+                                "--size", "64", "--val-fraction", "0.5", "--aug-rotation", "180",
+                                "--work", str(tmp_path / "work"),
                                 "--out", str(out)]) == 0
     return json.loads(out.with_suffix(".json").read_text()), out, parent
 
@@ -34,7 +35,8 @@ def test_every_adapted_model_is_measured_on_the_unused_photos_and_the_casting_te
     doc, out, parent = curve
     assert doc["size"] == 64 and len(doc["runs"]) == 1
     assert doc["defect_weight"] == learning_curve.AdaptConfig.defect_weight  # adapt.py's default recipe
-    assert doc["val_fraction"] == 0.5
+    assert doc["val_fraction"] == 0.5 and doc["aug_rotation"] == 180
+    assert doc["aug_strength"] == learning_curve.AdaptConfig.aug_strength
     run = doc["runs"][0]
     assert run["per_class"] == 12 and run["used"] == 24
     adapted = run["adapted"]
@@ -51,7 +53,7 @@ def test_every_adapted_model_is_measured_on_the_unused_photos_and_the_casting_te
     md = out.with_suffix(".md").read_text()
     w = learning_curve.AdaptConfig.defect_weight
     assert (f"adapted: `adapt.py` with replay of line A, at 64 px, the new line's defects weighing {w:g} times in the "
-            "loss, 0.5 of the labelled photos held out;") in md
+            "loss, 0.5 of the labelled photos held out, views turned by up to 180 degrees;") in md
     assert "| 12 | 1 |" in md
     assert load_checkpoint(parent)["preprocessing"]["size"] == 96  # the parent is measured at its own size
 
@@ -62,11 +64,11 @@ def test_merge_refuses_a_run_twice_and_outputs_of_different_recipes(curve, tmp_p
         learning_curve.main(["--merge", str(out.with_suffix(".json")), str(out.with_suffix(".json")),
                              "--out", str(tmp_path / "m")])
     for field, value in (("size", 0), ("defect_weight", 4.0), ("eval_fraction", 0.4), ("keep", "best"),
-                         ("val_fraction", 0.3)):
+                         ("val_fraction", 0.3), ("aug_rotation", 0.0), ("aug_strength", 1.5)):
         other = tmp_path / f"other_{field}.json"
         other.write_text(json.dumps({**doc, field: value, "runs": []}))
         with pytest.raises(SystemExit, match=r"one recipe and protocol \(--keep, --size, --eval-fraction, "
-                                             r"--defect-weight, --val-fraction\)"):
+                                             r"--defect-weight, --val-fraction, --aug-rotation, --aug-strength\)"):
             learning_curve.main(["--merge", str(out.with_suffix(".json")), str(other), "--out", str(tmp_path / "m")])
 
 
