@@ -866,3 +866,41 @@ def test_twin_free_figures_are_the_reports():
             assert ln in DOCS["line_b"], ln
     assert f"On the {free['n']} without, J scored {pct(free['accuracy'])} (ROC-AUC {free['roc_auc']:.4f})" in card
     assert f"29 of the 97): {pct(sv['twin-free']['accuracy'])}" in card
+
+
+SEED_FLOOR_ROWS = {"learning_curve_confirm": "third recipe", "learning_curve_round9": "round 9",
+                   "learning_curve_round9_weight1": "round 9's draws, weight 1", "learning_curve_round10": "round 10",
+                   "learning_curve_round10_val03": "round 10's draws, 30 % held out"}
+
+
+def test_record_states_how_often_a_seed_lands_below_94_as_seed_floor_computed():
+    """Section 12's table and sentences are seed_floor.json's, and the command quoted is the one that wrote it."""
+    r = json.loads((LINE_B / "seed_floor.json").read_text())
+    table = table_after("## 12. How often a seed lands below 94 %", ADAPTATION)
+    flat = " ".join(ADAPTATION.replace("\\\n", " ").split())
+    assert r["command"] in flat and r["floor"] == 0.94 and r["per_class"] == 50
+    for c in r["curves"]:
+        label = SEED_FLOOR_ROWS[c["curve"]]
+        if "draws" not in label:  # the record runs name their curve's draws; the others their seeds
+            label += f" (seeds {min(c['seeds'])} to {max(c['seeds'])})"
+        assert len(c["seeds"]) == 8 and c["n"] == 260
+        assert table[label] == [pct(c["mean"]), f"{100 * c['sd']:.2f}", f"{100 * c['sd_binomial']:.2f}",
+                                f"{100 * c['sd_between']:.2f}", str(c["below"]), f"{100 * c['p_none_below']:.0f} %",
+                                pct(c["mean_needed"])], label
+    r10 = next(c for c in r["curves"] if c["curve"] == "learning_curve_round10")
+    assert r10["mean"] == _curve("learning_curve_round10")["adapted"]["line_rest"]["accuracy_mean"]
+    assert (f"more often than not ({100 * r10['p_none_below']:.0f} %)" in flat
+            and f"a mean of {pct(r10['mean_needed'])}. That is {100 * (r10['mean_needed'] - r10['mean']):.2f} points "
+            "above" in flat)
+    assert f"miss it {100 * (1 - r10['p_none_below']):.0f} times in 100" in flat
+    assert f"{100 * (r10['mean'] - 0.94):.2f} points under the mean" in flat
+    s = r10["sealed"]
+    assert (s["seeds"], s["n"]) == (5, 650)
+    assert f"no draw of 5 lands below 94 % {100 * s['p_none_below']:.0f} times in 100" in flat
+    assert f"binomial sd about {100 * np.sqrt(r10['mean'] * (1 - r10['mean']) / 650):.2f} points" in flat
+    sds = [100 * c["sd_binomial"] for c in r["curves"]]
+    assert f"deviation of {min(sds):.2f} to {max(sds):.2f} points" in flat
+    spread = [100 * c["sd"] for c in r["curves"]]
+    means = [c["mean"] for c in r["curves"]]
+    assert f"most of the {min(spread):.2f} to {max(spread):.2f} points measured over seeds" in flat
+    assert f"its mean ({pct(min(means))} to {pct(max(means))})" in flat
