@@ -40,15 +40,21 @@ def ranking(default: dict, candidates: list[dict]) -> list[str]:
     return [name for _, _, name in sorted(ok)]
 
 
+def decide(d: dict, cs: list[dict], stays: str) -> dict:
+    """A round's outcome under this rule: the summaries, each candidate's checks, the ranking, the winner and the
+    decision's words (``stays`` names the default's recipe when nothing qualifies)."""
+    order = ranking(d, cs)
+    return {"default": d, "candidates": cs, "checks": {c["variant"]: checks(d, c) for c in cs}, "ranking": order,
+            "winner": order[0] if order else d["variant"],
+            "decision": (f"{order[0]} becomes the default if it passes the time gate"
+                         + (f" (else, in turn: {', '.join(order[1:])})" if order[1:] else "")
+                         if order else f"{d['variant']} ({stays}) stays")}
+
+
 def main(argv=None) -> int:
     a = round_args(argv, __doc__, "reports/line-b/adapt_round10")
     d, cs = load_round(a.runs, DEFAULT, CANDIDATES)
-    order = ranking(d, cs)
-    out = {"default": d, "candidates": cs, "checks": {c["variant"]: checks(d, c) for c in cs}, "ranking": order,
-           "winner": order[0] if order else DEFAULT,
-           "decision": (f"{order[0]} becomes the default if it passes the time gate"
-                        + (f" (else, in turn: {', '.join(order[1:])})" if order[1:] else "")
-                        if order else f"{DEFAULT} (round 9's recipe) stays")}
+    out = decide(d, cs, "round 9's recipe")
     write(out, a.out, "# Adaptation round 10: train on more of the labelled photos; the rule set before the runs, "
           "applied", f"`python -m benchmarks.adapt_round10 {a.runs} --out {a.out}`", "adapt_round10_protocol.md")
     return 0

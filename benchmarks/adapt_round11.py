@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 
 from benchmarks.adapt_round9 import load_round, round_args, write
-from benchmarks.adapt_round10 import checks, ranking
+from benchmarks.adapt_round10 import decide
 
 DEFAULT = "third-dw8-val0.1"
 # the protocol's order, the tie-break: the narrowest change first
@@ -26,12 +26,7 @@ CANDIDATES = ("third-dw8-val0.1-rot180", "third-dw8-val0.1-aug1.5", "third-dw8-v
 def main(argv=None) -> int:
     a = round_args(argv, __doc__, "reports/line-b/adapt_round11")
     d, cs = load_round(a.runs, DEFAULT, CANDIDATES)
-    order = ranking(d, cs)
-    out = {"default": d, "candidates": cs, "checks": {c["variant"]: checks(d, c) for c in cs}, "ranking": order,
-           "winner": order[0] if order else DEFAULT,
-           "decision": (f"{order[0]} becomes the default if it passes the time gate"
-                        + (f" (else, in turn: {', '.join(order[1:])})" if order[1:] else "")
-                        if order else f"{DEFAULT} (round 10's recipe) stays")}
+    out = decide(d, cs, "round 10's recipe")
     write(out, a.out, "# Adaptation round 11: wider augmentation; the rule set before the runs, applied",
           f"`python -m benchmarks.adapt_round11 {a.runs} --out {a.out}`", "adapt_round11_protocol.md")
     return 0
