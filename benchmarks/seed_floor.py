@@ -45,15 +45,16 @@ def most_errors(n: int, floor: float) -> int:
 
 
 def binomial_tail(n: int, p_error: float, k: int) -> float:
-    """P(more than k errors among n photos, each wrong with probability p_error), summed exactly in log space."""
+    """P(more than k errors among n photos, each wrong with probability p_error): one minus the k + 1 terms up to k
+    (k is a few dozen here, n hundreds), each in log space."""
     if p_error <= 0.0:
         return 0.0
     if p_error >= 1.0:
         return 1.0 if k < n else 0.0
     lp, lq = math.log(p_error), math.log1p(-p_error)
-    terms = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lp + (n - j) * lq
-             for j in range(k + 1, n + 1)]
-    return float(min(1.0, sum(math.exp(t) for t in terms)))
+    at_most = sum(math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lp + (n - j) * lq)
+                  for j in range(min(k, n) + 1))
+    return float(min(1.0, max(0.0, 1.0 - at_most)))
 
 
 def p_below(mean: float, sd_between: float, n: int, floor: float) -> float:

@@ -79,8 +79,12 @@ def preprocess(rgb: np.ndarray, spec: Mapping, out: np.ndarray | None = None) ->
     return normalize(resize_rgb(rgb, int(spec["size"])), spec, out)
 
 
+#: the augmented views' rotation range in degrees at strength 1, as every model so far was trained with
+TURN_DEGREES = 20.0
+
+
 def augment(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
-            mask: np.ndarray | None = None, max_angle: float = 20.0):
+            mask: np.ndarray | None = None, max_angle: float = TURN_DEGREES):
     """A random camera-on-a-line variation of ``rgb`` (same size, uint8).
 
     Small rotation, flips, scale and position of the part in the frame, brightness and contrast.

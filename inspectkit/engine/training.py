@@ -40,7 +40,7 @@ from inspectkit.inference.fast import save_with_graph
 from inspectkit.labels import check_display_names
 from inspectkit.metrics import choose_threshold, classification_report, fbeta, selection_loss, softmax, threshold_sweep
 from inspectkit.model import build_model, head, predict_probs, set_trainable, split_at, train_mode
-from inspectkit.preprocess import augment, default_spec, preprocess
+from inspectkit.preprocess import TURN_DEGREES, augment, default_spec, preprocess
 from inspectkit.review import review_band
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class TrainConfig:
     max_group_fraction: float = 0.02  # larger near-duplicate groups always stay in train
     views: int = 4  # cached views per train image: the clean one and views-1 augmented ones
     aug_strength: float = 1.0
-    aug_rotation: float = 20.0  # rotation range of the augmented views in degrees at strength 1 (180: any turn)
+    aug_rotation: float = TURN_DEGREES  # rotation range of the augmented views in degrees at strength 1 (180: any turn)
     last_blocks: int = 3
     stage1_epochs: int = 30
     stage2_epochs: int = 10
@@ -251,7 +251,7 @@ def _stack(imgs, spec) -> torch.Tensor:
 
 @torch.no_grad()
 def cache_prefix(prefix: nn.Module, images: list[np.ndarray], spec: dict, views: int, strength: float,
-                 seed: int, batch_size: int, desc: str, masks: list | None = None, rotation: float = 20.0):
+                 seed: int, batch_size: int, desc: str, masks: list | None = None, rotation: float = TURN_DEGREES):
     """Frozen-prefix outputs (float16) for each image and view: N x V x C x h x w. View 0 is the clean image.
 
     With ``masks`` (one H x W region or None per image) it returns ``(features, regions)``: regions N x V x h x w
@@ -268,7 +268,7 @@ def cache_prefix(prefix: nn.Module, images: list[np.ndarray], spec: dict, views:
         prefix.to(memory_format=torch.contiguous_format)
 
 
-def _cache(prefix, images, spec, views, strength, seed, batch_size, desc, masks, rotation=20.0):
+def _cache(prefix, images, spec, views, strength, seed, batch_size, desc, masks, rotation):
     rng = np.random.default_rng(seed)
     jobs = [(i, v) for i in range(len(images)) for v in range(views)]
     seeds = rng.integers(0, 2 ** 31, size=len(jobs))
